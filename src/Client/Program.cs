@@ -1,0 +1,333 @@
+using System.CommandLine;
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Polly;
+using Polly.Retry;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Cli;
+using Wormhole.Tunnel.Client;
+using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.Sync;
+using Wormhole.Tunnel.WireGuard;
+
+return await SpokeCli.Build().Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(10) });
+
+namespace Wormhole.Tunnel.Client
+{
+    internal sealed record SpokeSettings(CommonSettings Common, Uri Server, JsonElement? Metadata);
+
+    /// <summary>The spoke's command line (design.md, "Command line").</summary>
+    internal static class SpokeCli
+    {
+        public static RootCommand Build()
+        {
+            var common = new CommonCli(defaultName: null);
+            var server = new Option<string>("--server") { Description = "The hub's pairing API URL", DefaultValueFactory = _ => "http://localhost:8080" };
+            var metadata = new Option<string?>("--client-metadata") { Description = "JSON object sent with every sync, shown in the hub's /api/peers/v2 [default: {}]. Env: CLIENT_METADATA" };
+            var root = new RootCommand("Wormhole.Tunnel spoke: pairs with a hub, syncs apps and proxies them over WireGuard.");
+            common.AddTo(root);
+            root.Options.Add(server);
+            root.Options.Add(metadata);
+            root.SetAction(async (result, cancellationToken) =>
+            {
+                SpokeSettings settings;
+                try
+                {
+                    var c = common.Read(result);
+                    if (!Names.IsValidPeerName(c.Name))
+                    {
+                        throw new OptionsException($"--name '{c.Name}' must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit.");
+                    }
+
+                    var serverText = result.GetValue(server)!;
+                    if (!Uri.TryCreate(serverText.EndsWith('/') ? serverText : serverText + "/", UriKind.Absolute, out var serverUri) || serverUri.Scheme is not ("http" or "https"))
+                    {
+                        throw new OptionsException($"--server '{serverText}' is not an http(s) URL such as http://hub.example.com:8080.");
+                    }
+
+                    var json = ClientMetadata.Parse(result.GetValue(metadata) ?? Environment.GetEnvironmentVariable("CLIENT_METADATA") ?? "{}", out var error);
+                    if (error is not null)
+                    {
+                        throw new OptionsException(error);
+                    }
+
+                    settings = new SpokeSettings(c, serverUri, json);
+                }
+                catch (OptionsException ex)
+                {
+                    await Console.Error.WriteLineAsync(ex.Message);
+                    return 2;
+                }
+
+                return await Spoke.RunAsync(settings, cancellationToken);
+            });
+            return root;
+        }
+    }
+
+    /// <summary>The spoke's life: pair (or reuse the cached pairing), bring up WireGuard, sync until stopped.</summary>
+    internal sealed partial class Spoke
+    {
+        private static readonly TimeSpan ReferencePollInterval = TimeSpan.FromSeconds(5);
+        private readonly SpokeSettings _settings;
+        private readonly SideHost _side;
+        private readonly HubClient _hub;
+        private readonly WgKeyPair _keys;
+        private readonly ILogger _logger;
+        private PairingResponse? _pairing;
+
+        private Spoke(SpokeSettings settings, SideHost side, WgKeyPair keys, ILogger logger)
+        {
+            _settings = settings;
+            _side = side;
+            _keys = keys;
+            _logger = logger;
+            _hub = new HubClient(settings.Server, new PairingCodec(settings.Common.InviteToken));
+        }
+
+        public static async Task<int> RunAsync(SpokeSettings settings, CancellationToken stop)
+        {
+            var c = settings.Common;
+            using var loggerFactory = Logging.Create(c.JsonLogs, c.Debug);
+            var logger = loggerFactory.CreateLogger("Wormhole.Tunnel.Client.Spoke");
+            await using var side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner());
+            Spoke? spoke = null;
+            try
+            {
+                var keys = await side.PrepareAsync(stop);
+                spoke = new Spoke(settings, side, keys, logger);
+                await side.StartApisAsync(peers: null, basicAuth: null, stop);
+                var loops = side.RunLoopsAsync(stop);
+                await spoke.EstablishAsync(stop);
+                await Task.WhenAll(loops, spoke.SyncLoopAsync(stop));
+                return 0;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return 0;
+            }
+            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException)
+            {
+                LogFatal(logger, ex.Message);
+                return 1;
+            }
+            finally
+            {
+                spoke?._hub.Dispose();
+                if (spoke?._pairing is not null)
+                {
+                    await side.WireGuard.DownAsync(CancellationToken.None);
+                }
+
+                LogStopped(logger);
+            }
+        }
+
+        /// <summary>Reuses the cached pairing when the hub answers through the tunnel, otherwise pairs (retrying with backoff).</summary>
+        private async Task EstablishAsync(CancellationToken stop)
+        {
+            var cached = _side.State.PairingCache.Read();
+            if (cached is not null && cached.SyncServerAddress is not null)
+            {
+                await ApplyAsync(cached, stop);
+                LogTryingCache(_logger, cached.InternalServerIp);
+                if (await ProbeAsync(cached, stop))
+                {
+                    LogUsingCache(_logger, cached.InternalServerIp, cached.AssignedIp);
+                    _side.Metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "cached"));
+                    return;
+                }
+
+                LogCacheFailed(_logger, cached.InternalServerIp);
+            }
+            else
+            {
+                LogNoCache(_logger);
+            }
+
+            var pipeline = new ResiliencePipelineBuilder().AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<HubCallException>().Handle<WireGuardCommandException>(),
+                MaxRetryAttempts = int.MaxValue,
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                Delay = TimeSpan.FromMilliseconds(500),
+                MaxDelay = TimeSpan.FromSeconds(30),
+                OnRetry = args =>
+                {
+                    LogPairingFailed(_logger, args.AttemptNumber + 1, args.Outcome.Exception?.Message ?? "?", args.RetryDelay.TotalSeconds);
+                    return ValueTask.CompletedTask;
+                },
+            }).Build();
+            await pipeline.ExecuteAsync(async ct => await PairOnceAsync(ct), stop);
+        }
+
+        private async Task PairOnceAsync(CancellationToken cancellationToken)
+        {
+            var response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
+            await ApplyAsync(response, cancellationToken);
+            await _side.State.PairingCache.WriteAsync(response, cancellationToken);
+            _side.Metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
+            LogPaired(_logger, response.AssignedIp);
+        }
+
+        private async Task<bool> ProbeAsync(PairingResponse pairing, CancellationToken stop)
+        {
+            var syncBase = SyncBase(pairing);
+            for (var attempt = 0; attempt < 5; attempt++)
+            {
+                if (await _hub.ProbeAsync(syncBase, TimeSpan.FromSeconds(2), stop))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+
+        /// <summary>Configures WireGuard from a pairing response (address, route and the hub as the one peer).</summary>
+        private async Task ApplyAsync(PairingResponse pairing, CancellationToken cancellationToken)
+        {
+            if (_pairing is not null && _pairing == pairing)
+            {
+                return;
+            }
+
+            var c = _settings.Common;
+            await _side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, _keys.PrivateKey, $"{pairing.AssignedIp}/32", null, [$"{pairing.InternalServerIp}/32"]), cancellationToken);
+            await _side.WireGuard.SetPeersAsync([new WgPeer(pairing.WireGuard.PublicKey, [$"{pairing.InternalServerIp}/32"], pairing.WireGuard.Endpoint, 10)], cancellationToken);
+            _pairing = pairing;
+            _side.Reconciler.TunnelAddress = IPAddress.Parse(pairing.AssignedIp);
+            LogWireGuardUp(_logger, c.WgInterface, _side.WireGuard.Backend ?? "?", pairing.AssignedIp, pairing.WireGuard.Endpoint ?? "?");
+        }
+
+        /// <summary>
+        /// Sends this side's apps whenever they change and otherwise long-polls the hub, so a change on either side
+        /// crosses within a round trip. A reference hub (no version header) is polled every 5 s instead.
+        /// </summary>
+        private async Task SyncLoopAsync(CancellationToken stop)
+        {
+            string? hubVersion = null;
+            var failures = 0;
+            var reconciler = _side.Reconciler;
+            while (!stop.IsCancellationRequested)
+            {
+                var pairing = _pairing!;
+                var sentVersion = reconciler.AdvertisedVersion;
+                var body = SyncCodec.Encode(_settings.Common.Name, _settings.Metadata, reconciler.Current.Advertised);
+                using var round = CancellationTokenSource.CreateLinkedTokenSource(stop);
+                var localChange = reconciler.WaitForAdvertisedChangeAsync(sentVersion, Timeout.InfiniteTimeSpan, round.Token);
+                var send = _hub.SyncAsync(SyncBase(pairing), body, hubVersion, round.Token);
+                if (await Task.WhenAny(send, localChange) == localChange && !send.IsCompleted)
+                {
+                    await round.CancelAsync();
+                    await send.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+                    continue;
+                }
+
+                try
+                {
+                    var result = await send;
+                    failures = 0;
+                    _side.Metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", result.Message.Peer));
+                    var hubAddress = IPAddress.Parse(pairing.InternalServerIp);
+                    _side.RemoteApps.Update(
+                        result.Message.Peer,
+                        hubAddress,
+                        result.Message.Apps!.Select(a => new AppDescriptor(a.Name, a.Address, result.Message.Peer, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+                    if (hubVersion is null && result.HubVersion is not null)
+                    {
+                        LogLongPoll(_logger);
+                    }
+
+                    hubVersion = result.HubVersion;
+                    if (hubVersion is null)
+                    {
+                        await WaitQuietlyAsync(localChange, ReferencePollInterval, stop);
+                    }
+                }
+                catch (HubCallException ex)
+                {
+                    failures++;
+                    hubVersion = null;
+                    _side.Metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", "hub"), new KeyValuePair<string, object?>("reason", ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+                    LogSyncFailed(_logger, failures, ex.Message);
+                    if (ex.PeerUnknown || failures % 3 == 0)
+                    {
+                        await TryRepairAsync(stop);
+                    }
+
+                    var delay = TimeSpan.FromMilliseconds(Math.Min(5000, 250 * Math.Pow(2, Math.Min(failures, 5))) * (0.5 + Random.Shared.NextDouble() / 2));
+                    await Task.Delay(delay, _side.Time, stop);
+                }
+            }
+        }
+
+        /// <summary>One pairing attempt from inside the sync loop (the hub forgot us, or the tunnel has been dead for a while).</summary>
+        private async Task TryRepairAsync(CancellationToken stop)
+        {
+            try
+            {
+                await PairOnceAsync(stop);
+            }
+            catch (Exception ex) when (ex is HubCallException or WireGuardCommandException)
+            {
+                LogPairingFailed(_logger, 1, ex.Message, 0);
+            }
+        }
+
+        private static async Task WaitQuietlyAsync(Task localChange, TimeSpan max, CancellationToken stop)
+        {
+            try
+            {
+                await localChange.WaitAsync(max, stop);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+
+        private static Uri SyncBase(PairingResponse pairing)
+        {
+            var text = pairing.SyncServerAddress!;
+            return new Uri(text.EndsWith('/') ? text : text + "/");
+        }
+
+        [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "Paired with server, assigned IP: {Ip}")]
+        private static partial void LogPaired(ILogger logger, string ip);
+
+        [LoggerMessage(EventId = 3001, Level = LogLevel.Information, Message = "Trying to reach server {Ip} through the tunnel with the config from the cache")]
+        private static partial void LogTryingCache(ILogger logger, string ip);
+
+        [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Successfully reached server {Ip} through the tunnel, using IP from the cache: {Assigned}")]
+        private static partial void LogUsingCache(ILogger logger, string ip, string assigned);
+
+        [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "Server {Ip} did not answer through the tunnel with the cached config; pairing again")]
+        private static partial void LogCacheFailed(ILogger logger, string ip);
+
+        [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "No cached pairing response found, pairing with server")]
+        private static partial void LogNoCache(ILogger logger);
+
+        [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "Pairing attempt {Attempt} failed: {Reason}; retrying in {Seconds:0.0} s")]
+        private static partial void LogPairingFailed(ILogger logger, int attempt, string reason, double seconds);
+
+        [LoggerMessage(EventId = 3006, Level = LogLevel.Information, Message = "WireGuard interface {Interface} up ({Backend}), address {Address}, hub endpoint {Endpoint}")]
+        private static partial void LogWireGuardUp(ILogger logger, string @interface, string backend, string address, string endpoint);
+
+        [LoggerMessage(EventId = 3007, Level = LogLevel.Warning, Message = "Sync failed ({Failures} in a row): {Reason}")]
+        private static partial void LogSyncFailed(ILogger logger, int failures, string reason);
+
+        [LoggerMessage(EventId = 3008, Level = LogLevel.Information, Message = "The hub supports long-poll sync: its changes arrive as they happen")]
+        private static partial void LogLongPoll(ILogger logger);
+
+        [LoggerMessage(EventId = 3009, Level = LogLevel.Critical, Message = "Spoke cannot run: {Reason}")]
+        private static partial void LogFatal(ILogger logger, string reason);
+
+        [LoggerMessage(EventId = 3010, Level = LogLevel.Information, Message = "Spoke stopped; WireGuard interface removed")]
+        private static partial void LogStopped(ILogger logger);
+    }
+}

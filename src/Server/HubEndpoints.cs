@@ -1,0 +1,157 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sync;
+
+namespace Wormhole.Tunnel.Server;
+
+/// <summary>What the pairing endpoint tells spokes about the hub.</summary>
+internal sealed record HubIdentity(string Name, IPAddress TunnelAddress, string PublicKey, string Endpoint, string SyncServerAddress);
+
+/// <summary>The hub's two protocol endpoints: <c>/pairing</c> (public, PSK) and <c>/sync</c> (tunnel only).</summary>
+internal static partial class HubEndpoints
+{
+    /// <summary>Header a spoke of ours sends with the hub version it has; the hub holds the answer until that changes.</summary>
+    public const string WaitHeader = "X-Wormhole-Wait";
+
+    /// <summary>Header with the hub's current advertised version; its absence tells a spoke it talks to a reference hub.</summary>
+    public const string VersionHeader = "X-Wormhole-Version";
+
+    public static readonly TimeSpan MaxLongPoll = TimeSpan.FromSeconds(25);
+
+    public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger)
+    {
+        app.Map("/pairing", async (HttpContext context) =>
+        {
+            byte[] body;
+            try
+            {
+                body = await ReadBodyAsync(context);
+            }
+            catch (BadHttpRequestException ex)
+            {
+                return Fail(ex.StatusCode, "bad_request", "the pairing body is too large or incomplete");
+            }
+
+            var request = codec.DecodeRequest(body, out var error);
+            if (request is null)
+            {
+                LogBadPairing(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", error!);
+                return Fail(StatusCodes.Status400BadRequest, "bad_request", error!);
+            }
+
+            var result = await registry.PairAsync(request.Name, request.WireGuard.PublicKey, context.RequestAborted);
+            switch (result.Outcome)
+            {
+                case PairingOutcome.Paired:
+                    var peer = result.Peer!;
+                    metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
+                    LogPaired(logger, peer.Name, peer.Ip);
+                    var response = new PairingResponse(
+                        hub.Name,
+                        peer.Ip,
+                        hub.TunnelAddress.ToString(),
+                        new PairingWireGuard(hub.PublicKey, hub.Endpoint),
+                        new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.SyncServerAddress });
+                    return Results.Bytes(codec.EncodeResponse(response), "application/octet-stream");
+                case PairingOutcome.KeyMismatch:
+                    return Fail(StatusCodes.Status409Conflict, "key_mismatch", result.Reason!);
+                case PairingOutcome.PoolExhausted:
+                    return Fail(StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!);
+                default:
+                    LogBadPairing(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", result.Reason!);
+                    return Fail(StatusCodes.Status400BadRequest, "bad_request", result.Reason!);
+            }
+        });
+
+        IResult Fail(int status, string outcome, string reason)
+        {
+            metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+            return Results.Text(reason + "\n", "text/plain; charset=utf-8", statusCode: status);
+        }
+    }
+
+    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger)
+    {
+        // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
+        app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));
+        app.Map("/sync", async (HttpContext context) =>
+        {
+            var source = context.Connection.RemoteIpAddress ?? IPAddress.None;
+            var peer = registry.FindByAddress(source);
+            if (peer is null)
+            {
+                return Fail("unknown", StatusCodes.Status403Forbidden, "sync refused: the request does not come from a paired peer's tunnel address");
+            }
+
+            byte[] body;
+            try
+            {
+                body = await ReadBodyAsync(context);
+            }
+            catch (BadHttpRequestException ex)
+            {
+                return Fail(peer.Name, ex.StatusCode, $"the sync body is larger than {SyncCodec.MaxBodyBytes / (1024 * 1024)} MiB or incomplete");
+            }
+
+            var message = SyncCodec.Decode(body, out var error);
+            if (message is null)
+            {
+                return Fail(peer.Name, StatusCodes.Status400BadRequest, error!);
+            }
+
+            if (message.Peer != peer.Name)
+            {
+                if (registry.Find(message.Peer) is null)
+                {
+                    return Fail(peer.Name, StatusCodes.Status404NotFound, "peer does not exist");
+                }
+
+                return Fail(peer.Name, StatusCodes.Status403Forbidden, $"sync refused: peer '{message.Peer}' must sync from its own tunnel address");
+            }
+
+            remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => new Apps.AppDescriptor(a.Name, a.Address, peer.Name, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+            await registry.UpdateMetadataAsync(peer.Name, message.Metadata, context.RequestAborted);
+
+            if (context.Request.Headers.TryGetValue(WaitHeader, out var known))
+            {
+                await reconciler.WaitForAdvertisedChangeAsync(known.ToString(), MaxLongPoll, context.RequestAborted);
+                remoteApps.Touch(peer.Name);
+            }
+
+            metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", peer.Name));
+            var version = reconciler.AdvertisedVersion;
+            context.Response.Headers[VersionHeader] = version;
+            return Results.Bytes(SyncCodec.Encode(hubName, null, reconciler.Current.Advertised), "application/json");
+        });
+
+        IResult Fail(string peer, int status, string reason)
+        {
+            metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", peer), new KeyValuePair<string, object?>("reason", status.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            LogSyncRefused(logger, peer, status, reason);
+            return Results.Text(reason, "text/plain; charset=utf-8", statusCode: status);
+        }
+    }
+
+    /// <summary>Reads the whole body, chunked or not, up to the server's MaxRequestBodySize.</summary>
+    private static async Task<byte[]> ReadBodyAsync(HttpContext context)
+    {
+        using var buffer = new MemoryStream();
+        await context.Request.Body.CopyToAsync(buffer, context.RequestAborted);
+        return buffer.ToArray();
+    }
+
+    [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Pairing request from {Name}, assigned IP {Ip}")]
+    private static partial void LogPaired(ILogger logger, string name, string ip);
+
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Refused pairing request from {Source}: {Reason}")]
+    private static partial void LogBadPairing(ILogger logger, string source, string reason);
+
+    [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "Refused sync from peer {Peer} with status {Status}: {Reason}")]
+    private static partial void LogSyncRefused(ILogger logger, string peer, int status, string reason);
+}

@@ -1,0 +1,198 @@
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Api;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.WireGuard;
+
+namespace Wormhole.Tunnel.Server;
+
+internal enum PairingOutcome
+{
+    Paired,
+    InvalidName,
+    InvalidKey,
+    KeyMismatch,
+    PoolExhausted,
+}
+
+internal sealed record PairingResult(PairingOutcome Outcome, StoredPeer? Peer, string? Reason);
+
+/// <summary>
+/// The hub's spokes: name ↔ public key ↔ tunnel address, persisted before any answer is given, mirrored into WireGuard.
+/// All changes are serialised; reads see an immutable snapshot.
+/// </summary>
+internal sealed partial class PeerRegistry(
+    JsonStateFile<StoredPeers> file,
+    AddressPool pool,
+    IWireGuardDevice wireGuard,
+    RemoteAppStore remoteApps,
+    ILogger<PeerRegistry> logger) : IPeerDirectory
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private volatile IReadOnlyList<StoredPeer> _peers = [];
+
+    public IReadOnlyList<StoredPeer> List() => _peers;
+
+    public void Load()
+    {
+        var stored = file.Read();
+        var peers = stored?.Peers ?? [];
+        foreach (var peer in peers)
+        {
+            if (!IPAddress.TryParse(peer.Ip, out var ip) || !pool.Contains(ip) || !WgKeys.IsValidKey(peer.PublicKey) || string.IsNullOrEmpty(peer.Name))
+            {
+                throw new StateCorruptException(file.Path, $"peer '{peer.Name}' has an address outside the pool or an invalid key");
+            }
+        }
+
+        _peers = peers;
+    }
+
+    public StoredPeer? FindByAddress(IPAddress address)
+    {
+        if (address.IsIPv4MappedToIPv6)
+        {
+            address = address.MapToIPv4();
+        }
+
+        var text = address.ToString();
+        return _peers.FirstOrDefault(p => p.Ip == text);
+    }
+
+    public StoredPeer? Find(string name) => _peers.FirstOrDefault(p => p.Name == name);
+
+    /// <summary>Binds name ↔ key on first contact; the same key gets the same address again.</summary>
+    public async Task<PairingResult> PairAsync(string name, string publicKey, CancellationToken cancellationToken)
+    {
+        if (!Names.IsValidPeerName(name))
+        {
+            return new PairingResult(PairingOutcome.InvalidName, null, "the peer name must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit");
+        }
+
+        if (!WgKeys.IsValidKey(publicKey))
+        {
+            return new PairingResult(PairingOutcome.InvalidKey, null, "the WireGuard public key is not 32 bytes of base64");
+        }
+
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            var existing = Find(name);
+            if (existing is not null)
+            {
+                if (existing.PublicKey != publicKey)
+                {
+                    LogKeyMismatch(name);
+                    return new PairingResult(PairingOutcome.KeyMismatch, null, $"peer '{name}' is already paired with another public key; delete it on the hub (DELETE /api/peers/v1/{name}) to pair again");
+                }
+
+                await ApplyWireGuardAsync(_peers, cancellationToken);
+                return new PairingResult(PairingOutcome.Paired, existing, null);
+            }
+
+            var byKey = _peers.FirstOrDefault(p => p.PublicKey == publicKey);
+            if (byKey is not null)
+            {
+                return new PairingResult(PairingOutcome.KeyMismatch, null, $"this public key is already paired as peer '{byKey.Name}'");
+            }
+
+            var address = pool.Allocate(_peers.Select(p => IPAddress.Parse(p.Ip)));
+            if (address is null)
+            {
+                LogPoolExhausted(name, pool.HubAddress.ToString(), pool.PrefixLength);
+                return new PairingResult(PairingOutcome.PoolExhausted, null, $"the hub's address pool ({pool.HubAddress}/{pool.PrefixLength}) is exhausted; delete unused peers or use a larger --wg-subnet-mask");
+            }
+
+            var peer = new StoredPeer(name, address.ToString(), publicKey);
+            var updated = _peers.Append(peer).ToList();
+            await file.WriteAsync(new StoredPeers(updated), cancellationToken);
+            _peers = updated;
+            await ApplyWireGuardAsync(updated, cancellationToken);
+            return new PairingResult(PairingOutcome.Paired, peer, null);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>Stores the metadata of a peer's sync when it changed (not a disk write per sync).</summary>
+    public async Task UpdateMetadataAsync(string name, JsonElement? metadata, CancellationToken cancellationToken)
+    {
+        var current = Find(name);
+        if (current is null || JsonEquals(current.Metadata, metadata))
+        {
+            return;
+        }
+
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            var updated = _peers.Select(p => p.Name == name ? p with { Metadata = metadata?.Clone() } : p).ToList();
+            await file.WriteAsync(new StoredPeers(updated), cancellationToken);
+            _peers = updated;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (Find(name) is null)
+            {
+                return false;
+            }
+
+            var updated = _peers.Where(p => p.Name != name).ToList();
+            await file.WriteAsync(new StoredPeers(updated), cancellationToken);
+            _peers = updated;
+            await ApplyWireGuardAsync(updated, cancellationToken);
+            remoteApps.Remove(name);
+            LogDeleted(name);
+            return true;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>Makes WireGuard's peer list match the store (at start and after every change).</summary>
+    public async Task SyncWireGuardAsync(CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            await ApplyWireGuardAsync(_peers, cancellationToken);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private Task ApplyWireGuardAsync(IReadOnlyList<StoredPeer> peers, CancellationToken cancellationToken) =>
+        wireGuard.SetPeersAsync(peers.Select(p => new WgPeer(p.PublicKey, [$"{p.Ip}/32"])).ToList(), cancellationToken);
+
+    private static bool JsonEquals(JsonElement? a, JsonElement? b) =>
+        (a is null || a.Value.ValueKind == JsonValueKind.Null) && (b is null || b.Value.ValueKind == JsonValueKind.Null)
+        || (a is not null && b is not null && JsonElement.DeepEquals(a.Value, b.Value));
+
+    [LoggerMessage(EventId = 2000, Level = LogLevel.Warning, Message = "Refused pairing of peer {Name}: it is already paired with a different public key (delete the peer to pair it again)")]
+    private partial void LogKeyMismatch(string name);
+
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "Refused pairing of peer {Name}: the address pool {Hub}/{Prefix} is exhausted")]
+    private partial void LogPoolExhausted(string name, string hub, int prefix);
+
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Deleted peer {Name}: removed from WireGuard, its apps withdrawn")]
+    private partial void LogDeleted(string name);
+}

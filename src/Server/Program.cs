@@ -1,0 +1,201 @@
+using System.CommandLine;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Api;
+using Wormhole.Tunnel.Cli;
+using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.Sync;
+using Wormhole.Tunnel.WireGuard;
+
+return await HubCli.Build().Parse(args).InvokeAsync(new System.CommandLine.InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(10) });
+
+namespace Wormhole.Tunnel.Server
+{
+    internal sealed record HubSettings(
+        CommonSettings Common,
+        IPAddress InternalHost,
+        int SubnetMask,
+        string PublicHost,
+        int WgPort,
+        IPEndPoint PairingListen,
+        int SyncPort,
+        BasicAuthCredentials? BasicAuth);
+
+    /// <summary>The hub's command line (design.md, "Command line").</summary>
+    internal static class HubCli
+    {
+        public static RootCommand Build()
+        {
+            var common = new CommonCli("server");
+            var internalHost = new Option<string>("--wg-internal-host") { Description = "The hub's tunnel address; the spokes' pool is its subnet", DefaultValueFactory = _ => "10.188.0.1" };
+            var subnetMask = new Option<int>("--wg-subnet-mask") { Description = "Prefix length of the tunnel subnet", DefaultValueFactory = _ => 24 };
+            var publicHost = new Option<string?>("--wg-public-host") { Description = "Host name or address spokes dial for WireGuard (required)" };
+            var wgPort = new Option<int>("--wg-port") { Description = "WireGuard UDP port", DefaultValueFactory = _ => 51820 };
+            var pairingListen = new Option<string>("--ext-server-listen-address") { Description = "Pairing API listen address", DefaultValueFactory = _ => "0.0.0.0:8080" };
+            var syncPort = new Option<int>("--int-server-listen-port") { Description = "Sync API port, on the tunnel address", DefaultValueFactory = _ => 8081 };
+            var basicUser = new Option<string?>("--basic-auth-username") { Description = "Enables DELETE /api/peers/v1/{name} with --basic-auth-password. Env: BASIC_AUTH_USERNAME" };
+            var basicPassword = new Option<string?>("--basic-auth-password") { Description = "Env: BASIC_AUTH_PASSWORD" };
+
+            var root = new RootCommand("Wormhole.Tunnel hub: pairs spokes, syncs apps and proxies them over WireGuard.");
+            common.AddTo(root);
+            foreach (var option in new Option[] { internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword })
+            {
+                root.Options.Add(option);
+            }
+
+            root.SetAction(async (result, cancellationToken) =>
+            {
+                HubSettings settings;
+                try
+                {
+                    var c = common.Read(result);
+                    settings = Read(c, result, internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword);
+                }
+                catch (OptionsException ex)
+                {
+                    await Console.Error.WriteLineAsync(ex.Message);
+                    return 2;
+                }
+
+                return await Hub.RunAsync(settings, cancellationToken);
+            });
+            return root;
+        }
+
+        private static HubSettings Read(
+            CommonSettings common, ParseResult result, Option<string> internalHost, Option<int> subnetMask, Option<string?> publicHost, Option<int> wgPort,
+            Option<string> pairingListen, Option<int> syncPort, Option<string?> basicUser, Option<string?> basicPassword)
+        {
+            var hostText = result.GetValue(internalHost);
+            if (!IPAddress.TryParse(hostText, out var host) || host.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+            {
+                throw new OptionsException($"--wg-internal-host '{hostText}' is not an IPv4 address.");
+            }
+
+            var mask = result.GetValue(subnetMask);
+            try
+            {
+                _ = new AddressPool(host, mask);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new OptionsException(ex.Message.Split(" (Parameter")[0]);
+            }
+
+            var pub = result.GetValue(publicHost);
+            if (string.IsNullOrWhiteSpace(pub))
+            {
+                throw new OptionsException("Option '--wg-public-host' is required: the host name or address spokes dial for WireGuard.");
+            }
+
+            if (Uri.CheckHostName(pub.Trim('[', ']')) == UriHostNameType.Unknown)
+            {
+                throw new OptionsException($"--wg-public-host '{pub}' is not a host name or address.");
+            }
+
+            var port = result.GetValue(wgPort);
+            var sync = result.GetValue(syncPort);
+            if (port is < 1 or > 65535 || sync is < 1 or > 65535)
+            {
+                throw new OptionsException("--wg-port and --int-server-listen-port must be between 1 and 65535.");
+            }
+
+            var pairingText = result.GetValue(pairingListen);
+            if (!ListenAddress.TryParse(pairingText, out var pairing))
+            {
+                throw new OptionsException($"--ext-server-listen-address '{pairingText}' is not a listen address such as 0.0.0.0:8080.");
+            }
+
+            var user = result.GetValue(basicUser) ?? Environment.GetEnvironmentVariable("BASIC_AUTH_USERNAME");
+            var password = result.GetValue(basicPassword) ?? Environment.GetEnvironmentVariable("BASIC_AUTH_PASSWORD");
+            var auth = string.IsNullOrEmpty(user) || string.IsNullOrEmpty(password) ? null : new BasicAuthCredentials(user, password);
+            return new HubSettings(common, host, mask, pub.Trim(), port, pairing, sync, auth);
+        }
+    }
+
+    /// <summary>The hub's life: prepare, bring up WireGuard, serve pairing, sync and the admin API, tear down on SIGTERM.</summary>
+    internal static partial class Hub
+    {
+        public static async Task<int> RunAsync(HubSettings settings, CancellationToken stop)
+        {
+            var c = settings.Common;
+            using var loggerFactory = Logging.Create(c.JsonLogs, c.Debug);
+            var logger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Hub");
+            await using var side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner());
+            var wgUp = false;
+            try
+            {
+                var keys = await side.PrepareAsync(stop);
+                var pool = new AddressPool(settings.InternalHost, settings.SubnetMask);
+                var registry = new PeerRegistry(side.State.Peers, pool, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>());
+                registry.Load();
+
+                await side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);
+                wgUp = true;
+                await registry.SyncWireGuardAsync(stop);
+                LogWireGuardUp(logger, c.WgInterface, side.WireGuard.Backend ?? "?", $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, registry.List().Count);
+                side.Reconciler.TunnelAddress = settings.InternalHost;
+
+                var syncAddress = $"http://{settings.InternalHost}:{settings.SyncPort}";
+                var identity = new HubIdentity(c.Name, settings.InternalHost, keys.PublicKey, FormatEndpoint(settings.PublicHost, settings.WgPort), syncAddress);
+                var codec = new PairingCodec(c.InviteToken);
+                if (!codec.Encrypted)
+                {
+                    LogNoToken(logger);
+                }
+
+                var endpointLogger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Endpoints");
+                side.Metrics.ObserveGauge("wormhole_peers", "Paired peers.", () => [new System.Diagnostics.Metrics.Measurement<long>(registry.List().Count)]);
+                await side.StartServerAsync(
+                    WebHost.Create(new IPEndPoint(settings.InternalHost, settings.SyncPort), loggerFactory, SyncCodec.MaxBodyBytes, app =>
+                        app.MapSync(registry, side.RemoteApps, side.Reconciler, c.Name, side.Metrics, endpointLogger)),
+                    "sync API",
+                    stop);
+                await side.StartServerAsync(
+                    WebHost.Create(settings.PairingListen, loggerFactory, 64 * 1024, app => app.MapPairing(codec, registry, identity, side.Metrics, endpointLogger)),
+                    "pairing API",
+                    stop);
+                await side.StartApisAsync(registry, settings.BasicAuth, stop);
+                LogStarted(logger, c.Name);
+                await side.RunLoopsAsync(stop);
+                return 0;
+            }
+            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException)
+            {
+                LogFatal(logger, ex.Message);
+                return 1;
+            }
+            finally
+            {
+                if (wgUp)
+                {
+                    await side.WireGuard.DownAsync(CancellationToken.None);
+                }
+
+                LogStopped(logger);
+            }
+        }
+
+        private static string FormatEndpoint(string host, int port) =>
+            IPAddress.TryParse(host.Trim('[', ']'), out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{ip}]:{port}" : $"{host}:{port}";
+
+        [LoggerMessage(EventId = 2200, Level = LogLevel.Information, Message = "WireGuard interface {Interface} up ({Backend}), address {Address}, port {Port}, {Peers} peer(s)")]
+        private static partial void LogWireGuardUp(ILogger logger, string @interface, string backend, string address, int port, int peers);
+
+        [LoggerMessage(EventId = 2201, Level = LogLevel.Warning, Message = "No invite token set: pairing is NOT encrypted and anyone who reaches the pairing API can pair")]
+        private static partial void LogNoToken(ILogger logger);
+
+        [LoggerMessage(EventId = 2202, Level = LogLevel.Information, Message = "Hub {Name} started")]
+        private static partial void LogStarted(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 2203, Level = LogLevel.Critical, Message = "Hub cannot run: {Reason}")]
+        private static partial void LogFatal(ILogger logger, string reason);
+
+        [LoggerMessage(EventId = 2204, Level = LogLevel.Information, Message = "Hub stopped; WireGuard interface removed")]
+        private static partial void LogStopped(ILogger logger);
+    }
+}

@@ -1,0 +1,126 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.Sync;
+
+namespace Wormhole.Tunnel.Api;
+
+/// <summary>What the admin API needs from the hub's peer registry.</summary>
+public interface IPeerDirectory
+{
+    IReadOnlyList<StoredPeer> List();
+
+    /// <summary>Forgets the peer: WireGuard, store, its apps. False when there is no such peer.</summary>
+    Task<bool> DeleteAsync(string name, CancellationToken cancellationToken);
+}
+
+public sealed record BasicAuthCredentials(string Username, string Password);
+
+public sealed record PeerV1([property: JsonPropertyName("name")] string Name, [property: JsonPropertyName("ip")] string Ip, [property: JsonPropertyName("public_key")] string PublicKey);
+
+public sealed record PeerV2([property: JsonPropertyName("name")] string Name, [property: JsonPropertyName("metadata")] JsonElement? Metadata);
+
+public sealed record ApiError([property: JsonPropertyName("error")] string Error);
+
+public sealed record HealthMessage([property: JsonPropertyName("message")] string Message);
+
+[JsonSerializable(typeof(List<SyncApp>))]
+[JsonSerializable(typeof(List<PeerV1>))]
+[JsonSerializable(typeof(List<PeerV2>))]
+[JsonSerializable(typeof(ApiError))]
+[JsonSerializable(typeof(HealthMessage))]
+internal sealed partial class AdminJsonContext : JsonSerializerContext;
+
+/// <summary>The admin API on :8082 (reference §6), with its shapes and status codes, minus its bugs.</summary>
+public static class AdminApi
+{
+    public const string HealthText =
+        "Wormholes are allowable within the laws of physics, but there's no observational evidence for them. If you find a wormhole, you're a very lucky person because they are extremely rare.";
+
+    private const string JsonType = "application/json; charset=utf-8";
+
+    /// <param name="exposedApps">The remote apps exposed on this side (<c>/api/apps/v1</c>).</param>
+    /// <param name="peers">The hub's peers; null on a spoke (no peers endpoints, as in the reference).</param>
+    public static void MapAdminApi(this IEndpointRouteBuilder app, Func<IEnumerable<AppDescriptor>> exposedApps, IPeerDirectory? peers, BasicAuthCredentials? basicAuth)
+    {
+        app.MapGet("/health", () => Json(new HealthMessage(HealthText), AdminJsonContext.Default.HealthMessage));
+
+        IResult Apps() => Json(
+            exposedApps().Select(a => new SyncApp { Name = a.Name, Address = a.Address, Peer = a.Peer, OriginalPort = a.OriginalPort, TargetLabels = a.TargetLabels }).ToList(),
+            AdminJsonContext.Default.ListSyncApp);
+        app.MapGet("/api/apps/v1", Apps);
+        app.MapGet("/api/apps", Apps);
+
+        if (peers is not null)
+        {
+            IResult V1() => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV1(p.Name, p.Ip, p.PublicKey)).ToList(), AdminJsonContext.Default.ListPeerV1);
+            app.MapGet("/api/peers/v1", V1);
+            app.MapGet("/api/peers", V1);
+            app.MapGet("/api/peers/v2", () => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV2(p.Name, p.Metadata)).ToList(), AdminJsonContext.Default.ListPeerV2));
+            app.MapDelete("/api/peers/v1/{name}", async (string name, HttpContext context) =>
+            {
+                if (basicAuth is null)
+                {
+                    return Error(StatusCodes.Status500InternalServerError, "Server misconfiguration: Basic authentication is required but not enabled");
+                }
+
+                if (!Authorized(context.Request, basicAuth))
+                {
+                    context.Response.Headers.WWWAuthenticate = "Basic realm=\"Restricted\"";
+                    return Error(StatusCodes.Status401Unauthorized, "Unauthorized: Invalid credentials");
+                }
+
+                return await peers.DeleteAsync(name, context.RequestAborted)
+                    ? Results.StatusCode(StatusCodes.Status204NoContent)
+                    : Error(StatusCodes.Status500InternalServerError, "peer does not exist");
+            });
+        }
+
+        app.MapFallback(() => Results.Text("404 page not found", "text/plain; charset=utf-8", statusCode: StatusCodes.Status404NotFound));
+    }
+
+    /// <summary>Basic credentials, compared in constant time (over hashes, so lengths do not leak either).</summary>
+    public static bool Authorized(HttpRequest request, BasicAuthCredentials expected)
+    {
+        var header = request.Headers.Authorization.ToString();
+        if (!header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+
+        string decoded;
+        try
+        {
+            decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header[6..].Trim()));
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
+
+        var colon = decoded.IndexOf(':');
+        if (colon < 0)
+        {
+            return false;
+        }
+
+        var userOk = SecretEquals(decoded[..colon], expected.Username);
+        var passwordOk = SecretEquals(decoded[(colon + 1)..], expected.Password);
+        return userOk & passwordOk;
+    }
+
+    public static bool SecretEquals(string given, string expected) =>
+        CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(given)), SHA256.HashData(Encoding.UTF8.GetBytes(expected)));
+
+    private static IResult Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+        Results.Text(JsonSerializer.Serialize(value, type), JsonType);
+
+    private static IResult Error(int status, string message) =>
+        Results.Text(JsonSerializer.Serialize(new ApiError(message), AdminJsonContext.Default.ApiError), JsonType, statusCode: status);
+}

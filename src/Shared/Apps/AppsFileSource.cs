@@ -1,0 +1,179 @@
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Runtime;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace Wormhole.Tunnel.Apps;
+
+/// <summary>Where this side's local apps come from.</summary>
+public interface ILocalAppSource
+{
+    IReadOnlyList<LocalApp> Current { get; }
+
+    Task RunAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// The standalone source: a YAML file (<c>apps: [{name, address}]</c>) reloaded whenever it changes (inotify on its
+/// folder, plus a cheap poll for file systems that do not report). An invalid file keeps the previous apps and says why.
+/// </summary>
+public sealed partial class AppsFileSource(string path, ReconcileSignal signal, ILogger<AppsFileSource> logger, TimeProvider time) : ILocalAppSource
+{
+    private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(2);
+    private volatile IReadOnlyList<LocalApp> _current = [];
+    private string? _lastContent;
+
+    public IReadOnlyList<LocalApp> Current => _current;
+
+    /// <summary>Reads the file once; false when it is missing or invalid (the reason is logged).</summary>
+    public bool Load()
+    {
+        string content;
+        try
+        {
+            content = File.Exists(path) ? File.ReadAllText(path) : "";
+        }
+        catch (IOException ex)
+        {
+            LogUnreadable(path, ex.Message);
+            return false;
+        }
+
+        if (content == _lastContent)
+        {
+            return true;
+        }
+
+        _lastContent = content;
+        if (!TryParse(content, out var apps, out var error))
+        {
+            LogInvalid(path, error!);
+            return false;
+        }
+
+        _current = apps;
+        LogLoaded(path, apps.Count);
+        signal.Request();
+        return true;
+    }
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        Load();
+        var full = Path.GetFullPath(path);
+        using var watcher = new FileSystemWatcher(Path.GetDirectoryName(full)!)
+        {
+            Filter = Path.GetFileName(full),
+            NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+        };
+        var changed = new ReconcileSignal();
+        FileSystemEventHandler onChange = (_, _) => changed.Request();
+        watcher.Changed += onChange;
+        watcher.Created += onChange;
+        watcher.Deleted += onChange;
+        watcher.Renamed += (_, _) => changed.Request();
+        watcher.EnableRaisingEvents = true;
+
+        using var poll = time.CreateTimer(_ => changed.Request(), null, PollInterval, PollInterval);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            await changed.WaitAsync(cancellationToken);
+            Load();
+        }
+    }
+
+    /// <summary>Parses the apps file; every problem is reported as one sentence.</summary>
+    public static bool TryParse(string content, out IReadOnlyList<LocalApp> apps, out string? error)
+    {
+        apps = [];
+        error = null;
+        if (string.IsNullOrWhiteSpace(content))
+        {
+            return true;
+        }
+
+        var stream = new YamlStream();
+        try
+        {
+            stream.Load(new StringReader(content));
+        }
+        catch (YamlException ex)
+        {
+            error = $"not valid YAML at line {ex.Start.Line}: {ex.Message}";
+            return false;
+        }
+
+        if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is YamlScalarNode { Value: null or "" })
+        {
+            return true;
+        }
+
+        if (stream.Documents[0].RootNode is not YamlMappingNode root)
+        {
+            error = "the top level must be a mapping with an 'apps' list";
+            return false;
+        }
+
+        if (!root.Children.TryGetValue(new YamlScalarNode("apps"), out var appsNode) || appsNode is YamlScalarNode { Value: null or "" })
+        {
+            return true;
+        }
+
+        if (appsNode is not YamlSequenceNode list)
+        {
+            error = "'apps' must be a list";
+            return false;
+        }
+
+        var result = new List<LocalApp>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var index = 0;
+        foreach (var item in list)
+        {
+            index++;
+            if (item is not YamlMappingNode map)
+            {
+                error = $"app #{index} must be a mapping with 'name' and 'address'";
+                return false;
+            }
+
+            var name = Scalar(map, "name");
+            var address = Scalar(map, "address");
+            if (!Names.IsValidAppName(name))
+            {
+                error = $"app #{index} has no valid 'name' (1-253 printable characters, no '/')";
+                return false;
+            }
+
+            if (!AppAddress.TryParse(address, out var host, out var port))
+            {
+                error = $"app '{name}' has an invalid 'address' '{address}' (expected host:port with a port from 1 to 65535)";
+                return false;
+            }
+
+            if (!names.Add(name!))
+            {
+                error = $"app '{name}' is listed twice";
+                return false;
+            }
+
+            result.Add(new LocalApp(name!, host, port, port));
+        }
+
+        apps = result;
+        return true;
+    }
+
+    private static string? Scalar(YamlMappingNode map, string key) =>
+        map.Children.TryGetValue(new YamlScalarNode(key), out var node) && node is YamlScalarNode s ? s.Value?.Trim() : null;
+
+    [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Loaded {Count} app(s) from {Path}")]
+    private partial void LogLoaded(string path, int count);
+
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Apps file {Path} is invalid, keeping the previous apps: {Reason}")]
+    private partial void LogInvalid(string path, string reason);
+
+    [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "Apps file {Path} cannot be read, keeping the previous apps: {Reason}")]
+    private partial void LogUnreadable(string path, string reason);
+}

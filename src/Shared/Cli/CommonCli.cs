@@ -1,0 +1,148 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Net;
+using Wormhole.Tunnel.Hosting;
+
+namespace Wormhole.Tunnel.Cli;
+
+/// <summary>A bad flag value: the message is one sentence for the user, and the process exits non-zero.</summary>
+public sealed class OptionsException(string message) : Exception(message);
+
+/// <summary>Settings both executables take (design.md, "Command line").</summary>
+public sealed record CommonSettings(
+    string Name,
+    string? InviteToken,
+    bool Kubernetes,
+    string? KubernetesNamespace,
+    string? KubernetesLabels,
+    bool NetworkPolicies,
+    string? Kubeconfig,
+    string? AppsFile,
+    string StateDir,
+    string WgInterface,
+    IPEndPoint ApiListen,
+    bool Metrics,
+    IPEndPoint MetricsListen,
+    TimeSpan PeerTtl,
+    bool JsonLogs,
+    bool Debug);
+
+/// <summary>Builds the shared flags onto a command and reads them back, validated.</summary>
+public sealed class CommonCli
+{
+    public Option<string?> Name { get; }
+
+    public Option<string?> InviteToken { get; } = new("--invite-token") { Description = "The pre-shared key (PSK) used to encrypt pairing; at least 6 characters. Env: INVITE_TOKEN" };
+
+    public Option<bool> Kubernetes { get; } = new("--kubernetes") { Description = "Discover local apps from annotated Services and create Services for remote apps" };
+
+    public Option<string?> KubernetesNamespace { get; } = new("--kubernetes-namespace") { Description = "Namespace for generated Services and NetworkPolicies (required with --kubernetes)" };
+
+    public Option<string?> KubernetesLabels { get; } = new("--kubernetes-labels") { Description = "k1=v1,k2=v2 selecting this pod; selector of generated Services (required with --kubernetes)" };
+
+    public Option<bool> NetworkPolicies { get; } = new("--network-policies") { Description = "Also create a NetworkPolicy per remote app" };
+
+    public Option<string?> Kubeconfig { get; } = new("--kubeconfig") { Description = "Kubeconfig file [default: in-cluster, else $KUBECONFIG]" };
+
+    public Option<string?> AppsFile { get; } = new("--apps-file") { Description = "YAML file of the apps this side offers (apps: [{name, address}]); reloaded on change" };
+
+    public Option<string> StateDir { get; } = new("--state-dir") { Description = "Directory for keys, peers and the pairing cache", DefaultValueFactory = _ => "/storage" };
+
+    public Option<string> WgInterface { get; } = new("--wg-interface") { Description = "WireGuard interface name (max 15 characters)", DefaultValueFactory = _ => "wg0" };
+
+    public Option<string> ApiListenAddress { get; } = new("--api-listen-address") { Description = "Admin API listen address", DefaultValueFactory = _ => "0.0.0.0:8082" };
+
+    public Option<bool> Metrics { get; } = new("--metrics") { Description = "Serve Prometheus metrics on /metrics" };
+
+    public Option<string> MetricsHost { get; } = new("--metrics-host") { Description = "Metrics listen host", DefaultValueFactory = _ => "0.0.0.0" };
+
+    public Option<int> MetricsPort { get; } = new("--metrics-port") { Description = "Metrics listen port", DefaultValueFactory = _ => 8090 };
+
+    public Option<string> PeerTtl { get; } = new("--peer-ttl") { Description = "Withdraw a peer's apps when its syncs stop for this long (e.g. 60s, 2m)", DefaultValueFactory = _ => "60s" };
+
+    public Option<string> LogFormat { get; } = new("--log-format") { Description = "Log format: console or json", DefaultValueFactory = _ => "console" };
+
+    public Option<bool> Debug { get; } = new("--debug") { Description = "Debug logging" };
+
+    public CommonCli(string? defaultName)
+    {
+        Name = new Option<string?>("--name") { Description = defaultName is null ? "Peer name (required)" : "Peer name" };
+        if (defaultName is not null)
+        {
+            Name.DefaultValueFactory = _ => defaultName;
+        }
+
+        LogFormat.AcceptOnlyFromAmong("console", "json");
+    }
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[]
+        {
+            Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, AppsFile,
+            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, LogFormat, Debug,
+        })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    public CommonSettings Read(ParseResult result)
+    {
+        var name = result.GetValue(Name);
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new OptionsException("Option '--name' is required.");
+        }
+
+        var token = result.GetValue(InviteToken) ?? Environment.GetEnvironmentVariable("INVITE_TOKEN");
+        if (!string.IsNullOrEmpty(token) && System.Text.Encoding.UTF8.GetByteCount(token) < 6)
+        {
+            throw new OptionsException("The invite token (--invite-token or INVITE_TOKEN) must be at least 6 characters.");
+        }
+
+        var kubernetes = result.GetValue(Kubernetes);
+        var ns = result.GetValue(KubernetesNamespace);
+        var labels = result.GetValue(KubernetesLabels);
+        if (kubernetes && (string.IsNullOrWhiteSpace(ns) || string.IsNullOrWhiteSpace(labels)))
+        {
+            throw new OptionsException("--kubernetes needs --kubernetes-namespace and --kubernetes-labels.");
+        }
+
+        var wgInterface = result.GetValue(WgInterface)!;
+        if (wgInterface.Length is 0 or > 15 || wgInterface.Any(c => !char.IsAsciiLetterOrDigit(c) && c is not '-' and not '_' and not '.'))
+        {
+            throw new OptionsException($"--wg-interface '{wgInterface}' is not a valid interface name (1-15 letters, digits, '-', '_' or '.').");
+        }
+
+        var api = result.GetValue(ApiListenAddress)!;
+        if (!ListenAddress.TryParse(api, out var apiEndpoint))
+        {
+            throw new OptionsException($"--api-listen-address '{api}' is not a listen address such as 0.0.0.0:8082.");
+        }
+
+        var metricsHost = result.GetValue(MetricsHost)!;
+        var metricsPort = result.GetValue(MetricsPort);
+        if (!ListenAddress.TryParse($"{metricsHost}:{metricsPort}", out var metricsEndpoint))
+        {
+            throw new OptionsException($"--metrics-host '{metricsHost}' / --metrics-port {metricsPort} do not form a listen address.");
+        }
+
+        var ttl = result.GetValue(PeerTtl)!;
+        if (!Durations.TryParse(ttl, out var peerTtl))
+        {
+            throw new OptionsException($"--peer-ttl '{ttl}' is not a duration such as 60s or 2m.");
+        }
+
+        var appsFile = result.GetValue(AppsFile);
+        if (appsFile is not null && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(appsFile))))
+        {
+            throw new OptionsException($"--apps-file '{appsFile}' is in a directory that does not exist.");
+        }
+
+        return new CommonSettings(
+            name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
+            result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
+            result.GetValue(Metrics), metricsEndpoint, peerTtl, result.GetValue(LogFormat) == "json", result.GetValue(Debug));
+    }
+}

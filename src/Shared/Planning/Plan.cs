@@ -1,0 +1,50 @@
+using System.Collections.Immutable;
+using System.Net;
+using Wormhole.Tunnel.Apps;
+
+namespace Wormhole.Tunnel.Planning;
+
+/// <summary>An app this side offers: where to connect when a consumer comes in through the tunnel.</summary>
+public sealed record LocalApp(string Name, string TargetHost, int TargetPort, int OriginalPort, string TargetLabels = "");
+
+/// <summary>The apps one peer advertised in its latest sync, and the tunnel address they are reached at.</summary>
+public sealed record PeerApps(string Peer, IPAddress TunnelAddress, IReadOnlyList<AppDescriptor> Apps);
+
+public sealed record PortRange(int First, int Last)
+{
+    public static readonly PortRange Local = new(20000, 24999);
+    public static readonly PortRange Remote = new(25001, 29999);
+
+    public bool Contains(int port) => port >= First && port <= Last;
+}
+
+public sealed record PlanInput(
+    string SelfName,
+    IPAddress? TunnelAddress,
+    IReadOnlyList<LocalApp> LocalApps,
+    IReadOnlyList<PeerApps> RemoteApps,
+    PortRange LocalPorts,
+    PortRange RemotePorts,
+    IReadOnlySet<int>? UnusablePorts = null);
+
+/// <summary>A listener on the tunnel address for one local app.</summary>
+public sealed record LocalListener(string App, int Port, string TargetHost, int TargetPort);
+
+/// <summary>A listener on every non-tunnel interface for one remote app, forwarding to the peer's tunnel listener.</summary>
+public sealed record RemoteListener(string Peer, string App, int Port, IPAddress PeerAddress, int PeerPort, int OriginalPort, string TargetLabels);
+
+public sealed record PlanProblem(string Peer, string App, string Reason);
+
+/// <summary>The whole desired state of one side, built by <see cref="Planner.Build"/>.</summary>
+public sealed record Plan(
+    ImmutableArray<LocalListener> LocalListeners,
+    ImmutableArray<RemoteListener> RemoteListeners,
+    ImmutableArray<AppDescriptor> Advertised,
+    ImmutableArray<PlanProblem> Problems)
+{
+    public static readonly Plan Empty = new([], [], [], []);
+
+    /// <summary>Remote apps as /api/apps/v1 shows them without Kubernetes: <c>localhost:&lt;listener port&gt;</c>.</summary>
+    public IEnumerable<AppDescriptor> Exposed =>
+        RemoteListeners.Select(l => new AppDescriptor(l.App, AppAddress.Format("localhost", l.Port), l.Peer, l.OriginalPort, l.TargetLabels));
+}

@@ -1,0 +1,141 @@
+using System.Collections.Immutable;
+using Wormhole.Tunnel.Apps;
+
+namespace Wormhole.Tunnel.Planning;
+
+/// <summary>
+/// Pure: desired state from the inputs and the previous plan. Ports stay with their app across plans (so a change
+/// elsewhere never moves a listener); new apps get the lowest free port; withdrawn apps free theirs.
+/// Remote apps are always reached at the peer's tunnel address as the pairing store knows it: only the port of the
+/// advertised address is used, so a peer cannot point our listeners at other hosts.
+/// </summary>
+public static class Planner
+{
+    public static Plan Build(PlanInput input, Plan? previous = null)
+    {
+        previous ??= Plan.Empty;
+        var problems = ImmutableArray.CreateBuilder<PlanProblem>();
+        var unusable = input.UnusablePorts ?? new HashSet<int>();
+
+        // Local apps: one listener each, only once we have a tunnel address to bind.
+        var locals = ImmutableArray.CreateBuilder<LocalListener>();
+        var advertised = ImmutableArray.CreateBuilder<AppDescriptor>();
+        if (input.TunnelAddress is not null)
+        {
+            var previousPorts = previous.LocalListeners.ToDictionary(l => l.App, l => l.Port, StringComparer.Ordinal);
+            var wanted = new List<LocalApp>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var app in input.LocalApps.OrderBy(a => a.Name, StringComparer.Ordinal))
+            {
+                if (!seen.Add(app.Name))
+                {
+                    problems.Add(new PlanProblem(input.SelfName, app.Name, "another local app has the same name; the first one is kept"));
+                    continue;
+                }
+
+                wanted.Add(app);
+            }
+
+            var ports = AssignPorts(wanted, a => a.Name, previousPorts, input.LocalPorts, unusable);
+            foreach (var app in wanted)
+            {
+                if (!ports.TryGetValue(app.Name, out var port))
+                {
+                    problems.Add(new PlanProblem(input.SelfName, app.Name, $"no free port left in {input.LocalPorts.First}-{input.LocalPorts.Last}"));
+                    continue;
+                }
+
+                locals.Add(new LocalListener(app.Name, port, app.TargetHost, app.TargetPort));
+                advertised.Add(new AppDescriptor(app.Name, AppAddress.Format(input.TunnelAddress.ToString(), port), input.SelfName, app.OriginalPort, app.TargetLabels));
+            }
+        }
+
+        // Remote apps: one listener per (peer, app).
+        var remotes = ImmutableArray.CreateBuilder<RemoteListener>();
+        var previousRemote = previous.RemoteListeners.ToDictionary(l => (l.Peer, l.App), l => l.Port);
+        var candidates = new List<(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort)>();
+        foreach (var peer in input.RemoteApps.OrderBy(p => p.Peer, StringComparer.Ordinal))
+        {
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var app in peer.Apps.OrderBy(a => a.Name, StringComparer.Ordinal))
+            {
+                if (!Names.IsValidAppName(app.Name))
+                {
+                    problems.Add(new PlanProblem(peer.Peer, app.Name, "the app name is empty, too long or has characters that are not allowed"));
+                    continue;
+                }
+
+                if (!seen.Add(app.Name))
+                {
+                    problems.Add(new PlanProblem(peer.Peer, app.Name, "the peer advertised this app name twice; the first one is kept"));
+                    continue;
+                }
+
+                if (!AppAddress.TryParse(app.Address, out _, out var peerPort))
+                {
+                    problems.Add(new PlanProblem(peer.Peer, app.Name, $"invalid address '{app.Address}'"));
+                    continue;
+                }
+
+                candidates.Add((peer.Peer, app, peer.TunnelAddress, peerPort));
+            }
+        }
+
+        var remotePorts = AssignPorts(candidates, c => (c.Peer, c.App.Name), previousRemote, input.RemotePorts, unusable);
+        foreach (var c in candidates)
+        {
+            if (!remotePorts.TryGetValue((c.Peer, c.App.Name), out var port))
+            {
+                problems.Add(new PlanProblem(c.Peer, c.App.Name, $"no free port left in {input.RemotePorts.First}-{input.RemotePorts.Last}"));
+                continue;
+            }
+
+            remotes.Add(new RemoteListener(c.Peer, c.App.Name, port, c.Address, c.PeerPort, c.App.OriginalPort, c.App.TargetLabels ?? ""));
+        }
+
+        return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable());
+    }
+
+    private static Dictionary<TKey, int> AssignPorts<T, TKey>(
+        IReadOnlyList<T> items, Func<T, TKey> key, Dictionary<TKey, int> previous, PortRange range, IReadOnlySet<int> unusable)
+        where TKey : notnull
+    {
+        var result = new Dictionary<TKey, int>();
+        var taken = new HashSet<int>();
+
+        // Keep every port an app already had (unless it turned out to be unusable).
+        foreach (var item in items)
+        {
+            var k = key(item);
+            if (previous.TryGetValue(k, out var port) && range.Contains(port) && !unusable.Contains(port) && taken.Add(port))
+            {
+                result[k] = port;
+            }
+        }
+
+        var next = range.First;
+        foreach (var item in items)
+        {
+            var k = key(item);
+            if (result.ContainsKey(k))
+            {
+                continue;
+            }
+
+            while (next <= range.Last && (taken.Contains(next) || unusable.Contains(next)))
+            {
+                next++;
+            }
+
+            if (next > range.Last)
+            {
+                break;
+            }
+
+            taken.Add(next);
+            result[k] = next;
+        }
+
+        return result;
+    }
+}

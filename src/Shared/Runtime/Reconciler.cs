@@ -1,0 +1,198 @@
+using System.Collections.Immutable;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Proxy;
+
+namespace Wormhole.Tunnel.Runtime;
+
+/// <summary>Reconciler settings that differ between hub and spoke.</summary>
+public sealed record ReconcilerOptions(string SelfName, TimeSpan PeerTtl)
+{
+    public PortRange LocalPorts { get; init; } = PortRange.Local;
+
+    public PortRange RemotePorts { get; init; } = PortRange.Remote;
+}
+
+/// <summary>
+/// The one loop of a side: every change (apps file, a sync, pairing, expiry) requests a recompute; one worker
+/// rebuilds the whole plan with <see cref="Planner"/> and applies it to the proxy table. Readers (admin API, sync)
+/// see the last applied plan through <see cref="Current"/>.
+/// </summary>
+public sealed partial class Reconciler(
+    ReconcilerOptions options,
+    ILocalAppSource localApps,
+    RemoteAppStore remoteApps,
+    IProxyTable proxy,
+    ReconcileSignal signal,
+    TimeProvider time,
+    ILogger<Reconciler> logger)
+{
+    private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan Resync = TimeSpan.FromSeconds(30);
+    private readonly string _instance = Convert.ToHexStringLower(BitConverter.GetBytes(Random.Shared.NextInt64()))[..8];
+    private readonly HashSet<int> _unusablePorts = [];
+    private Plan _current = Plan.Empty;
+    private long _advertisedCounter;
+    private TaskCompletionSource _advertisedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile IPAddress? _tunnelAddress;
+
+    public Plan Current => Volatile.Read(ref _current);
+
+    /// <summary>Changes whenever the list of apps this side advertises changes (used by the long-poll sync).</summary>
+    public string AdvertisedVersion => $"{_instance}.{Interlocked.Read(ref _advertisedCounter)}";
+
+    /// <summary>This side's tunnel address; local listeners bind to it. The spoke learns it at pairing.</summary>
+    public IPAddress? TunnelAddress
+    {
+        get => _tunnelAddress;
+        set
+        {
+            _tunnelAddress = value;
+            signal.Request();
+        }
+    }
+
+    /// <summary>Completes when the advertised list differs from <paramref name="knownVersion"/>, or after <paramref name="maxWait"/>.</summary>
+    public async Task WaitForAdvertisedChangeAsync(string? knownVersion, TimeSpan maxWait, CancellationToken cancellationToken)
+    {
+        var changed = Volatile.Read(ref _advertisedChanged).Task;
+        if (knownVersion != AdvertisedVersion)
+        {
+            return;
+        }
+
+        try
+        {
+            await changed.WaitAsync(maxWait, time, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+        }
+    }
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        using var tick = time.CreateTimer(_ => OnTick(), null, Tick, Tick);
+        var lastFull = time.GetUtcNow();
+        signal.Request();
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            await signal.WaitAsync(cancellationToken);
+            if (time.GetUtcNow() - lastFull > Resync)
+            {
+                _unusablePorts.Clear();
+                lastFull = time.GetUtcNow();
+            }
+
+            await ReconcileOnceAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Builds and applies one plan. Public for tests that drive the loop step by step.</summary>
+    public async Task ReconcileOnceAsync(CancellationToken cancellationToken)
+    {
+        var previous = Current;
+        var tunnel = _tunnelAddress;
+        var plan = Planner.Build(
+            new PlanInput(options.SelfName, tunnel, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts),
+            previous);
+
+        var specs = new List<ListenerSpec>(plan.LocalListeners.Length + plan.RemoteListeners.Length);
+        foreach (var l in plan.LocalListeners)
+        {
+            specs.Add(new ListenerSpec(ListenerKind.Local, l.App, tunnel!, l.Port, l.TargetHost, l.TargetPort));
+        }
+
+        foreach (var r in plan.RemoteListeners)
+        {
+            specs.Add(new ListenerSpec(ListenerKind.Remote, r.App, IPAddress.Any, r.Port, r.PeerAddress.ToString(), r.PeerPort, tunnel));
+        }
+
+        var failures = await proxy.ApplyAsync(specs, cancellationToken);
+        if (failures.Count > 0)
+        {
+            foreach (var f in failures)
+            {
+                LogListenerFailed(f.Spec.App, f.Spec.Port, f.Reason);
+                _unusablePorts.Add(f.Spec.Port);
+            }
+
+            // Those apps get other ports on the next pass; until then they are not offered.
+            var failed = failures.Select(f => (f.Spec.Kind, f.Spec.Port)).ToHashSet();
+            plan = plan with
+            {
+                LocalListeners = plan.LocalListeners.Where(l => !failed.Contains((ListenerKind.Local, l.Port))).ToImmutableArray(),
+                Advertised = plan.Advertised.Where(a => AppAddress.TryParse(a.Address, out _, out var p) && !failed.Contains((ListenerKind.Local, p))).ToImmutableArray(),
+                RemoteListeners = plan.RemoteListeners.Where(l => !failed.Contains((ListenerKind.Remote, l.Port))).ToImmutableArray(),
+            };
+            signal.Request();
+        }
+
+        foreach (var problem in plan.Problems.Except(previous.Problems))
+        {
+            LogProblem(problem.Peer, problem.App, problem.Reason);
+        }
+
+        LogChanges(previous, plan);
+        Volatile.Write(ref _current, plan);
+        if (!plan.Advertised.SequenceEqual(previous.Advertised))
+        {
+            Interlocked.Increment(ref _advertisedCounter);
+            Interlocked.Exchange(ref _advertisedChanged, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        }
+    }
+
+    private void OnTick()
+    {
+        foreach (var peer in remoteApps.Expire(options.PeerTtl))
+        {
+            LogExpired(peer, options.PeerTtl.TotalSeconds);
+        }
+    }
+
+    private void LogChanges(Plan previous, Plan plan)
+    {
+        foreach (var l in plan.LocalListeners.Except(previous.LocalListeners))
+        {
+            LogLocalExposed(l.App, l.Port, AppAddress.Format(l.TargetHost, l.TargetPort));
+        }
+
+        foreach (var l in previous.LocalListeners.Where(p => !plan.LocalListeners.Any(n => n.App == p.App)))
+        {
+            LogLocalWithdrawn(l.App);
+        }
+
+        foreach (var r in plan.RemoteListeners.Except(previous.RemoteListeners))
+        {
+            LogRemoteExposed(r.App, r.Peer, r.Port);
+        }
+
+        foreach (var r in previous.RemoteListeners.Where(p => !plan.RemoteListeners.Any(n => n.App == p.App && n.Peer == p.Peer)))
+        {
+            LogRemoteWithdrawn(r.App, r.Peer);
+        }
+    }
+
+    [LoggerMessage(EventId = 1300, Level = LogLevel.Information, Message = "Offering local app {App} on tunnel port {Port} → {Target}")]
+    private partial void LogLocalExposed(string app, int port, string target);
+
+    [LoggerMessage(EventId = 1301, Level = LogLevel.Information, Message = "Withdrew local app {App}")]
+    private partial void LogLocalWithdrawn(string app);
+
+    [LoggerMessage(EventId = 1302, Level = LogLevel.Information, Message = "Exposed remote app {App} from peer {Peer} on port {Port}")]
+    private partial void LogRemoteExposed(string app, string peer, int port);
+
+    [LoggerMessage(EventId = 1303, Level = LogLevel.Information, Message = "Withdrew remote app {App} from peer {Peer}")]
+    private partial void LogRemoteWithdrawn(string app, string peer);
+
+    [LoggerMessage(EventId = 1304, Level = LogLevel.Warning, Message = "Cannot listen for app {App} on port {Port}: {Reason}; trying another port")]
+    private partial void LogListenerFailed(string app, int port, string reason);
+
+    [LoggerMessage(EventId = 1305, Level = LogLevel.Warning, Message = "App {App} of peer {Peer} skipped: {Reason}")]
+    private partial void LogProblem(string peer, string app, string reason);
+
+    [LoggerMessage(EventId = 1306, Level = LogLevel.Warning, Message = "Peer {Peer} has not synced for {Seconds} s; its apps are withdrawn until it syncs again")]
+    private partial void LogExpired(string peer, double seconds);
+}

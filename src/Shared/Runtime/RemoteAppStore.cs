@@ -1,0 +1,98 @@
+using System.Collections.Immutable;
+using System.Net;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Planning;
+
+namespace Wormhole.Tunnel.Runtime;
+
+/// <summary>
+/// The latest app list of every peer, with the time it was last confirmed. A peer whose syncs stop for the TTL has its
+/// apps withdrawn (<see cref="Expire"/>); they return with its next sync.
+/// </summary>
+public sealed class RemoteAppStore(ReconcileSignal signal, TimeProvider time)
+{
+    private readonly Lock _lock = new();
+    private ImmutableDictionary<string, Entry> _peers = ImmutableDictionary<string, Entry>.Empty.WithComparers(StringComparer.Ordinal);
+
+    public IReadOnlyList<PeerApps> Snapshot()
+    {
+        var peers = _peers;
+        return peers.Values.Select(e => e.Apps).ToList();
+    }
+
+    /// <summary>Records a sync from <paramref name="peer"/>; requests a recompute when its apps changed.</summary>
+    public void Update(string peer, IPAddress tunnelAddress, IReadOnlyList<AppDescriptor> apps)
+    {
+        var now = time.GetUtcNow();
+        var normalized = apps.Select(a => a with { Peer = peer }).ToImmutableArray();
+        bool changed;
+        lock (_lock)
+        {
+            changed = !_peers.TryGetValue(peer, out var old)
+                || !old.Apps.TunnelAddress.Equals(tunnelAddress)
+                || !old.Apps.Apps.SequenceEqual(normalized);
+            _peers = _peers.SetItem(peer, new Entry(new PeerApps(peer, tunnelAddress, normalized), now));
+        }
+
+        if (changed)
+        {
+            signal.Request();
+        }
+    }
+
+    /// <summary>Marks the peer as alive without changing its apps (a long-poll that is still waiting).</summary>
+    public void Touch(string peer)
+    {
+        lock (_lock)
+        {
+            if (_peers.TryGetValue(peer, out var entry))
+            {
+                _peers = _peers.SetItem(peer, entry with { LastSeen = time.GetUtcNow() });
+            }
+        }
+    }
+
+    public bool Remove(string peer)
+    {
+        bool removed;
+        lock (_lock)
+        {
+            var before = _peers;
+            _peers = _peers.Remove(peer);
+            removed = !ReferenceEquals(before, _peers);
+        }
+
+        if (removed)
+        {
+            signal.Request();
+        }
+
+        return removed;
+    }
+
+    /// <summary>Withdraws the apps of peers not seen for <paramref name="ttl"/>; returns their names.</summary>
+    public IReadOnlyList<string> Expire(TimeSpan ttl)
+    {
+        var cutoff = time.GetUtcNow() - ttl;
+        var expired = _peers.Values.Where(e => e.LastSeen < cutoff).Select(e => e.Apps.Peer).ToList();
+        foreach (var peer in expired)
+        {
+            lock (_lock)
+            {
+                if (_peers.TryGetValue(peer, out var e) && e.LastSeen < cutoff)
+                {
+                    _peers = _peers.Remove(peer);
+                }
+            }
+        }
+
+        if (expired.Count > 0)
+        {
+            signal.Request();
+        }
+
+        return expired;
+    }
+
+    private sealed record Entry(PeerApps Apps, DateTimeOffset LastSeen);
+}

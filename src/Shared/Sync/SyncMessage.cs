@@ -1,0 +1,115 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Wormhole.Tunnel.Apps;
+
+namespace Wormhole.Tunnel.Sync;
+
+/// <summary>
+/// One sync message, the same shape both ways (reference §3.2): PascalCase top level, camelCase app fields.
+/// Input is matched case-insensitively, as Go does; <c>Apps: null</c> is accepted as empty.
+/// </summary>
+public sealed class SyncMessage
+{
+    [JsonPropertyName("Peer")]
+    public string Peer { get; set; } = "";
+
+    [JsonPropertyName("Metadata")]
+    public JsonElement? Metadata { get; set; }
+
+    [JsonPropertyName("Apps")]
+    public List<SyncApp>? Apps { get; set; }
+}
+
+public sealed class SyncApp
+{
+    [JsonPropertyName("name")]
+    public string Name { get; set; } = "";
+
+    [JsonPropertyName("address")]
+    public string Address { get; set; } = "";
+
+    [JsonPropertyName("peer")]
+    public string Peer { get; set; } = "";
+
+    [JsonPropertyName("originalPort")]
+    public int OriginalPort { get; set; }
+
+    [JsonPropertyName("targetLabels")]
+    public string TargetLabels { get; set; } = "";
+}
+
+[JsonSourceGenerationOptions(PropertyNameCaseInsensitive = true)]
+[JsonSerializable(typeof(SyncMessage))]
+internal sealed partial class SyncJsonContext : JsonSerializerContext;
+
+public static class SyncCodec
+{
+    /// <summary>The largest sync body accepted (8 MiB ≈ 55,000 apps); larger bodies are refused with 413.</summary>
+    public const long MaxBodyBytes = 8L * 1024 * 1024;
+
+    public static byte[] Encode(string peer, JsonElement? metadata, IEnumerable<AppDescriptor> apps)
+    {
+        var message = new SyncMessage
+        {
+            Peer = peer,
+            Metadata = metadata,
+            Apps = apps.Select(a => new SyncApp
+            {
+                Name = a.Name,
+                Address = a.Address,
+                Peer = a.Peer,
+                OriginalPort = a.OriginalPort,
+                TargetLabels = a.TargetLabels,
+            }).ToList(),
+        };
+        return JsonSerializer.SerializeToUtf8Bytes(message, SyncJsonContext.Default.SyncMessage);
+    }
+
+    /// <summary>Parses and validates a message; null plus one sentence on any problem.</summary>
+    public static SyncMessage? Decode(ReadOnlySpan<byte> body, out string? error)
+    {
+        SyncMessage? message;
+        try
+        {
+            message = JsonSerializer.Deserialize(body, SyncJsonContext.Default.SyncMessage);
+        }
+        catch (JsonException ex)
+        {
+            error = $"the sync body is not valid JSON ({ex.Message.Split('.')[0]})";
+            return null;
+        }
+
+        if (message is null)
+        {
+            error = "the sync body is empty";
+            return null;
+        }
+
+        message.Apps ??= [];
+        foreach (var app in message.Apps)
+        {
+            if (app is null || string.IsNullOrEmpty(app.Name))
+            {
+                error = "an app in the sync body has no name";
+                return null;
+            }
+
+            if (!AppAddress.TryParse(app.Address, out _, out _))
+            {
+                error = $"app '{Truncate(app.Name)}' has an invalid address '{Truncate(app.Address)}'";
+                return null;
+            }
+
+            if (app.OriginalPort is < 0 or > 65535)
+            {
+                error = $"app '{Truncate(app.Name)}' has an invalid originalPort {app.OriginalPort}";
+                return null;
+            }
+        }
+
+        error = null;
+        return message;
+    }
+
+    private static string Truncate(string? s) => s is null ? "" : s.Length <= 64 ? s : s[..64] + "…";
+}
