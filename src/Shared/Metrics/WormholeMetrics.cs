@@ -14,8 +14,15 @@ public sealed class WormholeMetrics : IDisposable
     private readonly Meter _meter;
 
     public WormholeMetrics(IMeterFactory? factory = null)
+        : this(MeterName, factory)
     {
-        _meter = factory?.Create(MeterName) ?? new Meter(MeterName);
+    }
+
+    /// <summary>Same instruments on a meter with another name (tests use a unique name each, so parallel tests don't mix).</summary>
+    public WormholeMetrics(string meterName, IMeterFactory? factory = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(meterName);
+        _meter = factory?.Create(meterName) ?? new Meter(meterName);
         ProxyConnectionsActive = _meter.CreateUpDownCounter<long>(
             "wormhole_proxy_connections_active", description: "Proxied TCP connections open now.");
         ProxyConnectionsTotal = _meter.CreateCounter<long>(
