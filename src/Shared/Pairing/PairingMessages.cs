@@ -23,6 +23,7 @@ public sealed record PairingResponse(
 {
     public const string SyncServerAddressKey = "sync_server_address";
 
+    [JsonIgnore]
     public string? SyncServerAddress => Metadata is not null && Metadata.TryGetValue(SyncServerAddressKey, out var v) ? v : null;
 }
 

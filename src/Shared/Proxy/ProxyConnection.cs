@@ -1,0 +1,280 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Metrics;
+
+namespace Wormhole.Tunnel.Proxy;
+
+/// <summary>How a proxied connection ended: logged, never thrown.</summary>
+internal enum ProxyOutcome
+{
+    None = 0,
+    /// <summary>Both sides sent FIN.</summary>
+    Completed,
+    RefusedLocalAddress,
+    UpstreamRefused,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    ClientReset,
+    UpstreamReset,
+    IdleTimeout,
+    ListenerClosed,
+}
+
+/// <summary>
+/// One accepted connection: connect to the target, then a duplex pump of two copy loops. When one side sends FIN, the
+/// other socket's send side is shut down and the other direction keeps flowing until it ends too. A reset on either side,
+/// the idle timeout or the listener closing aborts both sockets, which is also what ends pending socket operations
+/// (so the hot path carries no cancellation token).
+/// </summary>
+internal sealed class ProxyConnection
+{
+    private static readonly KeyValuePair<string, object?> UpstreamTag = new("direction", "upstream");
+    private static readonly KeyValuePair<string, object?> DownstreamTag = new("direction", "downstream");
+
+    private readonly Socket _client;
+    private readonly ListenerSpec _spec;
+    private readonly ProxyOptions _options;
+    private readonly WormholeMetrics _metrics;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _timeProvider;
+    private readonly KeyValuePair<string, object?> _appTag;
+    private readonly KeyValuePair<string, object?> _kindTag;
+    private Socket? _upstream;
+    private ITimer? _idleTimer;
+    private long _lastActivity;
+    private long _bytesUp;
+    private long _bytesDown;
+    private int _outcome; // ProxyOutcome; the first abort wins
+
+    private enum CopyResult { Eof, ReadFailed, WriteFailed }
+
+    public ProxyConnection(Socket client, ListenerSpec spec, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    {
+        _client = client;
+        _spec = spec;
+        _options = options;
+        _metrics = metrics;
+        _logger = logger;
+        _timeProvider = timeProvider;
+        _appTag = new("app", spec.App);
+        _kindTag = new("kind", spec.Kind == ListenerKind.Local ? "local" : "remote");
+    }
+
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        var started = _timeProvider.GetTimestamp();
+        var peer = _client.RemoteEndPoint;
+        _metrics.ProxyConnectionsTotal.Add(1, _appTag, _kindTag);
+        _metrics.ProxyConnectionsActive.Add(1, _appTag, _kindTag);
+        using var registration = stopping.UnsafeRegister(static s => ((ProxyConnection)s!).Abort(ProxyOutcome.ListenerClosed), this);
+        try
+        {
+            var failure = await ConnectAsync(stopping);
+            if (failure is ProxyOutcome.None)
+            {
+                await PumpAsync(_upstream!);
+            }
+            else
+            {
+                Abort(failure);
+            }
+        }
+        catch (Exception ex) when (ex is ObjectDisposedException or SocketException && _outcome != 0)
+        {
+            // A socket was closed under us by an abort; _outcome says why.
+        }
+        finally
+        {
+            _idleTimer?.Dispose();
+            _client.Dispose();
+            _upstream?.Dispose();
+            _metrics.ProxyConnectionsActive.Add(-1, _appTag, _kindTag);
+        }
+
+        var outcome = _outcome == 0 ? ProxyOutcome.Completed : (ProxyOutcome)_outcome;
+        if (outcome is ProxyOutcome.UpstreamRefused or ProxyOutcome.UpstreamUnreachable or ProxyOutcome.UpstreamTimeout)
+        {
+            _metrics.ProxyConnectionFailures.Add(1, _appTag, _kindTag);
+        }
+
+        ProxyLog.ConnectionClosed(_logger, _spec.App, peer, _spec.TargetHost, _spec.TargetPort, outcome,
+            (long)_timeProvider.GetElapsedTime(started).TotalMilliseconds, _bytesUp, _bytesDown);
+    }
+
+    /// <returns><see cref="ProxyOutcome.None"/> when connected, else why not.</returns>
+    private async Task<ProxyOutcome> ConnectAsync(CancellationToken stopping)
+    {
+        if (_spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused))
+        {
+            return ProxyOutcome.RefusedLocalAddress;
+        }
+
+        _client.NoDelay = true;
+        // Dual-mode when the OS has IPv6, so a name may resolve to either family; every address is tried in turn.
+        var upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Volatile.Write(ref _upstream, upstream);
+        using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
+        try
+        {
+            await (IPAddress.TryParse(_spec.TargetHost, out var address)
+                ? upstream.ConnectAsync(new IPEndPoint(address, _spec.TargetPort), linked.Token)
+                : upstream.ConnectAsync(_spec.TargetHost, _spec.TargetPort, linked.Token));
+            return ProxyOutcome.None;
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+        {
+            ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, SocketError.TimedOut);
+            return ProxyOutcome.UpstreamTimeout;
+        }
+        catch (SocketException ex) when (!stopping.IsCancellationRequested)
+        {
+            ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, ex.SocketErrorCode);
+            return ex.SocketErrorCode == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+        {
+            return ProxyOutcome.ListenerClosed;
+        }
+    }
+
+    private async Task PumpAsync(Socket upstream)
+    {
+        Touch();
+        var idle = _options.IdleTimeout;
+        if (idle > TimeSpan.Zero && idle != Timeout.InfiniteTimeSpan)
+        {
+            _idleTimer = _timeProvider.CreateTimer(static s => ((ProxyConnection)s!).OnIdleTimer(), this, idle, Timeout.InfiniteTimeSpan);
+        }
+
+        var up = CopyAsync(_client, upstream, upstream: true);
+        var down = CopyAsync(upstream, _client, upstream: false);
+        var first = await Task.WhenAny(up, down);
+        Settle(first == up, first.Result); // an error aborts both, which also ends the other loop
+        var second = first == up ? down : up;
+        Settle(second == up, await second);
+    }
+
+    /// <summary>Copies until EOF (then half-closes the destination) or an error. No allocation per read.</summary>
+    private async Task<CopyResult> CopyAsync(Socket from, Socket to, bool upstream)
+    {
+        var direction = upstream ? UpstreamTag : DownstreamTag;
+        var buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
+        try
+        {
+            while (true)
+            {
+                int read;
+                try
+                {
+                    read = await from.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                    return CopyResult.ReadFailed;
+                }
+
+                try
+                {
+                    if (read == 0)
+                    {
+                        to.Shutdown(SocketShutdown.Send);
+                        return CopyResult.Eof;
+                    }
+
+                    Touch();
+                    for (var sent = 0; sent < read;)
+                    {
+                        sent += await to.SendAsync(buffer.AsMemory(sent, read - sent), SocketFlags.None);
+                    }
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                    return CopyResult.WriteFailed;
+                }
+
+                Touch();
+                _metrics.ProxyBytes.Add(read, _appTag, _kindTag, direction);
+                if (upstream)
+                {
+                    _bytesUp += read;
+                }
+                else
+                {
+                    _bytesDown += read;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private void Settle(bool upstream, CopyResult result)
+    {
+        if (result != CopyResult.Eof)
+        {
+            // Client→target: a failed read is the client's fault, a failed write the target's; target→client the reverse.
+            Abort(upstream == (result == CopyResult.ReadFailed) ? ProxyOutcome.ClientReset : ProxyOutcome.UpstreamReset);
+        }
+    }
+
+    private void Touch() => Volatile.Write(ref _lastActivity, _timeProvider.GetTimestamp());
+
+    private void OnIdleTimer()
+    {
+        var quiet = _timeProvider.GetElapsedTime(Volatile.Read(ref _lastActivity));
+        if (quiet >= _options.IdleTimeout)
+        {
+            Abort(ProxyOutcome.IdleTimeout);
+            return;
+        }
+
+        try
+        {
+            _idleTimer?.Change(_options.IdleTimeout - quiet, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Closes both sockets; errors and refusals with RST (so a reset propagates), idle and shutdown with FIN.</summary>
+    private void Abort(ProxyOutcome reason)
+    {
+        if (Interlocked.CompareExchange(ref _outcome, (int)reason, 0) != 0)
+        {
+            return;
+        }
+
+        var reset = reason is not (ProxyOutcome.IdleTimeout or ProxyOutcome.ListenerClosed);
+        Close(_client, reset);
+        Close(Volatile.Read(ref _upstream), reset);
+    }
+
+    private static void Close(Socket? socket, bool reset)
+    {
+        if (socket is null)
+        {
+            return;
+        }
+
+        if (reset)
+        {
+            try
+            {
+                socket.LingerState = new LingerOption(true, 0);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+            }
+        }
+
+        socket.Dispose();
+    }
+
+    private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+}

@@ -1,0 +1,49 @@
+using System.Net;
+
+namespace Wormhole.Tunnel.Proxy;
+
+/// <summary>Local: tunnel side, forwards to an app target. Remote: forwards to a peer's tunnel address.</summary>
+public enum ListenerKind { Local, Remote }
+
+/// <summary>One TCP listener of the in-process L4 proxy, keyed by <see cref="BindAddress"/> + <see cref="Port"/>.</summary>
+/// <param name="BindAddress">For Local, the tunnel IP; for Remote, <see cref="IPAddress.Any"/>.</param>
+/// <param name="TargetHost">A host name or an IP literal; resolved again for every connection.</param>
+/// <param name="RefusedLocalAddress">When set, a connection whose local (destination) address equals it is closed at once
+/// (Remote listeners refuse connections that arrive over the tunnel address).</param>
+public sealed record ListenerSpec(
+    ListenerKind Kind,
+    string App,
+    IPAddress BindAddress,
+    int Port,
+    string TargetHost,
+    int TargetPort,
+    IPAddress? RefusedLocalAddress = null);
+
+public sealed record ListenerFailure(ListenerSpec Spec, string Reason);
+
+public sealed class ProxyOptions
+{
+    /// <summary>No bytes in either direction for this long closes the connection (nginx's proxy_timeout).
+    /// <see cref="Timeout.InfiniteTimeSpan"/> disables it.</summary>
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Name resolution plus TCP connect to the target; past it the client is closed.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Copy buffer per direction (rented from the shared ArrayPool).</summary>
+    public int BufferSize { get; set; } = 64 * 1024;
+}
+
+public interface IProxyTable : IAsyncDisposable
+{
+    /// <summary>
+    /// Makes the set of listeners exactly <paramref name="desired"/> (keyed by BindAddress+Port). New ones are bound,
+    /// missing ones are closed (their listening socket released at once and their open connections closed), ones whose
+    /// target changed keep their socket and use the new target for new connections. Returns the specs that could not be
+    /// bound (e.g. address in use); never throws for one bad spec. Calls are serialised.
+    /// </summary>
+    Task<IReadOnlyList<ListenerFailure>> ApplyAsync(IReadOnlyCollection<ListenerSpec> desired, CancellationToken cancellationToken);
+
+    /// <summary>The listeners bound by the last completed <see cref="ApplyAsync"/>.</summary>
+    IReadOnlyCollection<ListenerSpec> Active { get; }
+}

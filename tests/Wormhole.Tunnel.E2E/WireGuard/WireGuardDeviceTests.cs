@@ -1,0 +1,265 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.E2E.Infrastructure;
+using Wormhole.Tunnel.WireGuard;
+
+namespace Wormhole.Tunnel.E2E.WireGuard;
+
+/// <summary>WgToolsDevice against real wireguard-go interfaces in network namespaces (root only).</summary>
+public sealed class WireGuardDeviceTests
+{
+    private static readonly TimeSpan TestTimeout = TimeSpan.FromSeconds(90);
+
+    [RootFact]
+    public async Task Two_sites_talk_TCP_over_wireguard_go()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub", "spoke");
+        var (hub, spoke) = (net["hub"], net["spoke"]);
+        var tunnel = TunnelPrefix();
+        var hubIp = IPAddress.Parse($"{tunnel}.1");
+        var spokeIp = IPAddress.Parse($"{tunnel}.2");
+        var hubKeys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var spokeKeys = await WgKeys.GenerateAsync(spoke.Runner, ct);
+
+        await using var hubWg = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance);
+        await using var spokeWg = new WgToolsDevice(spoke.Runner, NullLogger<WgToolsDevice>.Instance);
+        await hubWg.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, hubKeys.PrivateKey, $"{hubIp}/24", 51820, []), ct);
+        await spokeWg.UpAsync(new WgInterfaceConfig(spoke.WgInterfaceName, spokeKeys.PrivateKey, $"{spokeIp}/32", null, [$"{hubIp}/32"]), ct);
+        await hubWg.SetPeersAsync([new WgPeer(spokeKeys.PublicKey, [$"{spokeIp}/32"])], ct);
+        await spokeWg.SetPeersAsync([new WgPeer(hubKeys.PublicKey, [$"{hubIp}/32"], $"{hub.LanAddress}:51820", 10)], ct);
+
+        hubWg.Backend.Should().Be("wireguard-go", "this machine has no WireGuard kernel module");
+        spokeWg.Backend.Should().Be("wireguard-go");
+
+        using var listener = hub.ListenTcp(hubIp, 7000);
+        var accept = listener.AcceptAsync(ct).AsTask();
+        using var client = await spoke.ConnectTcpAsync(hubIp, 7000, ct);
+        using var server = await accept;
+
+        ((IPEndPoint)server.RemoteEndPoint!).Address.Should().Be(spokeIp, "the connection came through the tunnel");
+
+        // Larger than a few MTUs each way, so fragmentation/MTU problems would show.
+        var up = RandomNumberGenerator.GetBytes(256 * 1024);
+        var down = RandomNumberGenerator.GetBytes(256 * 1024);
+        var sendUp = SendAllAsync(client, up, ct);
+        (await ReceiveExactlyAsync(server, up.Length, ct)).Should().Equal(up);
+        await sendUp;
+        var sendDown = SendAllAsync(server, down, ct);
+        (await ReceiveExactlyAsync(client, down.Length, ct)).Should().Equal(down);
+        await sendDown;
+
+        var handshakes = await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "latest-handshakes");
+        handshakes.StandardOutput.Should().Contain(spokeKeys.PublicKey);
+    }
+
+    [RootFact]
+    public async Task Up_is_idempotent_and_reuses_an_existing_link()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var tunnel = TunnelPrefix();
+        var config = new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, $"{tunnel}.1/24", 51820, [$"{tunnel}.128/25"]);
+
+        await using var first = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance) { DeleteOnDispose = false };
+        await first.UpAsync(config, ct);
+        var index = await LinkIndexAsync(hub, ct);
+        await first.UpAsync(config, ct); // same instance, again
+        (await LinkIndexAsync(hub, ct)).Should().Be(index);
+
+        // A new process after a kill -9 of the old one: the link (and its wireguard-go) is still there.
+        await using var second = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance);
+        await second.UpAsync(config with { Address = $"{tunnel}.9/24" }, ct);
+
+        second.Backend.Should().Be("wireguard-go");
+        (await LinkIndexAsync(hub, ct)).Should().Be(index, "the existing link is reused, not recreated");
+        var addresses = (await hub.RunCheckedAsync("ip", "-o", "-4", "address", "show", "dev", hub.WgInterfaceName)).StandardOutput;
+        addresses.Should().Contain($"{tunnel}.9/24").And.NotContain($"{tunnel}.1/24", "the old address was flushed");
+        var link = (await hub.RunCheckedAsync("ip", "link", "show", "dev", hub.WgInterfaceName)).StandardOutput;
+        link.Should().Contain("mtu 1420").And.Contain(",UP");
+        (await hub.RunCheckedAsync("ip", "route", "show", "dev", hub.WgInterfaceName)).StandardOutput.Should().Contain($"{tunnel}.128/25");
+        (await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "public-key")).StandardOutput.Trim().Should().Be(keys.PublicKey);
+        (await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "listen-port")).StandardOutput.Trim().Should().Be("51820");
+    }
+
+    [RootFact]
+    public async Task SetPeers_removes_peers_not_listed()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var a = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        var b = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        var c = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        await using var device = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance);
+        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", 51820, []), ct);
+
+        await device.SetPeersAsync(
+            [
+                new WgPeer(a, ["10.188.0.2/32"]),
+                new WgPeer(b, ["10.188.0.3/32"], "10.213.0.99:51820", 25),
+                new WgPeer(c, ["10.188.0.4/32"]),
+            ],
+            ct);
+        (await PeersAsync(hub, ct)).Should().BeEquivalentTo([a, b, c]);
+
+        await device.SetPeersAsync([new WgPeer(b, ["10.188.0.3/32", "10.99.0.0/16"])], ct);
+
+        (await PeersAsync(hub, ct)).Should().BeEquivalentTo([b]);
+        var allowed = (await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "allowed-ips")).StandardOutput;
+        allowed.Should().Contain("10.188.0.3/32").And.Contain("10.99.0.0/16");
+        var keepalive = (await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "persistent-keepalive")).StandardOutput;
+        keepalive.Should().Contain("off", "an update without keepalive clears it");
+
+        await device.SetPeersAsync([], ct);
+        (await PeersAsync(hub, ct)).Should().BeEmpty();
+    }
+
+    [RootFact]
+    public async Task Down_removes_the_interface()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        await using var device = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance);
+        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", null, []), ct);
+        File.Exists(WgToolsDevice.SocketPath(hub.WgInterfaceName)).Should().BeTrue("wireguard-go listens on its control socket");
+
+        await device.DownAsync(ct);
+
+        var show = await hub.RunAsync("ip", ["link", "show", "dev", hub.WgInterfaceName], ct: ct);
+        show.Succeeded.Should().BeFalse();
+        show.StandardError.Should().Contain("does not exist");
+        File.Exists(WgToolsDevice.SocketPath(hub.WgInterfaceName)).Should().BeFalse("wireguard-go exited and removed its socket");
+        await device.DownAsync(ct); // already gone: not an error
+
+        // And it comes back up under the same name.
+        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", null, []), ct);
+        (await hub.RunAsync("ip", ["link", "show", "dev", hub.WgInterfaceName], ct: ct)).Succeeded.Should().BeTrue();
+    }
+
+    [RootFact]
+    public async Task Private_key_never_appears_in_process_arguments_or_logs()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var runner = new RecordingRunner(hub.Runner);
+        var logger = new RecordingLogger<WgToolsDevice>();
+        var keys = await WgKeys.GenerateAsync(runner, ct);
+        var peer = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var config = new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", 51820, ["10.189.0.0/24"]);
+
+        await using (var device = new WgToolsDevice(runner, logger))
+        {
+            await device.UpAsync(config, ct);
+            await device.UpAsync(config, ct);
+            await device.SetPeersAsync([new WgPeer(peer.PublicKey, ["10.188.0.2/32"], "10.213.0.2:51820", 10)], ct);
+            await device.DownAsync(ct);
+        }
+
+        runner.Calls.Should().NotBeEmpty();
+        foreach (var (fileName, arguments, _) in runner.Calls)
+        {
+            fileName.Should().NotContain(keys.PrivateKey);
+            arguments.Should().NotContain(a => a.Contains(keys.PrivateKey), "private keys go on stdin only");
+        }
+
+        runner.Calls.Where(c => c.StandardInput?.Contains(keys.PrivateKey) == true)
+            .Select(c => string.Join(' ', c.Arguments))
+            .Should().BeEquivalentTo(["pubkey", $"set {hub.WgInterfaceName} private-key /dev/stdin listen-port 51820", $"set {hub.WgInterfaceName} private-key /dev/stdin listen-port 51820"]);
+        logger.Lines.Should().NotBeEmpty().And.NotContain(l => l.Contains(keys.PrivateKey));
+        keys.ToString().Should().NotContain(keys.PrivateKey).And.Contain(keys.PublicKey);
+        config.ToString().Should().NotContain(keys.PrivateKey);
+    }
+
+    [RootFact]
+    public async Task Preflight_passes_on_this_machine()
+    {
+        await using var net = await TestNetwork.CreateAsync("hub");
+        (await WgPreflight.CheckAsync(net["hub"].Runner, CancellationToken.None)).Should().BeNull();
+    }
+
+    [RootFact]
+    public async Task Failing_command_names_the_command_and_stderr_but_not_the_key()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        await using var first = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance);
+        await using var second = new WgToolsDevice(hub.Runner, NullLogger<WgToolsDevice>.Instance);
+        await first.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", 51820, []), ct);
+
+        // A second interface in the same namespace cannot take the same UDP port.
+        var samePort = async () => await second.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName + "b", keys.PrivateKey, "10.188.1.1/24", 51820, []), ct);
+
+        var failure = (await samePort.Should().ThrowAsync<WireGuardCommandException>()).Which;
+        failure.Command.Should().Be($"wg set {hub.WgInterfaceName}b private-key /dev/stdin listen-port 51820");
+        failure.Message.Should().Contain(failure.Command).And.Contain("Address already in use").And.NotContain(keys.PrivateKey);
+
+        // Input wg would chew on for a minute is refused up front.
+        var badEndpoint = async () => await first.SetPeersAsync([new WgPeer(keys.PublicKey, ["10.188.0.2/32"], "10.213.0.2:notaport")], ct);
+        (await badEndpoint.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("10.213.0.2:notaport");
+        var badRoute = async () => await first.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", null, ["10.188.0.0/33"]), ct);
+        (await badRoute.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("10.188.0.0/33");
+
+        // The interface vanishing behind the device's back surfaces as the failing `wg show`.
+        await hub.RunCheckedAsync("ip", "link", "delete", "dev", hub.WgInterfaceName);
+        var gone = async () => await first.SetPeersAsync([], ct);
+        (await gone.Should().ThrowAsync<WireGuardCommandException>()).Which.Command.Should().Be($"wg show {hub.WgInterfaceName} peers");
+    }
+
+    private static string TunnelPrefix() => $"10.188.{RandomNumberGenerator.GetInt32(1, 250)}";
+
+    private static async Task<string> LinkIndexAsync(Site site, CancellationToken ct)
+    {
+        var result = await site.RunAsync("ip", ["-o", "link", "show", "dev", site.WgInterfaceName], ct: ct);
+        result.Succeeded.Should().BeTrue(result.StandardError);
+        return result.StandardOutput.Split(':')[0];
+    }
+
+    private static async Task<string[]> PeersAsync(Site site, CancellationToken ct) =>
+        (await site.RunCheckedAsync("wg", "show", site.WgInterfaceName, "peers")).StandardOutput
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    private static async Task SendAllAsync(Socket socket, byte[] data, CancellationToken ct)
+    {
+        var sent = 0;
+        while (sent < data.Length)
+        {
+            sent += await socket.SendAsync(data.AsMemory(sent), SocketFlags.None, ct);
+        }
+    }
+
+    private static async Task<byte[]> ReceiveExactlyAsync(Socket socket, int count, CancellationToken ct)
+    {
+        var buffer = new byte[count];
+        var read = 0;
+        while (read < count)
+        {
+            var n = await socket.ReceiveAsync(buffer.AsMemory(read), SocketFlags.None, ct);
+            if (n == 0)
+            {
+                throw new EndOfStreamException($"Connection closed after {read} of {count} bytes.");
+            }
+
+            read += n;
+        }
+
+        return buffer;
+    }
+}

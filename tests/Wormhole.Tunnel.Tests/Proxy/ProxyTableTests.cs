@@ -1,0 +1,308 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Proxy;
+using static Wormhole.Tunnel.Tests.Proxy.SocketTestKit;
+
+namespace Wormhole.Tunnel.Tests.Proxy;
+
+public sealed class ProxyTableTests : IAsyncLifetime, IDisposable
+{
+    private readonly List<IAsyncDisposable> _owned = [];
+    private readonly WormholeMetrics _metrics = new();
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        for (var i = _owned.Count - 1; i >= 0; i--)
+        {
+            await _owned[i].DisposeAsync().AsTask().WaitAsync(Patience);
+        }
+    }
+
+    public void Dispose() => _metrics.Dispose();
+
+    [Fact]
+    public async Task Bytes_flow_both_ways_through_a_local_listener()
+    {
+        var echo = Own(TargetServer.Echo());
+        var port = await ListenAsync(Local(echo.Port));
+
+        using var client = await ConnectAsync(port);
+        await client.SendAsync("ping");
+
+        (await client.ReadTextAsync(4)).Should().Be("ping");
+    }
+
+    [Fact]
+    public async Task A_one_mebibyte_payload_arrives_intact_in_both_directions()
+    {
+        var echo = Own(TargetServer.Echo());
+        var port = await ListenAsync(Local(echo.Port));
+        var payload = new byte[1024 * 1024];
+        new Random(42).NextBytes(payload);
+
+        using var client = await ConnectAsync(port);
+        var sending = Task.Run(async () =>
+        {
+            await client.SendAllAsync(payload);
+            client.Shutdown(SocketShutdown.Send);
+        });
+        var echoed = await client.ReadToEndAsync().WaitAsync(Patience);
+        await sending.WaitAsync(Patience);
+
+        echoed.Length.Should().Be(payload.Length);
+        echoed.AsSpan().SequenceEqual(payload).Should().BeTrue("the echo must be byte for byte what was sent");
+    }
+
+    [Fact]
+    public async Task Half_close_from_client_still_delivers_the_upstream_reply()
+    {
+        var target = Own(new TargetServer(async socket =>
+        {
+            var request = await socket.ReadToEndAsync(); // only ends once the client's FIN came through
+            await socket.SendAsync($"got {request.Length} bytes");
+            socket.Shutdown(SocketShutdown.Send);
+        }));
+        var port = await ListenAsync(Local(target.Port));
+
+        using var client = await ConnectAsync(port);
+        await client.SendAsync("twelve bytes");
+        client.Shutdown(SocketShutdown.Send);
+
+        (await client.ReadTextToEndAsync()).Should().Be("got 12 bytes");
+    }
+
+    [Fact]
+    public async Task Half_close_from_upstream_still_lets_the_client_send()
+    {
+        var heardAfterFin = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var target = Own(new TargetServer(async socket =>
+        {
+            await socket.SendAsync("banner");
+            socket.Shutdown(SocketShutdown.Send);
+            heardAfterFin.SetResult(await socket.ReadTextToEndAsync());
+        }));
+        var port = await ListenAsync(Local(target.Port));
+
+        using var client = await ConnectAsync(port);
+        (await client.ReadTextToEndAsync()).Should().Be("banner", "the client sees the banner and then EOF");
+        await client.SendAsync("still talking");
+        client.Shutdown(SocketShutdown.Send);
+
+        (await heardAfterFin.Task.WaitAsync(Patience)).Should().Be("still talking");
+    }
+
+    [Fact]
+    public async Task Unreachable_upstream_closes_the_client_quickly()
+    {
+        var port = await ListenAsync(Local(FreePort()));
+
+        (await ConnectAndAwaitCloseAsync(port).WaitAsync(TimeSpan.FromSeconds(2))).Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Bytes_and_upstream_failures_are_counted_per_app_kind_and_direction()
+    {
+        var measurements = new ConcurrentQueue<(string Instrument, long Value, string Tags)>();
+        var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var meterListener = new MeterListener();
+        meterListener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter == _metrics.Meter)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        meterListener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            var text = string.Join(",", tags.ToArray().Select(t => $"{t.Key}={t.Value}").Order());
+            measurements.Enqueue((instrument.Name, value, text));
+            if (instrument.Name == "wormhole_proxy_upstream_failures_total")
+            {
+                seen.TrySetResult();
+            }
+        });
+        meterListener.Start();
+        var echo = Own(TargetServer.Echo());
+        var working = await ListenAsync(Local(echo.Port, app: "web"));
+        var broken = await ListenAsync(new ListenerSpec(ListenerKind.Remote, "db", IPAddress.Loopback, FreePort(), "127.0.0.1", FreePort()));
+
+        using (var client = await ConnectAsync(working))
+        {
+            await client.SendAsync("hello");
+            client.Shutdown(SocketShutdown.Send);
+            (await client.ReadTextToEndAsync()).Should().Be("hello");
+        }
+
+        await ConnectAndAwaitCloseAsync(broken).WaitAsync(Patience);
+        await seen.Task.WaitAsync(Patience);
+
+        var list = measurements.ToArray();
+        list.Where(m => m.Instrument == "wormhole_proxy_bytes_total" && m.Tags == "app=web,direction=upstream,kind=local").Sum(m => m.Value).Should().Be(5);
+        list.Where(m => m.Instrument == "wormhole_proxy_bytes_total" && m.Tags == "app=web,direction=downstream,kind=local").Sum(m => m.Value).Should().Be(5);
+        list.Should().Contain(("wormhole_proxy_upstream_failures_total", 1L, "app=db,kind=remote"));
+        list.Should().Contain(("wormhole_proxy_connections_total", 1L, "app=web,kind=local"));
+    }
+
+    [Fact]
+    public async Task Removing_a_listener_releases_its_port_and_closes_its_connections_but_spares_the_others()
+    {
+        var echo = Own(TargetServer.Echo());
+        var table = NewTable();
+        var removed = Local(echo.Port, port: FreePort(), app: "gone");
+        var kept = Local(echo.Port, port: FreePort(), app: "kept");
+        (await table.ApplyAsync([removed, kept], CancellationToken.None)).Should().BeEmpty();
+        using var doomed = await ConnectAsync(removed.Port);
+        using var survivor = await ConnectAsync(kept.Port);
+        await doomed.SendAsync("a");
+        await survivor.SendAsync("b");
+        (await doomed.ReadTextAsync(1)).Should().Be("a");
+        (await survivor.ReadTextAsync(1)).Should().Be("b");
+
+        (await table.ApplyAsync([kept], CancellationToken.None)).Should().BeEmpty();
+
+        table.Active.Should().Equal(kept);
+        await doomed.ClosedAsync().WaitAsync(Patience);
+        (await NewTable().ApplyAsync([removed], CancellationToken.None)).Should().BeEmpty("the port was released");
+        await survivor.SendAsync("still here");
+        (await survivor.ReadTextAsync(10)).Should().Be("still here");
+    }
+
+    [Fact]
+    public async Task Changing_the_target_sends_new_connections_to_the_new_target()
+    {
+        var first = Own(TargetServer.Saying("first"));
+        var second = Own(TargetServer.Saying("second"));
+        var table = NewTable();
+        var spec = Local(first.Port);
+        (await table.ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty();
+        using (var before = await ConnectAsync(spec.Port))
+        {
+            (await before.ReadTextToEndAsync()).Should().Be("first");
+        }
+
+        var retargeted = spec with { TargetPort = second.Port };
+        (await table.ApplyAsync([retargeted], CancellationToken.None)).Should().BeEmpty();
+
+        using var after = await ConnectAsync(spec.Port);
+        (await after.ReadTextToEndAsync()).Should().Be("second");
+        table.Active.Should().Equal(retargeted);
+    }
+
+    [Fact]
+    public async Task An_idle_connection_is_closed_after_the_idle_timeout()
+    {
+        var echo = Own(TargetServer.Echo());
+        var port = await ListenAsync(Local(echo.Port), new ProxyOptions { IdleTimeout = TimeSpan.FromMilliseconds(300) });
+        using var client = await ConnectAsync(port);
+        await client.SendAsync("hi");
+        (await client.ReadTextAsync(2)).Should().Be("hi");
+
+        (await client.ClosedAsync().WaitAsync(Patience)).Should().Be(0, "nothing more was sent, so nothing more arrives");
+    }
+
+    [Fact]
+    public async Task A_remote_listener_refuses_connections_to_its_refused_local_address_but_serves_other_addresses()
+    {
+        var target = Own(TargetServer.Saying("reached"));
+        var spec = new ListenerSpec(ListenerKind.Remote, "app", IPAddress.Any, FreePort(), "127.0.0.1", target.Port, RefusedLocalAddress: IPAddress.Loopback);
+        await ListenAsync(spec);
+
+        (await ConnectAndAwaitCloseAsync(spec.Port, IPAddress.Loopback).WaitAsync(Patience)).Should().Be(0);
+
+        using var accepted = await ConnectAsync(spec.Port, IPAddress.Parse("127.0.0.2"));
+        (await accepted.ReadTextToEndAsync()).Should().Be("reached");
+        target.Accepted.Should().Be(1, "the refused connection never reached the target");
+    }
+
+    [Fact]
+    public async Task A_port_already_in_use_is_reported_and_the_other_listeners_still_bind()
+    {
+        var echo = Own(TargetServer.Echo());
+        using var squatter = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        squatter.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        squatter.Listen();
+        var taken = Local(echo.Port, port: ((IPEndPoint)squatter.LocalEndPoint!).Port, app: "taken");
+        var free = Local(echo.Port, app: "free");
+        var table = NewTable();
+
+        var failures = await table.ApplyAsync([taken, free], CancellationToken.None);
+
+        failures.Should().ContainSingle().Which.Spec.Should().Be(taken);
+        failures[0].Reason.Should().Contain("AddressAlreadyInUse");
+        table.Active.Should().Equal(free);
+        using var client = await ConnectAsync(free.Port);
+        await client.SendAsync("ok");
+        (await client.ReadTextAsync(2)).Should().Be("ok");
+    }
+
+    [Fact]
+    public async Task A_port_held_by_another_proxy_table_is_reported_as_in_use_rather_than_shared()
+    {
+        var echo = Own(TargetServer.Echo());
+        var spec = Local(echo.Port);
+        (await NewTable().ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty();
+
+        var failures = await NewTable().ApplyAsync([spec], CancellationToken.None);
+
+        failures.Should().ContainSingle().Which.Reason.Should().Contain("AddressAlreadyInUse");
+    }
+
+    [Fact]
+    public async Task A_target_host_name_is_resolved_for_each_connection()
+    {
+        var target = Own(TargetServer.Saying("by name"));
+        var port = await ListenAsync(Local(target.Port, host: "localhost"));
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var client = await ConnectAsync(port);
+            (await client.ReadTextToEndAsync()).Should().Be("by name");
+        }
+
+        target.Accepted.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task Disposing_the_table_closes_listeners_and_connections()
+    {
+        var echo = Own(TargetServer.Echo());
+        var table = new ProxyTable(new ProxyOptions(), _metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System);
+        var spec = Local(echo.Port);
+        (await table.ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty();
+        using var client = await ConnectAsync(spec.Port);
+        await client.SendAsync("x");
+        (await client.ReadTextAsync(1)).Should().Be("x");
+
+        await table.DisposeAsync().AsTask().WaitAsync(Patience);
+
+        await client.ClosedAsync().WaitAsync(Patience);
+        var connectAgain = () => ConnectAsync(spec.Port);
+        await connectAgain.Should().ThrowAsync<SocketException>();
+    }
+
+    private static ListenerSpec Local(int targetPort, int? port = null, string app = "app", string host = "127.0.0.1") =>
+        new(ListenerKind.Local, app, IPAddress.Loopback, port ?? FreePort(), host, targetPort);
+
+    private ProxyTable NewTable(ProxyOptions? options = null) =>
+        Own(new ProxyTable(options ?? new ProxyOptions(), _metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System));
+
+    /// <summary>Binds one listener on a fresh table and returns its port.</summary>
+    private async Task<int> ListenAsync(ListenerSpec spec, ProxyOptions? options = null)
+    {
+        (await NewTable(options).ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty();
+        return spec.Port;
+    }
+
+    private T Own<T>(T disposable)
+        where T : IAsyncDisposable
+    {
+        _owned.Add(disposable);
+        return disposable;
+    }
+}
