@@ -1,0 +1,196 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using System.Text;
+using Wormhole.Tunnel.E2E.Infrastructure;
+
+namespace Wormhole.Tunnel.E2E.Tunnel;
+
+/// <summary>
+/// Hub and spoke as separate processes in their own network namespaces, over real WireGuard (wireguard-go),
+/// driven only through their apps files, HTTP APIs and signals — as a user would.
+/// </summary>
+public class TunnelTests
+{
+    [RootFact]
+    public async Task Spoke_app_is_reachable_through_the_hub_then_gone_when_unexposed_and_back_when_reexposed()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var backend = lab.StartBackend(spoke, "hello from spoke1");
+        await lab.StartHubAsync();
+        await lab.StartSpokeAsync(spoke);
+
+        var exposeTimes = new List<TimeSpan>();
+        var unexposeTimes = new List<TimeSpan>();
+        for (var round = 0; round < 5; round++)
+        {
+            int? port = null;
+            lab.WriteApps(spoke, ("web", $"127.0.0.1:{backend}"));
+            exposeTimes.Add(await TunnelLab.EventuallyAsync(
+                async () => (port ??= await TunnelLab.ExposedPortAsync(lab.Hub, "web")) is { } p && await TunnelLab.FetchAsync(lab.Hub, p) == "hello from spoke1",
+                "the spoke's app answers through the hub"));
+
+            var peers = (await TunnelLab.ApiAsync(lab.Hub, "/api/apps")).AsArray();
+            peers.Should().ContainSingle().Which!["peer"]!.GetValue<string>().Should().Be("spoke1");
+
+            lab.WriteApps(spoke);
+            unexposeTimes.Add(await TunnelLab.EventuallyAsync(
+                async () => await TunnelLab.ExposedPortAsync(lab.Hub, "web") is null && await TunnelLab.FetchAsync(lab.Hub, port!.Value) is null,
+                "the app is gone from the hub"));
+        }
+
+        Timings.Record("apps file: expose -> reachable through the hub", exposeTimes);
+        Timings.Record("apps file: unexpose -> gone from the hub", unexposeTimes);
+    }
+
+    [RootFact]
+    public async Task Hub_app_reaches_the_spoke_through_the_long_poll()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var backend = lab.StartBackend(lab.Hub, "hello from the hub");
+        await lab.StartHubAsync();
+        var spokeProcess = await lab.StartSpokeAsync(spoke);
+        await spokeProcess.WaitForOutputAsync("long-poll", TimeSpan.FromSeconds(20));
+
+        var times = new List<TimeSpan>();
+        for (var round = 0; round < 5; round++)
+        {
+            int? port = null;
+            lab.WriteApps(lab.Hub, ("dashboard", $"localhost:{backend}"));
+            times.Add(await TunnelLab.EventuallyAsync(
+                async () => (port ??= await TunnelLab.ExposedPortAsync(spoke, "dashboard")) is { } p && await TunnelLab.FetchAsync(spoke, p) == "hello from the hub",
+                "the hub's app answers on the spoke"));
+            lab.WriteApps(lab.Hub);
+            await TunnelLab.EventuallyAsync(async () => await TunnelLab.ExposedPortAsync(spoke, "dashboard") is null, "the hub's app is gone from the spoke");
+        }
+
+        Timings.Record("apps file on the hub: expose -> reachable on the spoke", times);
+        var apps = (await TunnelLab.ApiAsync(spoke, "/api/apps")).AsArray();
+        apps.Should().BeEmpty();
+    }
+
+    [RootFact]
+    public async Task A_spoke_with_the_wrong_token_is_refused_and_the_hub_keeps_no_peer()
+    {
+        await using var lab = await TunnelLab.CreateAsync("intruder");
+        var intruder = lab.Network["intruder"];
+        var hub = await lab.StartHubAsync();
+        var process = await lab.StartSpokeAsync(intruder, token: "not-the-right-token", waitForPairing: false);
+        await process.WaitForOutputAsync("the hub refused pairing with status 400", TimeSpan.FromSeconds(20));
+        await hub.WaitForOutputAsync("Refused pairing request", TimeSpan.FromSeconds(5));
+        (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().BeEmpty();
+        process.Output.Should().NotContain("assigned IP");
+    }
+
+    [RootFact]
+    public async Task A_random_5_KB_pairing_body_gets_a_client_error_and_the_hub_keeps_serving()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var hub = await lab.StartHubAsync();
+        using (var client = spoke.CreateHttpClient())
+        {
+            using var content = new ByteArrayContent(RandomNumberGenerator.GetBytes(5 * 1024));
+            using var response = await client.PostAsync(new Uri($"http://{lab.Hub.LanAddress}:8080/pairing"), content);
+            ((int)response.StatusCode).Should().BeInRange(400, 499);
+        }
+
+        hub.HasExited.Should().BeFalse();
+        (await lab.Hub.HttpGetAsync("http://127.0.0.1:8082/health")).StatusCode.Should().Be(HttpStatusCode.OK);
+        await lab.StartSpokeAsync(spoke);
+        (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().ContainSingle();
+    }
+
+    [RootFact]
+    public async Task Hub_killed_with_sigkill_restarts_with_the_same_peer_address_and_traffic_flows_again()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var backend = lab.StartBackend(spoke, "still here");
+        lab.WriteApps(spoke, ("web", $"127.0.0.1:{backend}"));
+        var hub = await lab.StartHubAsync();
+        await lab.StartSpokeAsync(spoke);
+        await TunnelLab.EventuallyAsync(async () => await TunnelLab.ExposedPortAsync(lab.Hub, "web") is not null, "the app reaches the hub");
+        var before = (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Single()!["ip"]!.GetValue<string>();
+
+        hub.Kill();
+        await hub.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        await lab.StartHubAsync();
+
+        var after = (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Single()!["ip"]!.GetValue<string>();
+        after.Should().Be(before);
+        var elapsed = await TunnelLab.EventuallyAsync(
+            async () => await TunnelLab.ExposedPortAsync(lab.Hub, "web") is { } p && await TunnelLab.FetchAsync(lab.Hub, p) == "still here",
+            "traffic flows through the restarted hub",
+            TimeSpan.FromSeconds(60));
+        Timings.Record("hub kill -9 + restart -> spoke app reachable again", [elapsed]);
+    }
+
+    [RootFact]
+    public async Task Spoke_restart_reuses_its_cached_address_without_pairing_again()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        await lab.StartHubAsync();
+        var first = await lab.StartSpokeAsync(spoke);
+        first.Output.Should().Contain("Paired with server, assigned IP");
+        await first.StopAsync();
+
+        var second = await lab.StartSpokeAsync(spoke, waitForPairing: false);
+        await second.WaitForOutputAsync("using IP from the cache", TimeSpan.FromSeconds(30));
+        second.Output.Should().NotContain("Paired with server");
+        (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().ContainSingle();
+    }
+
+    [RootFact]
+    public async Task Deleting_a_peer_needs_credentials_and_withdraws_its_apps()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var backend = lab.StartBackend(spoke, "bye");
+        lab.WriteApps(spoke, ("web", $"127.0.0.1:{backend}"));
+        await lab.StartHubAsync(["--basic-auth-username", "admin", "--basic-auth-password", "s3cret-pass"]);
+        await lab.StartSpokeAsync(spoke);
+        var port = 0;
+        await TunnelLab.EventuallyAsync(async () => (port = await TunnelLab.ExposedPortAsync(lab.Hub, "web") ?? 0) != 0, "the app reaches the hub");
+
+        using var client = lab.Hub.CreateHttpClient();
+        var url = new Uri("http://127.0.0.1:8082/api/peers/v1/spoke1");
+        using (var anonymous = await client.DeleteAsync(url))
+        {
+            anonymous.StatusCode.Should().Be(HttpStatusCode.Unauthorized);
+        }
+
+        (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().ContainSingle();
+        using var request = new HttpRequestMessage(HttpMethod.Delete, url);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:s3cret-pass")));
+        using (var authorized = await client.SendAsync(request))
+        {
+            authorized.StatusCode.Should().Be(HttpStatusCode.NoContent);
+        }
+
+        (await TunnelLab.ApiAsync(lab.Hub, "/api/apps")).AsArray().Should().BeEmpty();
+        (await TunnelLab.FetchAsync(lab.Hub, port)).Should().BeNull("the listener of a deleted peer's app is closed");
+        var wgPeers = await lab.Hub.RunCheckedAsync("wg", "show", lab.Hub.WgInterfaceName, "peers");
+        wgPeers.StandardOutput.Trim().Should().BeEmpty("the deleted peer is removed from WireGuard");
+    }
+
+    [RootFact]
+    public async Task Sigterm_removes_the_wireguard_interface()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var hub = await lab.StartHubAsync();
+        var spokeProcess = await lab.StartSpokeAsync(spoke);
+        (await lab.Hub.RunAsync("ip", ["link", "show", lab.Hub.WgInterfaceName])).Succeeded.Should().BeTrue();
+
+        await spokeProcess.StopAsync();
+        await hub.StopAsync();
+        hub.ExitCode.Should().Be(0);
+        spokeProcess.ExitCode.Should().Be(0);
+        (await lab.Hub.RunAsync("ip", ["link", "show", lab.Hub.WgInterfaceName])).Succeeded.Should().BeFalse();
+        (await spoke.RunAsync("ip", ["link", "show", spoke.WgInterfaceName])).Succeeded.Should().BeFalse();
+    }
+}

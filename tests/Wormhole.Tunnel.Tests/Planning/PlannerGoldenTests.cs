@@ -1,0 +1,71 @@
+using System.Net;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Planning;
+
+namespace Wormhole.Tunnel.Tests.Planning;
+
+/// <summary>
+/// testdata/planner/&lt;case&gt;/input.json holds a list of steps (inputs fed in order, each plan built on the previous one);
+/// expected.json holds the plan after every step. Set UPDATE_GOLDEN=1 to rewrite expected.json after a deliberate change.
+/// </summary>
+public class PlannerGoldenTests
+{
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public static TheoryData<string> Cases() => new(Directory.GetDirectories(Path.Combine(AppContext.BaseDirectory, "testdata", "planner")).Select(Path.GetFileName)!);
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Plan_matches_golden_file(string name)
+    {
+        var dir = Path.Combine(AppContext.BaseDirectory, "testdata", "planner", name);
+        var steps = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "input.json")))!.AsArray();
+        var plans = new JsonArray();
+        Plan? previous = null;
+        foreach (var step in steps)
+        {
+            previous = Planner.Build(ReadInput(step!), previous);
+            plans.Add(Describe(previous));
+        }
+
+        var actual = plans.ToJsonString(Indented) + "\n";
+        if (Environment.GetEnvironmentVariable("UPDATE_GOLDEN") == "1")
+        {
+            File.WriteAllText(Path.Combine(SourceDir(), "testdata", "planner", name, "expected.json"), actual);
+        }
+
+        actual.Should().Be(File.ReadAllText(Path.Combine(dir, "expected.json")));
+    }
+
+    private static PlanInput ReadInput(JsonNode step)
+    {
+        var locals = step["local"]?.AsArray().Select(a =>
+        {
+            AppAddress.TryParse((string)a!["address"]!, out var host, out var port).Should().BeTrue();
+            return new LocalApp((string)a["name"]!, host, port, port);
+        }).ToList() ?? [];
+        var remotes = step["remote"]?.AsArray().Select(p => new PeerApps(
+            (string)p!["peer"]!,
+            IPAddress.Parse((string)p["tunnelAddress"]!),
+            p["apps"]!.AsArray().Select(a => new AppDescriptor((string)a!["name"]!, (string)a["address"]!, (string)p["peer"]!, (int)a["originalPort"]!)).ToList())).ToList() ?? [];
+        var tunnel = (string?)step["tunnelAddress"];
+        var unusable = step["unusablePorts"]?.AsArray().Select(p => (int)p!).ToHashSet();
+        var localPorts = step["localPorts"] is JsonArray lp ? new PortRange((int)lp[0]!, (int)lp[1]!) : PortRange.Local;
+        var remotePorts = step["remotePorts"] is JsonArray rp ? new PortRange((int)rp[0]!, (int)rp[1]!) : PortRange.Remote;
+        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable);
+    }
+
+    private static JsonObject Describe(Plan plan) => new()
+    {
+        ["localListeners"] = new JsonArray(plan.LocalListeners.Select(l => (JsonNode)$"{l.App} :{l.Port} -> {l.TargetHost}:{l.TargetPort}").ToArray()),
+        ["advertised"] = new JsonArray(plan.Advertised.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer} originalPort={a.OriginalPort}").ToArray()),
+        ["remoteListeners"] = new JsonArray(plan.RemoteListeners.Select(r => (JsonNode)$"{r.Peer}/{r.App} :{r.Port} -> {r.PeerAddress}:{r.PeerPort} originalPort={r.OriginalPort}").ToArray()),
+        ["exposed"] = new JsonArray(plan.Exposed.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer}").ToArray()),
+        ["problems"] = new JsonArray(plan.Problems.Select(p => (JsonNode)$"{p.Peer}/{p.App}: {p.Reason}").ToArray()),
+    };
+
+    private static string SourceDir([CallerFilePath] string path = "") => Path.GetDirectoryName(Path.GetDirectoryName(path))!;
+}
