@@ -14,7 +14,7 @@ using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.WireGuard;
 
-return await SpokeCli.Build().Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(10) });
+return await CliRunner.RunAsync(SpokeCli.Build(), args);
 
 namespace Wormhole.Tunnel.Client
 {

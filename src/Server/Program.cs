@@ -11,7 +11,7 @@ using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.WireGuard;
 
-return await HubCli.Build().Parse(args).InvokeAsync(new System.CommandLine.InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(10) });
+return await CliRunner.RunAsync(HubCli.Build(), args);
 
 namespace Wormhole.Tunnel.Server
 {
