@@ -45,24 +45,30 @@ public static class AdminApi
 
     private const string JsonType = "application/json; charset=utf-8";
 
+    // Go's encoding/json leaves '+' and '\'' alone (WireGuard keys, the health text): so do we.
+    private static readonly AdminJsonContext Context = new(new System.Text.Json.JsonSerializerOptions
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    });
+
     /// <param name="exposedApps">The remote apps exposed on this side (<c>/api/apps/v1</c>).</param>
     /// <param name="peers">The hub's peers; null on a spoke (no peers endpoints, as in the reference).</param>
     public static void MapAdminApi(this IEndpointRouteBuilder app, Func<IEnumerable<AppDescriptor>> exposedApps, IPeerDirectory? peers, BasicAuthCredentials? basicAuth)
     {
-        app.MapGet("/health", () => Json(new HealthMessage(HealthText), AdminJsonContext.Default.HealthMessage));
+        app.MapGet("/health", () => Json(new HealthMessage(HealthText), Context.HealthMessage));
 
         IResult Apps() => Json(
             exposedApps().Select(a => new SyncApp { Name = a.Name, Address = a.Address, Peer = a.Peer, OriginalPort = a.OriginalPort, TargetLabels = a.TargetLabels }).ToList(),
-            AdminJsonContext.Default.ListSyncApp);
+            Context.ListSyncApp);
         app.MapGet("/api/apps/v1", Apps);
         app.MapGet("/api/apps", Apps);
 
         if (peers is not null)
         {
-            IResult V1() => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV1(p.Name, p.Ip, p.PublicKey)).ToList(), AdminJsonContext.Default.ListPeerV1);
+            IResult V1() => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV1(p.Name, p.Ip, p.PublicKey)).ToList(), Context.ListPeerV1);
             app.MapGet("/api/peers/v1", V1);
             app.MapGet("/api/peers", V1);
-            app.MapGet("/api/peers/v2", () => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV2(p.Name, p.Metadata)).ToList(), AdminJsonContext.Default.ListPeerV2));
+            app.MapGet("/api/peers/v2", () => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV2(p.Name, p.Metadata)).ToList(), Context.ListPeerV2));
             app.MapDelete("/api/peers/v1/{name}", async (string name, HttpContext context) =>
             {
                 if (basicAuth is null)
@@ -82,7 +88,7 @@ public static class AdminApi
             });
         }
 
-        app.MapFallback(() => Results.Text("404 page not found", "text/plain; charset=utf-8", statusCode: StatusCodes.Status404NotFound));
+        app.MapFallback("{*path}", () => Results.Text("404 page not found", "text/plain; charset=utf-8", statusCode: StatusCodes.Status404NotFound));
     }
 
     /// <summary>Basic credentials, compared in constant time (over hashes, so lengths do not leak either).</summary>
@@ -122,5 +128,5 @@ public static class AdminApi
         Results.Text(JsonSerializer.Serialize(value, type), JsonType);
 
     private static IResult Error(int status, string message) =>
-        Results.Text(JsonSerializer.Serialize(new ApiError(message), AdminJsonContext.Default.ApiError), JsonType, statusCode: status);
+        Results.Text(JsonSerializer.Serialize(new ApiError(message), Context.ApiError), JsonType, statusCode: status);
 }

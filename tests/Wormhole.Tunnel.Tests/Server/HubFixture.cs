@@ -1,0 +1,388 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Proxy;
+using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.Sync;
+using Wormhole.Tunnel.WireGuard;
+
+namespace Wormhole.Tunnel.Tests.Server;
+
+/// <summary>
+/// A hub without WireGuard or listening proxies: the real peer registry over a temp state directory, the real
+/// reconciler, the real pairing and sync endpoints on Kestrel (127.0.0.1, OS-chosen ports). The pool is 127.0.0.1/prefix,
+/// so peers get 127.0.0.2, 127.0.0.3, … which are real loopback addresses: <see cref="ClientFrom"/> sends "from" them.
+/// </summary>
+internal sealed class HubFixture : IAsyncDisposable
+{
+    public const string InviteToken = "supersecret-token";
+    public const string HubName = "server";
+    public const string HubEndpoint = "hub.example.test:51820";
+
+    public static readonly IPAddress HubAddress = IPAddress.Loopback;
+
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<WebApplication> _servers = [];
+    private readonly bool _ownsStateDir;
+    private Task _reconcileLoop = Task.CompletedTask;
+
+    private HubFixture(string stateDir, bool ownsStateDir, int prefixLength)
+    {
+        StateDir = stateDir;
+        _ownsStateDir = ownsStateDir;
+        PeersFile = new StateDirectory(stateDir).Peers;
+        WireGuard = new RecordingWireGuard(PeersFile.Path);
+        Pool = new AddressPool(HubAddress, prefixLength);
+        Signal = new ReconcileSignal();
+        RemoteApps = new RemoteAppStore(Signal, TimeProvider.System);
+        LocalApps = new MutableLocalApps(Signal);
+        Proxy = new RecordingProxyTable();
+        Reconciler = new Reconciler(
+            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+        Registry = new PeerRegistry(PeersFile, Pool, WireGuard, RemoteApps, NullLogger<PeerRegistry>.Instance);
+        Metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.Hub.{Guid.NewGuid():N}");
+        Codec = new PairingCodec(InviteToken);
+        HubPublicKey = NewKey();
+    }
+
+    public string StateDir { get; }
+
+    public JsonStateFile<StoredPeers> PeersFile { get; }
+
+    public RecordingWireGuard WireGuard { get; }
+
+    public AddressPool Pool { get; }
+
+    public ReconcileSignal Signal { get; }
+
+    public RemoteAppStore RemoteApps { get; }
+
+    public MutableLocalApps LocalApps { get; }
+
+    public RecordingProxyTable Proxy { get; }
+
+    public Reconciler Reconciler { get; }
+
+    public PeerRegistry Registry { get; }
+
+    public WormholeMetrics Metrics { get; }
+
+    /// <summary>The codec a spoke with the right invite token uses.</summary>
+    public PairingCodec Codec { get; }
+
+    public string HubPublicKey { get; }
+
+    public HubIdentity Identity { get; private set; } = null!;
+
+    public Uri PairingUrl { get; private set; } = null!;
+
+    public Uri SyncUrl { get; private set; } = null!;
+
+    /// <summary>What the pairing response must name as the sync server.</summary>
+    public string SyncServerAddress { get; private set; } = "";
+
+    /// <param name="prefixLength">The pool is 127.0.0.1/prefixLength (30 leaves room for exactly one spoke).</param>
+    /// <param name="stateDir">An existing state directory (a "restart"); by default a fresh temp one, deleted on dispose.</param>
+    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null)
+    {
+        var owns = stateDir is null;
+        var hub = new HubFixture(stateDir ?? NewTempDir(), owns, prefixLength);
+        try
+        {
+            await hub.StartCoreAsync();
+            return hub;
+        }
+        catch
+        {
+            await hub.DisposeAsync();
+            throw;
+        }
+    }
+
+    public static string NewTempDir()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "wormhole-hub-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    /// <summary>A valid WireGuard public key: 32 random bytes, base64 (44 characters).</summary>
+    public static string NewKey() => Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+
+    public static LocalApp App(string name, int port = 8080) => new(name, "127.0.0.1", port, port);
+
+    /// <summary>An HTTP client whose connections leave from <paramref name="localAddress"/> (a peer's tunnel address).</summary>
+    public static HttpClient ClientFrom(IPAddress localAddress) =>
+        new(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            ConnectCallback = async (context, cancellationToken) =>
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    socket.Bind(new IPEndPoint(localAddress, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        })
+        {
+            Timeout = TimeSpan.FromSeconds(60),
+        };
+
+    public static HttpClient ClientFrom(string localAddress) => ClientFrom(IPAddress.Parse(localAddress));
+
+    /// <summary>Posts a pairing request encrypted with <paramref name="codec"/> (the hub's own by default).</summary>
+    public async Task<HttpResponseMessage> PostPairingAsync(string name, string publicKey, PairingCodec? codec = null)
+    {
+        var body = (codec ?? Codec).EncodeRequest(new PairingRequest(name, new PairingWireGuard(publicKey), []));
+        return await PostPairingBytesAsync(body);
+    }
+
+    public async Task<HttpResponseMessage> PostPairingBytesAsync(byte[] body)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        using var content = new ByteArrayContent(body);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/octet-stream");
+        return await http.PostAsync(PairingUrl, content);
+    }
+
+    /// <summary>Pairs over HTTP and returns the decrypted response; fails the test on any other status.</summary>
+    public async Task<PairingResponse> PairAsync(string name, string? publicKey = null)
+    {
+        using var response = await PostPairingAsync(name, publicKey ?? NewKey());
+        var bytes = await response.Content.ReadAsByteArrayAsync();
+        response.StatusCode.Should().Be(HttpStatusCode.OK, "pairing {0} should succeed, body: {1}", name, Encoding.UTF8.GetString(bytes));
+        var decoded = Codec.DecodeResponse(bytes, out var error);
+        decoded.Should().NotBeNull(error);
+        return decoded!;
+    }
+
+    /// <summary>Posts a sync body from <paramref name="from"/>; <paramref name="waitFor"/> sets the long-poll header.</summary>
+    public async Task<HttpResponseMessage> PostSyncAsync(string from, string json, string? waitFor = null, CancellationToken cancellationToken = default)
+    {
+        using var http = ClientFrom(from);
+        using var request = new HttpRequestMessage(HttpMethod.Post, SyncUrl) { Content = new StringContent(json, Encoding.UTF8, "application/octet-stream") };
+        if (waitFor is not null)
+        {
+            request.Headers.Add(HubEndpoints.WaitHeader, waitFor);
+        }
+
+        return await http.SendAsync(request, cancellationToken);
+    }
+
+    /// <summary>Sets what the hub offers and waits until the reconciler advertises exactly that.</summary>
+    public async Task SetLocalAppsAsync(params LocalApp[] apps)
+    {
+        LocalApps.Set(apps);
+        var names = apps.Select(a => a.Name).Order(StringComparer.Ordinal).ToList();
+        await Eventually.TrueAsync(
+            () => Reconciler.Current.Advertised.Select(a => a.Name).Order(StringComparer.Ordinal).SequenceEqual(names),
+            "the hub advertises [" + string.Join(", ", names) + "]");
+    }
+
+    /// <summary>The apps the hub holds for <paramref name="peer"/>, or null when it holds none.</summary>
+    public PeerApps? AppsOf(string peer) => RemoteApps.Snapshot().SingleOrDefault(p => p.Peer == peer);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await _reconcileLoop;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        foreach (var server in _servers)
+        {
+            await server.StopAsync(CancellationToken.None);
+            await server.DisposeAsync();
+        }
+
+        Metrics.Dispose();
+        _stop.Dispose();
+        if (_ownsStateDir)
+        {
+            try
+            {
+                Directory.Delete(StateDir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private async Task StartCoreAsync()
+    {
+        Registry.Load();
+        await Registry.SyncWireGuardAsync(CancellationToken.None);
+        Reconciler.TunnelAddress = HubAddress;
+        _reconcileLoop = Task.Run(() => Reconciler.RunAsync(_stop.Token));
+
+        var endpointLogger = NullLogger.Instance;
+        var sync = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, app =>
+            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger));
+        SyncUrl = new Uri(await LoopbackHost.StartAsync(sync, _servers), "/sync");
+        SyncServerAddress = $"http://{HubAddress}:{SyncUrl.Port}";
+
+        Identity = new HubIdentity(HubName, HubAddress, HubPublicKey, HubEndpoint, SyncServerAddress);
+        var pairing = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
+            app.MapPairing(Codec, Registry, Identity, Metrics, endpointLogger));
+        PairingUrl = new Uri(await LoopbackHost.StartAsync(pairing, _servers), "/pairing");
+    }
+}
+
+/// <summary>Starts a Kestrel app built by <see cref="WebHost.Create"/> on port 0 and tells the port it got.</summary>
+internal static class LoopbackHost
+{
+    public static async Task<Uri> StartAsync(WebApplication app, List<WebApplication> started)
+    {
+        await app.StartAsync();
+        started.Add(app);
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        return new Uri(address.Replace("://[::]", "://127.0.0.1", StringComparison.Ordinal));
+    }
+}
+
+/// <summary>Awaits a condition with a deadline (polling; never a fixed sleep standing in for synchronisation).</summary>
+internal static class Eventually
+{
+    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
+
+    public static async Task TrueAsync(Func<bool> condition, string what, TimeSpan? timeout = null)
+    {
+        var watch = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (watch.Elapsed > (timeout ?? Patience))
+            {
+                throw new Xunit.Sdk.XunitException($"Timed out after {watch.Elapsed.TotalSeconds:0.0} s waiting until {what}.");
+            }
+
+            await Task.Delay(10);
+        }
+    }
+}
+
+/// <summary>What the hub offers, changed by the test; every change requests a recompute as a real source does.</summary>
+internal sealed class MutableLocalApps(ReconcileSignal signal) : ILocalAppSource
+{
+    private volatile IReadOnlyList<LocalApp> _apps = [];
+
+    public IReadOnlyList<LocalApp> Current => _apps;
+
+    public void Set(IReadOnlyList<LocalApp> apps)
+    {
+        _apps = apps;
+        signal.Request();
+    }
+
+    public Task RunAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>Records the listener specs the reconciler asks for; binds nothing, never fails.</summary>
+internal sealed class RecordingProxyTable : IProxyTable
+{
+    private volatile IReadOnlyCollection<ListenerSpec> _active = [];
+
+    public IReadOnlyCollection<ListenerSpec> Active => _active;
+
+    public Task<IReadOnlyList<ListenerFailure>> ApplyAsync(IReadOnlyCollection<ListenerSpec> desired, CancellationToken cancellationToken)
+    {
+        _active = desired.ToList();
+        return Task.FromResult<IReadOnlyList<ListenerFailure>>([]);
+    }
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
+
+/// <summary>
+/// Records the peer set the registry gives WireGuard, and what the peers file held at that moment (the hub must store
+/// a peer before WireGuard hears of it). WireGuard itself is covered by the end-to-end tests.
+/// </summary>
+internal sealed class RecordingWireGuard(string peersFilePath) : IWireGuardDevice
+{
+    private readonly Lock _lock = new();
+    private IReadOnlyList<WgPeer> _peers = [];
+    private string? _peersFileAtLastCall;
+    private int _calls;
+
+    public string? Backend => "recording";
+
+    public IReadOnlyList<WgPeer> Peers
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _peers;
+            }
+        }
+    }
+
+    /// <summary>The text of peers.json when the last peer set was applied (null: no file yet).</summary>
+    public string? PeersFileAtLastCall
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _peersFileAtLastCall;
+            }
+        }
+    }
+
+    public int Calls
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _calls;
+            }
+        }
+    }
+
+    public Task UpAsync(WgInterfaceConfig config, CancellationToken ct) => Task.CompletedTask;
+
+    public Task SetPeersAsync(IReadOnlyCollection<WgPeer> peers, CancellationToken ct)
+    {
+        var file = File.Exists(peersFilePath) ? File.ReadAllText(peersFilePath) : null;
+        lock (_lock)
+        {
+            _peers = peers.ToList();
+            _peersFileAtLastCall = file;
+            _calls++;
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task DownAsync(CancellationToken ct) => Task.CompletedTask;
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
