@@ -30,7 +30,8 @@ internal sealed partial class PeerRegistry(
     AddressPool pool,
     IWireGuardDevice wireGuard,
     RemoteAppStore remoteApps,
-    ILogger<PeerRegistry> logger) : IPeerDirectory
+    ILogger<PeerRegistry> logger,
+    Reconciler? reconciler = null) : IPeerDirectory
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile IReadOnlyList<StoredPeer> _peers = [];
@@ -142,7 +143,23 @@ internal sealed partial class PeerRegistry(
         }
     }
 
+    /// <summary>Forgets the peer; returns once its apps are withdrawn (listeners closed), so a 204 means gone.</summary>
     public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
+    {
+        if (!await ForgetAsync(name, cancellationToken))
+        {
+            return false;
+        }
+
+        if (reconciler is not null)
+        {
+            await reconciler.ConvergeAsync(cancellationToken);
+        }
+
+        return true;
+    }
+
+    private async Task<bool> ForgetAsync(string name, CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken);
         try

@@ -131,7 +131,7 @@ namespace Wormhole.Tunnel.Server
             {
                 var keys = await side.PrepareAsync(stop);
                 var pool = new AddressPool(settings.InternalHost, settings.SubnetMask);
-                var registry = new PeerRegistry(side.State.Peers, pool, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>());
+                var registry = new PeerRegistry(side.State.Peers, pool, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>(), side.Reconciler);
                 registry.Load();
 
                 await side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);

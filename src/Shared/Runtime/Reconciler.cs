@@ -37,6 +37,9 @@ public sealed partial class Reconciler(
     private long _advertisedCounter;
     private TaskCompletionSource _advertisedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile IPAddress? _tunnelAddress;
+    private long _requested;
+    private long _applied;
+    private TaskCompletionSource _appliedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public Plan Current => Volatile.Read(ref _current);
 
@@ -72,6 +75,23 @@ public sealed partial class Reconciler(
         }
     }
 
+    /// <summary>Requests a recompute and completes once a plan built after this call has been applied.</summary>
+    public async Task ConvergeAsync(CancellationToken cancellationToken)
+    {
+        var wanted = Interlocked.Increment(ref _requested);
+        signal.Request();
+        while (Interlocked.Read(ref _applied) < wanted)
+        {
+            var changed = Volatile.Read(ref _appliedChanged).Task;
+            if (Interlocked.Read(ref _applied) >= wanted)
+            {
+                break;
+            }
+
+            await changed.WaitAsync(cancellationToken);
+        }
+    }
+
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         using var tick = time.CreateTimer(_ => OnTick(), null, Tick, Tick);
@@ -93,6 +113,7 @@ public sealed partial class Reconciler(
     /// <summary>Builds and applies one plan. Public for tests that drive the loop step by step.</summary>
     public async Task ReconcileOnceAsync(CancellationToken cancellationToken)
     {
+        var generation = Interlocked.Read(ref _requested);
         var previous = Current;
         var tunnel = _tunnelAddress;
         var plan = Planner.Build(
@@ -141,6 +162,12 @@ public sealed partial class Reconciler(
         {
             Interlocked.Increment(ref _advertisedCounter);
             Interlocked.Exchange(ref _advertisedChanged, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        }
+
+        if (generation > Interlocked.Read(ref _applied))
+        {
+            Interlocked.Exchange(ref _applied, generation);
+            Interlocked.Exchange(ref _appliedChanged, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         }
     }
 

@@ -23,7 +23,7 @@ public class TunnelTests
 
         var exposeTimes = new List<TimeSpan>();
         var unexposeTimes = new List<TimeSpan>();
-        for (var round = 0; round < 5; round++)
+        for (var round = 0; round < 20; round++)
         {
             int? port = null;
             lab.WriteApps(spoke, ("web", $"127.0.0.1:{backend}"));
@@ -55,7 +55,7 @@ public class TunnelTests
         await spokeProcess.WaitForOutputAsync("long-poll", TimeSpan.FromSeconds(20));
 
         var times = new List<TimeSpan>();
-        for (var round = 0; round < 5; round++)
+        for (var round = 0; round < 20; round++)
         {
             int? port = null;
             lab.WriteApps(lab.Hub, ("dashboard", $"localhost:{backend}"));
