@@ -24,6 +24,7 @@ public sealed record CommonSettings(
     bool Metrics,
     IPEndPoint MetricsListen,
     TimeSpan PeerTtl,
+    TimeSpan GcGrace,
     bool JsonLogs,
     bool Debug);
 
@@ -60,6 +61,8 @@ public sealed class CommonCli
 
     public Option<string> PeerTtl { get; } = new("--peer-ttl") { Description = "Withdraw a peer's apps when its syncs stop for this long (e.g. 60s, 2m)", DefaultValueFactory = _ => "60s" };
 
+    public Option<string> GcGrace { get; } = new("--kubernetes-gc-grace") { Description = "After a start, keep generated objects of known peers this long before deleting unwanted ones (lets peers re-sync)", DefaultValueFactory = _ => "15s" };
+
     public Option<string> LogFormat { get; } = new("--log-format") { Description = "Log format: console or json", DefaultValueFactory = _ => "console" };
 
     public Option<bool> Debug { get; } = new("--debug") { Description = "Debug logging" };
@@ -80,7 +83,7 @@ public sealed class CommonCli
         foreach (var option in new Option[]
         {
             Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, AppsFile,
-            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, LogFormat, Debug,
+            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug,
         })
         {
             command.Options.Add(option);
@@ -109,6 +112,11 @@ public sealed class CommonCli
             throw new OptionsException("--kubernetes needs --kubernetes-namespace and --kubernetes-labels.");
         }
 
+        if (kubernetes && Wormhole.Tunnel.Kubernetes.KubeNames.ParseLabels(labels!, out var labelError) is null)
+        {
+            throw new OptionsException($"--kubernetes-labels '{labels}' is invalid: {labelError}.");
+        }
+
         var wgInterface = result.GetValue(WgInterface)!;
         if (wgInterface.Length is 0 or > 15 || wgInterface.Any(c => !char.IsAsciiLetterOrDigit(c) && c is not '-' and not '_' and not '.'))
         {
@@ -134,6 +142,12 @@ public sealed class CommonCli
             throw new OptionsException($"--peer-ttl '{ttl}' is not a duration such as 60s or 2m.");
         }
 
+        var graceText = result.GetValue(GcGrace)!;
+        var gcGrace = TimeSpan.Zero;
+        if (graceText.Trim() is not ("0" or "0s") && !Durations.TryParse(graceText, out gcGrace))
+        {
+            throw new OptionsException($"--kubernetes-gc-grace '{graceText}' is not a duration such as 15s.");
+        }
         var appsFile = result.GetValue(AppsFile);
         if (appsFile is not null && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(appsFile))))
         {
@@ -143,6 +157,6 @@ public sealed class CommonCli
         return new CommonSettings(
             name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
             result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
-            result.GetValue(Metrics), metricsEndpoint, peerTtl, result.GetValue(LogFormat) == "json", result.GetValue(Debug));
+            result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, result.GetValue(LogFormat) == "json", result.GetValue(Debug));
     }
 }

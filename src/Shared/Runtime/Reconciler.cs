@@ -27,7 +27,8 @@ public sealed partial class Reconciler(
     IProxyTable proxy,
     ReconcileSignal signal,
     TimeProvider time,
-    ILogger<Reconciler> logger)
+    ILogger<Reconciler> logger,
+    IReadOnlyList<IPlanSink>? sinks = null)
 {
     private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan Resync = TimeSpan.FromSeconds(30);
@@ -37,6 +38,7 @@ public sealed partial class Reconciler(
     private long _advertisedCounter;
     private TaskCompletionSource _advertisedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile IPAddress? _tunnelAddress;
+    private int _sinkFailures;
     private long _requested;
     private long _applied;
     private TaskCompletionSource _appliedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -158,6 +160,7 @@ public sealed partial class Reconciler(
 
         LogChanges(previous, plan);
         Volatile.Write(ref _current, plan);
+        await ApplySinksAsync(plan, cancellationToken);
         if (!plan.Advertised.SequenceEqual(previous.Advertised))
         {
             Interlocked.Increment(ref _advertisedCounter);
@@ -168,6 +171,37 @@ public sealed partial class Reconciler(
         {
             Interlocked.Exchange(ref _applied, generation);
             Interlocked.Exchange(ref _appliedChanged, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        }
+    }
+
+    /// <summary>Applies the plan to the outside sinks; a failure or pending work schedules another pass (with backoff).</summary>
+    private async Task ApplySinksAsync(Plan plan, CancellationToken cancellationToken)
+    {
+        TimeSpan? retry = null;
+        foreach (var sink in sinks ?? [])
+        {
+            try
+            {
+                if (await sink.ApplyAsync(plan, cancellationToken) is { } after)
+                {
+                    retry = retry is null || after < retry ? after : retry;
+                }
+
+                _sinkFailures = 0;
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                _sinkFailures++;
+                var backoff = TimeSpan.FromMilliseconds(Math.Min(30_000, 250 * Math.Pow(2, Math.Min(_sinkFailures, 7))));
+                LogSinkFailed(sink.GetType().Name, ex.Message, backoff.TotalSeconds);
+                retry = retry is null || backoff < retry ? backoff : retry;
+            }
+        }
+
+        if (retry is { } delay)
+        {
+            _ = Task.Delay(delay + TimeSpan.FromMilliseconds(10), time, cancellationToken)
+                .ContinueWith(_ => signal.Request(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
     }
 
@@ -219,6 +253,9 @@ public sealed partial class Reconciler(
 
     [LoggerMessage(EventId = 1305, Level = LogLevel.Warning, Message = "App {App} of peer {Peer} skipped: {Reason}")]
     private partial void LogProblem(string peer, string app, string reason);
+
+    [LoggerMessage(EventId = 1307, Level = LogLevel.Warning, Message = "{Sink} failed: {Reason}; retrying in {Seconds:0.#} s")]
+    private partial void LogSinkFailed(string sink, string reason, double seconds);
 
     [LoggerMessage(EventId = 1306, Level = LogLevel.Warning, Message = "Peer {Peer} has not synced for {Seconds} s; its apps are withdrawn until it syncs again")]
     private partial void LogExpired(string peer, double seconds);

@@ -1,0 +1,75 @@
+using System.Text.Json;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Planning;
+
+namespace Wormhole.Tunnel.Kubernetes;
+
+/// <summary>Where and how generated objects are made (from --kubernetes-namespace, --kubernetes-labels, --network-policies).</summary>
+public sealed record KubernetesSinkOptions(string Namespace, IReadOnlyDictionary<string, string> PodLabels, bool NetworkPolicies);
+
+/// <summary>The Services and NetworkPolicies one plan wants, built by pure functions (reference §4.5, names §4.6).</summary>
+public sealed record GeneratedObjects(IReadOnlyList<Service> Services, IReadOnlyList<NetworkPolicy> NetworkPolicies)
+{
+    public const string ManagedBy = "app.kubernetes.io/managed-by";
+    public const string ManagedByValue = "wormhole-tunnel";
+
+    public static GeneratedObjects Build(Plan plan, KubernetesSinkOptions options)
+    {
+        var services = new List<Service>();
+        var policies = new List<NetworkPolicy>();
+        foreach (var listener in plan.RemoteListeners)
+        {
+            var name = KubeNames.ObjectName(listener.Peer, listener.App);
+            var labels = new Dictionary<string, string>(StringComparer.Ordinal)
+            {
+                [KubeNames.ExposedBy] = KubeNames.ExposedByValue,
+                [KubeNames.ExposedApp] = KubeNames.LabelValue(listener.App),
+                [KubeNames.ExposedPeer] = KubeNames.LabelValue(listener.Peer),
+                [ManagedBy] = ManagedByValue,
+            };
+            services.Add(new Service
+            {
+                Metadata = new ObjectMeta { Name = name, Namespace = options.Namespace, Labels = labels },
+                Spec = new ServiceSpec
+                {
+                    Type = "ClusterIP",
+                    Selector = new Dictionary<string, string>(options.PodLabels, StringComparer.Ordinal),
+                    Ports = [new ServicePort { Protocol = "TCP", Port = listener.OriginalPort, TargetPort = JsonSerializer.SerializeToElement(listener.Port) }],
+                },
+            });
+            if (options.NetworkPolicies)
+            {
+                policies.Add(new NetworkPolicy
+                {
+                    Metadata = new ObjectMeta { Name = name, Namespace = options.Namespace, Labels = new Dictionary<string, string>(labels, StringComparer.Ordinal) },
+                    Spec = new NetworkPolicySpec
+                    {
+                        PodSelector = new LabelSelector { MatchLabels = new Dictionary<string, string>(options.PodLabels, StringComparer.Ordinal) },
+                        PolicyTypes = ["Ingress"],
+                        Ingress =
+                        [
+                            new NetworkPolicyIngressRule
+                            {
+                                Ports = [new NetworkPolicyPort { Protocol = "TCP", Port = listener.Port }],
+                                From =
+                                [
+                                    new NetworkPolicyPeer
+                                    {
+                                        NamespaceSelector = new LabelSelector(),
+                                        PodSelector = new LabelSelector { MatchLabels = new Dictionary<string, string> { [KubeNames.ConsumesApp] = KubeNames.LabelValue(listener.App) } },
+                                    },
+                                ],
+                            },
+                        ],
+                    },
+                });
+            }
+        }
+
+        return new GeneratedObjects(services, policies);
+    }
+
+    /// <summary>Remote apps as /api/apps/v1 shows them with Kubernetes: <c>&lt;object&gt;.&lt;namespace&gt;:&lt;originalPort&gt;</c>.</summary>
+    public static IEnumerable<AppDescriptor> Exposed(Plan plan, string ns) =>
+        plan.RemoteListeners.Select(l => new AppDescriptor(l.App, $"{KubeNames.ObjectName(l.Peer, l.App)}.{ns}:{l.OriginalPort}", l.Peer, l.OriginalPort, l.TargetLabels));
+}
