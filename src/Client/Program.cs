@@ -94,8 +94,19 @@ namespace Wormhole.Tunnel.Client
             var c = settings.Common;
             using var loggerFactory = Logging.Create(c.JsonLogs, c.Debug);
             var logger = loggerFactory.CreateLogger("Wormhole.Tunnel.Client.Spoke");
-            await using var side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner());
             Spoke? spoke = null;
+            SideHost side;
+            try
+            {
+                side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner(), isKnownPeer: name => spoke?._pairing?.Name == name);
+            }
+            catch (Kubernetes.KubeConfigException ex)
+            {
+                LogFatal(logger, ex.Message);
+                return 1;
+            }
+
+            await using var sideScope = side;
             try
             {
                 var keys = await side.PrepareAsync(stop);

@@ -125,13 +125,25 @@ namespace Wormhole.Tunnel.Server
             var c = settings.Common;
             using var loggerFactory = Logging.Create(c.JsonLogs, c.Debug);
             var logger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Hub");
-            await using var side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner());
+            PeerRegistry? registry = null;
+            SideHost side;
+            try
+            {
+                side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner(), isKnownPeer: name => registry?.Find(name) is not null);
+            }
+            catch (Kubernetes.KubeConfigException ex)
+            {
+                LogFatal(logger, ex.Message);
+                return 1;
+            }
+
+            await using var sideScope = side;
             var wgUp = false;
             try
             {
                 var keys = await side.PrepareAsync(stop);
                 var pool = new AddressPool(settings.InternalHost, settings.SubnetMask);
-                var registry = new PeerRegistry(side.State.Peers, pool, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>(), side.Reconciler);
+                registry = new PeerRegistry(side.State.Peers, pool, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>(), side.Reconciler);
                 registry.Load();
 
                 await side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);

@@ -149,6 +149,11 @@ public sealed class CommonCli
             throw new OptionsException($"--kubernetes-gc-grace '{graceText}' is not a duration such as 15s.");
         }
         var appsFile = result.GetValue(AppsFile);
+        if (kubernetes && appsFile is not null)
+        {
+            throw new OptionsException("Use either --kubernetes or --apps-file as the source of local apps, not both.");
+        }
+
         if (appsFile is not null && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(appsFile))))
         {
             throw new OptionsException($"--apps-file '{appsFile}' is in a directory that does not exist.");

@@ -5,6 +5,7 @@ using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Cli;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
@@ -29,9 +30,11 @@ public sealed partial class SideHost : IAsyncDisposable
 {
     private readonly List<WebApplication> _servers = [];
     private readonly ILogger<SideHost> _logger;
+    private readonly KubernetesClient? _kubernetes;
     private PrometheusExporter? _exporter;
 
-    public SideHost(CommonSettings settings, ILoggerFactory loggerFactory, TimeProvider time, IProcessRunner runner)
+    /// <param name="isKnownPeer">Whether a peer name is still paired (generated objects of known peers survive a restart's grace).</param>
+    public SideHost(CommonSettings settings, ILoggerFactory loggerFactory, TimeProvider time, IProcessRunner runner, Func<string, bool>? isKnownPeer = null)
     {
         Settings = settings;
         LoggerFactory = loggerFactory;
@@ -42,12 +45,26 @@ public sealed partial class SideHost : IAsyncDisposable
         Metrics = new WormholeMetrics();
         Signal = new ReconcileSignal();
         RemoteApps = new RemoteAppStore(Signal, time);
-        LocalApps = settings.AppsFile is null
-            ? new NoLocalApps()
-            : new AppsFileSource(settings.AppsFile, Signal, loggerFactory.CreateLogger<AppsFileSource>(), time);
+        var sinks = new List<IPlanSink>();
+        if (settings.Kubernetes)
+        {
+            _kubernetes = new KubernetesClient(KubeConfig.Load(settings.Kubeconfig), time);
+            var events = new EventRecorder(_kubernetes, "wormhole-" + settings.Name, time, loggerFactory.CreateLogger<EventRecorder>());
+            LocalApps = new KubernetesAppSource(_kubernetes, settings.Name, Signal, events, time, loggerFactory);
+            var podLabels = KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!;
+            SinkOptions = new KubernetesSinkOptions(settings.KubernetesNamespace!, podLabels, settings.NetworkPolicies);
+            sinks.Add(new KubernetesSink(_kubernetes, SinkOptions, time, settings.GcGrace, isKnownPeer ?? (_ => true), loggerFactory.CreateLogger<KubernetesSink>()));
+        }
+        else
+        {
+            LocalApps = settings.AppsFile is null
+                ? new NoLocalApps()
+                : new AppsFileSource(settings.AppsFile, Signal, loggerFactory.CreateLogger<AppsFileSource>(), time);
+        }
+
         Proxy = new ProxyTable(new ProxyOptions(), Metrics, loggerFactory.CreateLogger<ProxyTable>(), time);
         Reconciler = new Reconciler(
-            new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>());
+            new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>(), sinks);
         WireGuard = new WgToolsDevice(runner, loggerFactory.CreateLogger<WgToolsDevice>());
         Metrics.ObserveGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", () =>
         [
@@ -80,14 +97,16 @@ public sealed partial class SideHost : IAsyncDisposable
 
     public IWireGuardDevice WireGuard { get; }
 
+    /// <summary>Set with --kubernetes: where generated objects go.</summary>
+    public KubernetesSinkOptions? SinkOptions { get; }
+
+    /// <summary>Remote apps as /api/apps/v1 shows them: the generated Service with Kubernetes, the local listener without.</summary>
+    public IEnumerable<AppDescriptor> ExposedApps() =>
+        SinkOptions is null ? Reconciler.Current.Exposed : GeneratedObjects.Exposed(Reconciler.Current, SinkOptions.Namespace);
+
     /// <summary>Checks the tools, makes the state directory, loads the key pair or creates and stores one.</summary>
     public async Task<WgKeyPair> PrepareAsync(CancellationToken cancellationToken)
     {
-        if (Settings.Kubernetes)
-        {
-            throw new OptionsException("--kubernetes is not available in this build yet; use --apps-file.");
-        }
-
         var missing = await WgPreflight.CheckAsync(Runner, cancellationToken);
         if (missing is not null)
         {
@@ -121,7 +140,7 @@ public sealed partial class SideHost : IAsyncDisposable
     public async Task StartApisAsync(IPeerDirectory? peers, BasicAuthCredentials? basicAuth, CancellationToken cancellationToken)
     {
         await StartServerAsync(WebHost.Create(Settings.ApiListen, LoggerFactory, 64 * 1024, app =>
-            app.MapAdminApi(() => Reconciler.Current.Exposed, peers, basicAuth)), "admin API", cancellationToken);
+            app.MapAdminApi(ExposedApps, peers, basicAuth)), "admin API", cancellationToken);
         if (Settings.Metrics)
         {
             _exporter = new PrometheusExporter(WormholeMetrics.MeterName);
@@ -140,7 +159,7 @@ public sealed partial class SideHost : IAsyncDisposable
 
     /// <summary>The background loops: reconcile and the local app source. Completes when stopped; a loop that dies throws.</summary>
     public Task RunLoopsAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(Guard(Reconciler.RunAsync(cancellationToken)), Guard(LocalApps.RunAsync(cancellationToken)));
+        Task.WhenAll(Guard(ReconcileWhenReadyAsync(cancellationToken)), Guard(LocalApps.RunAsync(cancellationToken)));
 
     public async ValueTask DisposeAsync()
     {
@@ -157,8 +176,21 @@ public sealed partial class SideHost : IAsyncDisposable
         }
 
         await Proxy.DisposeAsync();
+        _kubernetes?.Dispose();
         _exporter?.Dispose();
         Metrics.Dispose();
+    }
+
+    /// <summary>With Kubernetes, the first plan waits for the first list of Services (no start-up withdraw-all).</summary>
+    private async Task ReconcileWhenReadyAsync(CancellationToken cancellationToken)
+    {
+        if (LocalApps is KubernetesAppSource kubernetes)
+        {
+            LogWaitingForKubernetes();
+            await kubernetes.ReadyAsync(cancellationToken);
+        }
+
+        await Reconciler.RunAsync(cancellationToken);
     }
 
     private static async Task Guard(Task loop)
@@ -174,6 +206,9 @@ public sealed partial class SideHost : IAsyncDisposable
 
     [LoggerMessage(EventId = 1400, Level = LogLevel.Information, Message = "Generated a new WireGuard key pair (public key {PublicKey}), stored in {Path}")]
     private partial void LogNewKeys(string publicKey, string path);
+
+    [LoggerMessage(EventId = 1402, Level = LogLevel.Information, Message = "Waiting for the first list of Services from the Kubernetes API")]
+    private partial void LogWaitingForKubernetes();
 
     [LoggerMessage(EventId = 1401, Level = LogLevel.Information, Message = "{What} listening on {Urls}")]
     private partial void LogListening(string what, string urls);

@@ -17,7 +17,7 @@ public sealed class TunnelLab : IAsyncDisposable
     private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("wh-e2e-");
     private readonly List<IDisposable> _backends = [];
 
-    private TunnelLab(TestNetwork network)
+    public TunnelLab(TestNetwork network)
     {
         Network = network;
     }
@@ -31,6 +31,8 @@ public sealed class TunnelLab : IAsyncDisposable
 
     public static async Task<TunnelLab> CreateAsync(params string[] spokes) =>
         new(await TestNetwork.CreateAsync(["hub", .. spokes]));
+
+    public string WorkDir(Site site) => Path.Combine(_work.FullName, site.Name);
 
     public string StateDir(Site site) => Path.Combine(_work.FullName, site.Name, "state");
 
@@ -51,28 +53,42 @@ public sealed class TunnelLab : IAsyncDisposable
         File.Move(temp, AppsFile(site), overwrite: true);
     }
 
-    public async Task<ProcessHandle> StartHubAsync(IEnumerable<string>? extra = null, string token = Token)
+    /// <summary>The hub's peer name (the prefix of the objects it makes appear on spokes).</summary>
+    public string HubName { get; init; } = "hub";
+
+    /// <param name="appsFile">Offer the hub's apps file (false when the hub uses the Kubernetes source).</param>
+    public async Task<ProcessHandle> StartHubAsync(IEnumerable<string>? extra = null, string token = Token, bool appsFile = true)
     {
         var args = new List<string>
         {
-            "--name", "hub", "--wg-public-host", Hub.LanAddress.ToString(), "--wg-interface", Hub.WgInterfaceName,
-            "--wg-internal-host", HubTunnelAddress.ToString(), "--state-dir", StateDir(Hub), "--apps-file", AppsFile(Hub), "--metrics",
+            "--name", HubName, "--wg-public-host", Hub.LanAddress.ToString(), "--wg-interface", Hub.WgInterfaceName,
+            "--wg-internal-host", HubTunnelAddress.ToString(), "--state-dir", StateDir(Hub), "--metrics",
         };
         args.AddRange(extra ?? []);
+        if (appsFile)
+        {
+            args.AddRange(["--apps-file", AppsFile(Hub)]);
+        }
+
         EnsureAppsFile(Hub);
         var process = await Hub.StartProcessAsync(Executables.Server, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
-        await process.WaitForOutputAsync("Hub hub started", TimeSpan.FromSeconds(30));
+        await process.WaitForOutputAsync($"Hub {HubName} started", TimeSpan.FromSeconds(30));
         return process;
     }
 
-    public async Task<ProcessHandle> StartSpokeAsync(Site spoke, string token = Token, IEnumerable<string>? extra = null, bool waitForPairing = true)
+    public async Task<ProcessHandle> StartSpokeAsync(Site spoke, string token = Token, IEnumerable<string>? extra = null, bool waitForPairing = true, bool appsFile = true)
     {
         var args = new List<string>
         {
             "--name", spoke.Name, "--server", $"http://{Hub.LanAddress}:8080", "--wg-interface", spoke.WgInterfaceName,
-            "--state-dir", StateDir(spoke), "--apps-file", AppsFile(spoke), "--metrics",
+            "--state-dir", StateDir(spoke), "--metrics",
         };
         args.AddRange(extra ?? []);
+        if (appsFile)
+        {
+            args.AddRange(["--apps-file", AppsFile(spoke)]);
+        }
+
         EnsureAppsFile(spoke);
         var process = await spoke.StartProcessAsync(Executables.Client, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
         if (waitForPairing)
@@ -221,7 +237,7 @@ public sealed class TunnelLab : IAsyncDisposable
 /// <summary>Where the built hub and spoke executables are (same configuration as this test assembly).</summary>
 public static class Executables
 {
-    private static readonly Lazy<(string Server, string Client)> Paths = new(() =>
+    private static readonly Lazy<(string Server, string Client, string KubeEmulator)> Paths = new(() =>
     {
         var baseDir = new DirectoryInfo(AppContext.BaseDirectory);
         var framework = baseDir.Name;                  // net10.0
@@ -239,16 +255,18 @@ public static class Executables
 
         string Find(string project, string name)
         {
-            var path = Path.Combine(root.FullName, "src", project, "bin", configuration, framework, name);
+            var path = Path.Combine(root.FullName, project, "bin", configuration, framework, name);
             return File.Exists(path) ? path : throw new FileNotFoundException($"Build the solution first: {path} is missing.");
         }
 
-        return (Find("Server", "wormhole-server"), Find("Client", "wormhole-client"));
+        return (Find("src/Server", "wormhole-server"), Find("src/Client", "wormhole-client"), Find("tests/Wormhole.Tunnel.KubeEmulator", "kube-emulator"));
     });
 
     public static string Server => Paths.Value.Server;
 
     public static string Client => Paths.Value.Client;
+
+    public static string KubeEmulator => Paths.Value.KubeEmulator;
 }
 
 /// <summary>Appends measured timings to a file the test script prints (numbers come from runs).</summary>

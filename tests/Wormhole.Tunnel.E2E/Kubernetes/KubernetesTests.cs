@@ -1,0 +1,296 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
+using Wormhole.Tunnel.E2E.Infrastructure;
+
+namespace Wormhole.Tunnel.E2E.Kubernetes;
+
+/// <summary>
+/// Two "clusters" — each a network namespace with its own API emulator — over real WireGuard. The hub ("server") and
+/// the spoke ("client") run with --kubernetes; tests act with kubectl, as users do. Mirrors the reference's ten
+/// integration tests (reference §8.1), with the orphans it tolerates asserted away.
+/// </summary>
+public class KubernetesTests
+{
+    private const string Ns = "wormhole";
+
+    [RootFact]
+    public async Task Annotation_creates_and_removes_the_proxy_service_on_the_other_side()
+    {
+        await using var k = await KubeLab.StartAsync();
+        var before = await k.Server.ServiceNamesAsync(Ns);
+        var shown = new List<TimeSpan>();
+        var gone = new List<TimeSpan>();
+        for (var round = 0; round < 20; round++)
+        {
+            await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/exposed=yes");
+            shown.Add(await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "client-nginx-nginx appears in the hub's cluster"));
+            await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/exposed=no");
+            gone.Add(await TunnelLab.EventuallyAsync(async () => !await k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "client-nginx-nginx disappears"));
+        }
+
+        Timings.Record("kubectl annotate exposed=yes -> generated Service visible on the other side", shown);
+        Timings.Record("kubectl annotate exposed=no -> generated Service gone on the other side", gone);
+        (await k.Server.ServiceNamesAsync(Ns)).Should().Equal(before);
+    }
+
+    [RootFact]
+    public async Task Custom_name_sets_the_remote_name_in_both_directions()
+    {
+        await using var k = await KubeLab.StartAsync();
+        foreach (var cluster in new[] { k.Client, k.Server })
+        {
+            await cluster.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes", "wormhole.glothriel.github.com/name=huehue-one-two-three");
+        }
+
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-huehue-one-two-three"), "the client's app shows on the server");
+        await TunnelLab.EventuallyAsync(() => k.Client.ServiceExistsAsync(Ns, "server-huehue-one-two-three"), "the server's app shows on the client");
+        foreach (var cluster in new[] { k.Client, k.Server })
+        {
+            await cluster.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/exposed=no");
+        }
+
+        await TunnelLab.EventuallyAsync(async () => !await k.Server.ServiceExistsAsync(Ns, "client-huehue-one-two-three") && !await k.Client.ServiceExistsAsync(Ns, "server-huehue-one-two-three"), "both are gone");
+    }
+
+    [RootFact]
+    public async Task Deleting_the_annotated_service_removes_it_from_peers()
+    {
+        await using var k = await KubeLab.StartAsync();
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes", "wormhole.glothriel.github.com/name=huehue-one-two-three");
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-huehue-one-two-three"), "the app shows on the server");
+        await k.Client.KubectlAsync("delete", "svc", "nginx", "-n", "nginx");
+        await TunnelLab.EventuallyAsync(async () => !await k.Server.ServiceExistsAsync(Ns, "client-huehue-one-two-three"), "the app is gone from the server");
+    }
+
+    [RootFact]
+    public async Task Multiple_ports_selected_ports_and_changing_ports_leave_no_orphans()
+    {
+        await using var k = await KubeLab.StartAsync();
+        await k.Client.KubectlAsync("annotate", "svc", "nginx-two-ports", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes", "wormhole.glothriel.github.com/name=custom");
+        await k.EventuallyServerServicesAsync(["client-custom-http", "client-custom-https"], "both ports are exposed with suffixes");
+
+        await k.Client.KubectlAsync("annotate", "svc", "nginx-two-ports", "-n", "nginx", "wormhole.glothriel.github.com/ports=http");
+        await k.EventuallyServerServicesAsync(["client-custom"], "one selected port, no suffix, no orphans");
+
+        await k.Client.KubectlAsync("annotate", "svc", "nginx-two-ports", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/ports=http,https");
+        await k.EventuallyServerServicesAsync(["client-custom-http", "client-custom-https"], "the single-port Service is replaced, not orphaned");
+
+        await k.Client.KubectlAsync("annotate", "svc", "nginx-two-ports", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/exposed=no");
+        await k.EventuallyServerServicesAsync([], "all gone");
+    }
+
+    [RootFact]
+    public async Task Traffic_reaches_the_backend_through_the_generated_service_and_a_network_policy_is_rendered()
+    {
+        await using var k = await KubeLab.StartAsync();
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "the generated Service exists");
+
+        var service = (await k.Server.GetAsync("svc", Ns, "client-nginx-nginx"))!;
+        service["spec"]!["ports"]![0]!["port"]!.GetValue<int>().Should().Be(k.ClientBackendPort);
+        service["spec"]!["selector"]!["application"]!.GetValue<string>().Should().Be("wormhole-server");
+        var targetPort = service["spec"]!["ports"]![0]!["targetPort"]!.GetValue<int>();
+        (await TunnelLab.FetchAsync(k.Lab.Hub, targetPort)).Should().Be("Hello world from the client cluster!");
+
+        var policy = (await k.Server.GetAsync("networkpolicy", Ns, "client-nginx-nginx"))!;
+        policy["spec"]!["podSelector"]!["matchLabels"]!["application"]!.GetValue<string>().Should().Be("wormhole-server");
+        var rule = policy["spec"]!["ingress"]![0]!;
+        rule["ports"]![0]!["port"]!.GetValue<int>().Should().Be(targetPort);
+        rule["from"]![0]!["podSelector"]!["matchLabels"]!["wormhole.glothriel.github.com/network-policy-consumes-app"]!.GetValue<string>().Should().Be("nginx-nginx");
+
+        var apps = (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/apps")).AsArray();
+        apps.Should().ContainSingle().Which!["address"]!.GetValue<string>().Should().Be($"client-nginx-nginx.{Ns}:{k.ClientBackendPort}");
+    }
+
+    [RootFact]
+    public async Task Restarted_client_reconnects_with_its_cached_address()
+    {
+        await using var k = await KubeLab.StartAsync();
+        k.ClientProcess.Output.Should().Contain("Paired with server, assigned IP");
+        await k.ClientProcess.StopAsync();
+        var again = await k.Lab.StartSpokeAsync(k.Lab.Network["client"], extra: k.Client.Flags("application=wormhole-client"), waitForPairing: false, appsFile: false);
+        await again.WaitForOutputAsync("using IP from the cache", TimeSpan.FromSeconds(30));
+    }
+
+    [RootFact]
+    public async Task Client_metadata_shows_in_peers_v2()
+    {
+        await using var k = await KubeLab.StartAsync(clientMetadata: """{"testFoo":"testBar"}""");
+        await TunnelLab.EventuallyAsync(
+            async () => (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/peers/v2")).ToJsonString().Contains("\"testFoo\":\"testBar\"", StringComparison.Ordinal),
+            "the metadata reaches the hub");
+    }
+
+    [RootFact]
+    public async Task Peer_deletion_removes_its_services()
+    {
+        await using var k = await KubeLab.StartAsync(basicAuth: true);
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "the generated Service exists");
+
+        using var client = k.Lab.Hub.CreateHttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Delete, "http://127.0.0.1:8082/api/peers/v1/client");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("kajtek:kajtek")));
+        using (var response = await client.SendAsync(request))
+        {
+            response.StatusCode.Should().Be(HttpStatusCode.NoContent);
+        }
+
+        (await k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx")).Should().BeFalse("the DELETE answers once the peer's objects are gone");
+        (await k.Server.GetAsync("networkpolicy", Ns, "client-nginx-nginx")).Should().BeNull();
+    }
+
+    [RootFact]
+    public async Task Orphans_from_before_a_restart_are_collected_at_start()
+    {
+        await using var k = await KubeLab.StartAsync(startSpoke: false);
+        await k.Server.ApplyAsync($$"""
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: gone-peer-old-app
+              namespace: {{Ns}}
+              labels:
+                wormhole.glothriel.github.com/exposed-by: wormhole
+                wormhole.glothriel.github.com/exposed-peer: gone-peer
+            spec:
+              ports: [{port: 80, targetPort: 25001}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: not-ours
+              namespace: {{Ns}}
+            spec:
+              ports: [{port: 80}]
+            """);
+        await k.HubProcess.StopAsync();
+        await k.StartHubAsync();
+        await TunnelLab.EventuallyAsync(async () => !await k.Server.ServiceExistsAsync(Ns, "gone-peer-old-app"), "the orphan is deleted");
+        (await k.Server.ServiceExistsAsync(Ns, "not-ours")).Should().BeTrue("only objects labelled exposed-by=wormhole are ours");
+    }
+
+    [RootFact]
+    public async Task Junk_ports_and_an_invalid_name_give_warning_events_and_change_nothing_else()
+    {
+        await using var k = await KubeLab.StartAsync();
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "a good app is exposed");
+        await k.Client.KubectlAsync("annotate", "svc", "nginx-two-ports", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes", "wormhole.glothriel.github.com/ports=99999,bogus", "wormhole.glothriel.github.com/name=bad/name");
+
+        await TunnelLab.EventuallyAsync(
+            async () => (await k.Client.KubectlAsync("get", "events", "-n", "nginx", "-o", "json")).Contains("WormholeInvalidExposure", StringComparison.Ordinal),
+            "a Warning event is recorded on the Service");
+        var events = JsonNode.Parse(await k.Client.KubectlAsync("get", "events", "-n", "nginx", "-o", "json"))!["items"]!.AsArray();
+        events.Should().Contain(e => (string)e!["type"]! == "Warning" && (string)e["involvedObject"]!["name"]! == "nginx-two-ports" && ((string)e["message"]!).Contains("99999"));
+        events.Should().Contain(e => (string)e!["type"]! == "Normal" && (string)e["involvedObject"]!["name"]! == "nginx" && ((string)e["message"]!).Contains("client-nginx-nginx"));
+        (await k.Server.ServiceNamesAsync(Ns)).Should().Equal("client-nginx-nginx");
+        k.ClientProcess.HasExited.Should().BeFalse();
+    }
+}
+
+/// <summary>The two-cluster setup: emulators, mock Services with a backend, hub "server" and spoke "client".</summary>
+public sealed class KubeLab : IAsyncDisposable
+{
+    private KubeLab(TunnelLab lab)
+    {
+        Lab = lab;
+    }
+
+    public TunnelLab Lab { get; }
+
+    public KubeCluster Server { get; private set; } = null!;
+
+    public KubeCluster Client { get; private set; } = null!;
+
+    public ProcessHandle HubProcess { get; private set; } = null!;
+
+    public ProcessHandle ClientProcess { get; private set; } = null!;
+
+    public int ClientBackendPort { get; private set; }
+
+    private bool BasicAuth { get; init; }
+
+    public static async Task<KubeLab> StartAsync(string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true)
+    {
+        var lab = new TunnelLab(await TestNetwork.CreateAsync("hub", "client")) { HubName = "server" };
+        var k = new KubeLab(lab) { BasicAuth = basicAuth };
+        try
+        {
+            var client = lab.Network["client"];
+            k.Server = await KubeCluster.StartAsync(lab, lab.Hub);
+            k.Client = await KubeCluster.StartAsync(lab, client);
+            k.ClientBackendPort = await MockServicesAsync(lab, client, k.Client, "Hello world from the client cluster!");
+            await MockServicesAsync(lab, lab.Hub, k.Server, "Hello world from the server cluster!");
+            await k.StartHubAsync();
+            if (startSpoke)
+            {
+                var extra = k.Client.Flags("application=wormhole-client").ToList();
+                if (clientMetadata is not null)
+                {
+                    extra.AddRange(["--client-metadata", clientMetadata]);
+                }
+
+                k.ClientProcess = await lab.StartSpokeAsync(client, extra: extra, appsFile: false);
+            }
+
+            return k;
+        }
+        catch
+        {
+            await k.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async Task StartHubAsync()
+    {
+        var extra = Server.Flags("application=wormhole-server").ToList();
+        if (BasicAuth)
+        {
+            extra.AddRange(["--basic-auth-username", "kajtek", "--basic-auth-password", "kajtek"]);
+        }
+
+        HubProcess = await Lab.StartHubAsync(extra, appsFile: false);
+    }
+
+    /// <summary>Waits until the generated Services in the hub's cluster are exactly <paramref name="names"/>.</summary>
+    public Task<TimeSpan> EventuallyServerServicesAsync(string[] names, string what) =>
+        TunnelLab.EventuallyAsync(async () => (await Server.ServiceNamesAsync("wormhole")).SequenceEqual(names.Order(StringComparer.Ordinal)), what);
+
+    public ValueTask DisposeAsync() => Lab.DisposeAsync();
+
+    /// <summary>The reference's mocks: Services nginx (http) and nginx-two-ports (http, https), backed by a tiny server.</summary>
+    private static async Task<int> MockServicesAsync(TunnelLab lab, Site site, KubeCluster cluster, string body)
+    {
+        var port = lab.StartBackend(site, body);
+        site.SetHosts(new Dictionary<string, IPAddress> { ["nginx.nginx"] = IPAddress.Loopback, ["nginx-two-ports.nginx"] = IPAddress.Loopback });
+        await cluster.ApplyAsync($$"""
+            apiVersion: v1
+            kind: Namespace
+            metadata:
+              name: nginx
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: nginx
+              namespace: nginx
+            spec:
+              selector: {app: nginx}
+              ports: [{name: http, port: {{port}}, targetPort: 80}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: nginx-two-ports
+              namespace: nginx
+            spec:
+              selector: {app: nginx}
+              ports: [{name: http, port: {{port}}, targetPort: 80}, {name: https, port: 443, targetPort: 433}]
+            """);
+        return port;
+    }
+}
