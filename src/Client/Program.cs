@@ -63,6 +63,12 @@ namespace Wormhole.Tunnel.Client
                     return 2;
                 }
 
+                if (result.GetValue(common.Check))
+                {
+                    Console.WriteLine($"configuration OK: {settings.Common.Name}, state in {settings.Common.StateDir}, interface {settings.Common.WgInterface}, {(settings.Common.Kubernetes ? $"Kubernetes namespace {settings.Common.KubernetesNamespace}" : settings.Common.AppsFile is null ? "no local apps" : $"apps file {settings.Common.AppsFile}")}");
+                    return 0;
+                }
+
                 return await Spoke.RunAsync(settings, cancellationToken);
             });
             return root;

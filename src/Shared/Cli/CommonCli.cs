@@ -67,6 +67,8 @@ public sealed class CommonCli
 
     public Option<bool> Debug { get; } = new("--debug") { Description = "Debug logging" };
 
+    public Option<bool> Check { get; } = new("--check") { Description = "Validate the flags, print the effective configuration (no secrets) and exit" };
+
     public CommonCli(string? defaultName)
     {
         Name = new Option<string?>("--name") { Description = defaultName is null ? "Peer name (required)" : "Peer name" };
@@ -83,7 +85,7 @@ public sealed class CommonCli
         foreach (var option in new Option[]
         {
             Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, AppsFile,
-            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug,
+            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, Check,
         })
         {
             command.Options.Add(option);
