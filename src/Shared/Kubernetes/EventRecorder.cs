@@ -58,7 +58,7 @@ public sealed partial class EventRecorder(IKubernetesClient client, string compo
 
             LogRecorded(type, reason, ns, meta.Name!, message);
         }
-        catch (Exception ex) when (ex is KubeApiException or HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        catch (Exception ex) when (ex is KubeApiException or HttpRequestException or TimeoutException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
         {
             LogFailed(ns, meta.Name!, ex.Message);
         }

@@ -112,7 +112,7 @@ public sealed class KubeConfig
             ssl.LocalCertificateSelectionCallback = (_, _, _, _, _) => _clientCertificate;
         }
 
-        return new SocketsHttpHandler { SslOptions = ssl, ConnectTimeout = TimeSpan.FromSeconds(15), UseProxy = false };
+        return new SocketsHttpHandler { SslOptions = ssl, ConnectTimeout = TimeSpan.FromSeconds(15) };
     }
 
     /// <summary>The Authorization header for the next request (token files are re-read when they change); null when none.</summary>
@@ -290,16 +290,21 @@ public sealed class KubeConfig
     private static string ReadFile(string file, string what) =>
         File.Exists(file) ? File.ReadAllText(file) : throw new KubeConfigException($"The {what} file {file} does not exist.");
 
-    /// <summary>A bearer token file re-read whenever it changes (bound service-account tokens rotate).</summary>
+    /// <summary>
+    /// A bearer token file re-read whenever it changes (bound service-account tokens rotate). The kubelet swaps a
+    /// <c>..data</c> directory link under <c>token → ..data/token</c>, so the link is followed before its time is compared.
+    /// </summary>
     private sealed class TokenFile(string path)
     {
         private readonly Lock _gate = new();
-        private DateTime _stamp;
+        private (string Target, DateTime Written) _stamp;
         private AuthenticationHeaderValue? _header;
 
         public AuthenticationHeaderValue? Header()
         {
-            var stamp = File.GetLastWriteTimeUtc(path);
+            var file = new FileInfo(path);
+            var target = file.LinkTarget is null ? file : file.ResolveLinkTarget(returnFinalTarget: true) ?? file;
+            var stamp = (target.FullName, target.LastWriteTimeUtc);
             lock (_gate)
             {
                 if (_header is null || stamp != _stamp)
@@ -323,7 +328,7 @@ public sealed class KubeConfig
     // The kubeconfig file, as far as we read it (YamlDotNet, camelCase names, hyphenated ones aliased).
     private sealed class KubeConfigFile
     {
-        [YamlMember(Alias = "current-context")]
+        [YamlMember(Alias = "current-context", ApplyNamingConventions = false)]
         public string? CurrentContext { get; set; }
 
         public List<NamedContext>? Contexts { get; set; }
@@ -360,13 +365,13 @@ public sealed class KubeConfig
     {
         public string? Server { get; set; }
 
-        [YamlMember(Alias = "certificate-authority")]
+        [YamlMember(Alias = "certificate-authority", ApplyNamingConventions = false)]
         public string? CertificateAuthority { get; set; }
 
-        [YamlMember(Alias = "certificate-authority-data")]
+        [YamlMember(Alias = "certificate-authority-data", ApplyNamingConventions = false)]
         public string? CertificateAuthorityData { get; set; }
 
-        [YamlMember(Alias = "insecure-skip-tls-verify")]
+        [YamlMember(Alias = "insecure-skip-tls-verify", ApplyNamingConventions = false)]
         public bool InsecureSkipTlsVerify { get; set; }
     }
 
@@ -383,16 +388,16 @@ public sealed class KubeConfig
 
         public string? TokenFile { get; set; }
 
-        [YamlMember(Alias = "client-certificate")]
+        [YamlMember(Alias = "client-certificate", ApplyNamingConventions = false)]
         public string? ClientCertificate { get; set; }
 
-        [YamlMember(Alias = "client-certificate-data")]
+        [YamlMember(Alias = "client-certificate-data", ApplyNamingConventions = false)]
         public string? ClientCertificateData { get; set; }
 
-        [YamlMember(Alias = "client-key")]
+        [YamlMember(Alias = "client-key", ApplyNamingConventions = false)]
         public string? ClientKey { get; set; }
 
-        [YamlMember(Alias = "client-key-data")]
+        [YamlMember(Alias = "client-key-data", ApplyNamingConventions = false)]
         public string? ClientKeyData { get; set; }
 
         public string? Username { get; set; }
@@ -401,7 +406,7 @@ public sealed class KubeConfig
 
         public ExecPlugin? Exec { get; set; }
 
-        [YamlMember(Alias = "auth-provider")]
+        [YamlMember(Alias = "auth-provider", ApplyNamingConventions = false)]
         public AuthProviderPlugin? AuthProvider { get; set; }
     }
 

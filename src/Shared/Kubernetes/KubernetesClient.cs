@@ -17,8 +17,7 @@ public sealed class KubernetesClient : IKubernetesClient, IDisposable
     /// <summary>Asked of the apiserver for every watch; it ends the stream after this long and we resume.</summary>
     internal const int WatchTimeoutSeconds = 290;
 
-    private static readonly MediaTypeHeaderValue Json = new("application/json");
-    private static readonly MediaTypeHeaderValue MergePatchJson = new("application/merge-patch+json");
+    private const string Json = "application/json";
 
     // Patches are written as given: null members stay (in a merge patch, null removes a key); anonymous types are allowed.
     private static readonly JsonSerializerOptions PatchOptions = new(JsonSerializerDefaults.Web)
@@ -149,7 +148,7 @@ public sealed class KubernetesClient : IKubernetesClient, IDisposable
             _ => JsonSerializer.SerializeToUtf8Bytes(patch, patch.GetType(), PatchOptions),
         };
         var content = new ByteArrayContent(bytes);
-        content.Headers.ContentType = MergePatchJson;
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/merge-patch+json");
         return SendAsync(new HttpMethod("PATCH"), KubeResource.For<T>().Path(ns, name), content, ReadAsync<T>, null, cancellationToken);
     }
 
@@ -191,7 +190,7 @@ public sealed class KubernetesClient : IKubernetesClient, IDisposable
     private HttpRequestMessage NewRequest(HttpMethod method, string path, HttpContent? content)
     {
         var request = new HttpRequestMessage(method, new Uri(_server + path)) { Content = content };
-        request.Headers.Accept.Add(Json);
+        request.Headers.Accept.ParseAdd(Json);
         request.Headers.Authorization = _authorization();
         return request;
     }
@@ -240,7 +239,7 @@ public sealed class KubernetesClient : IKubernetesClient, IDisposable
         where T : IKubeObject
     {
         var content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(value, TypeInfo<T>()));
-        content.Headers.ContentType = Json;
+        content.Headers.ContentType = new MediaTypeHeaderValue(Json);
         return content;
     }
 
