@@ -81,8 +81,28 @@ public sealed class KubeCluster
     /// <summary>Whether a Service exists, asked straight from the API (no kubectl start-up), for precise timings.</summary>
     public async Task<bool> ServiceExistsAsync(string ns, string name)
     {
-        using var client = _site.CreateHttpClient(TimeSpan.FromSeconds(5));
-        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:6443/api/v1/namespaces/{ns}/services/{name}");
+        // The emulator speaks HTTPS with a throwaway CA of its own, written into the kubeconfig: trust exactly that CA.
+        var caData = System.Text.RegularExpressions.Regex.Match(await File.ReadAllTextAsync(Kubeconfig), @"certificate-authority-data:\s*(\S+)").Groups[1].Value;
+        using var ca = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(System.Text.Encoding.ASCII.GetString(Convert.FromBase64String(caData)));
+        using var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            ConnectCallback = async (context, ct) => new System.Net.Sockets.NetworkStream(
+                await _site.ConnectTcpAsync(System.Net.IPAddress.Loopback, context.DnsEndPoint.Port, ct), ownsSocket: true),
+            SslOptions =
+            {
+                RemoteCertificateValidationCallback = (_, certificate, _, _) =>
+                {
+                    using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
+                    chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+                    chain.ChainPolicy.CustomTrustStore.Add(ca);
+                    chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+                    return certificate is System.Security.Cryptography.X509Certificates.X509Certificate2 c && chain.Build(c);
+                },
+            },
+        };
+        using var client = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(5) };
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"https://127.0.0.1:6443/api/v1/namespaces/{ns}/services/{name}");
         request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", _token);
         using var response = await client.SendAsync(request);
         return response.IsSuccessStatusCode;
