@@ -31,7 +31,31 @@ internal sealed record ResourceKind(string Group, string Version, string Plural,
     public static ResourceKind NetworkPolicies { get; } = new("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, ["netpol"],
         $"spec{{podSelector{Selector},ingress[{Ports},from{Peer}],egress[{Ports},to{Peer}],policyTypes}}");
 
-    public static IReadOnlyList<ResourceKind> All { get; } = [Namespaces, Services, Events, NetworkPolicies];
+    // What a Helm release of ours also contains. Their specs are stored as given (a bare field name accepts anything):
+    // names, labels and annotations are still validated as for every kind.
+    public static ResourceKind ServiceAccounts { get; } = new("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, ["sa"], "secrets,imagePullSecrets,automountServiceAccountToken");
+
+    public static ResourceKind Secrets { get; } = new("", "v1", "secrets", "secret", "Secret", true, [], "type,data,stringData,immutable");
+
+    public static ResourceKind ConfigMaps { get; } = new("", "v1", "configmaps", "configmap", "ConfigMap", true, ["cm"], "data,binaryData,immutable");
+
+    public static ResourceKind PersistentVolumeClaims { get; } = new("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, ["pvc"], "spec,status");
+
+    public static ResourceKind Deployments { get; } = new("apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], "spec,status");
+
+    public static ResourceKind ClusterRoles { get; } = new("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], "rules,aggregationRule");
+
+    public static ResourceKind ClusterRoleBindings { get; } = new("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], "subjects,roleRef");
+
+    public static ResourceKind Roles { get; } = new("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], "rules");
+
+    public static ResourceKind RoleBindings { get; } = new("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, [], "subjects,roleRef");
+
+    public static IReadOnlyList<ResourceKind> All { get; } =
+    [
+        Namespaces, Services, Events, NetworkPolicies, ServiceAccounts, Secrets, ConfigMaps, PersistentVolumeClaims, Deployments,
+        ClusterRoles, ClusterRoleBindings, Roles, RoleBindings,
+    ];
 
     public string ApiVersion => Group.Length == 0 ? Version : $"{Group}/{Version}";
 
