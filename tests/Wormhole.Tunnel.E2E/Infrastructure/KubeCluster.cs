@@ -31,7 +31,7 @@ public sealed class KubeCluster
         var kubeconfig = Path.Combine(lab.WorkDir(site), "kubeconfig");
         var token = "e2e-" + Guid.NewGuid().ToString("N");
         var process = await site.StartProcessAsync(Executables.KubeEmulator, ["--listen", "127.0.0.1:6443", "--token", token, "--kubeconfig-out", kubeconfig]);
-        await process.WaitForOutputAsync("ready", TimeSpan.FromSeconds(30));
+        await process.WaitForOutputAsync("ready", TunnelLab.Patience);
         var cluster = new KubeCluster(site, kubeconfig, token, process);
         await cluster.KubectlAsync("create", "namespace", "wormhole");
         return cluster;

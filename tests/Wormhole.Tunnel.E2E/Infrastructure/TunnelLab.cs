@@ -14,6 +14,9 @@ namespace Wormhole.Tunnel.E2E.Infrastructure;
 public sealed class TunnelLab : IAsyncDisposable
 {
     public const string Token = "e2e-invite-token-0123456789";
+
+    /// <summary>How long anything expected may take before a test fails (a bound for failure, not a speed target).</summary>
+    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
     private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("wh-e2e-");
     private readonly List<IDisposable> _backends = [];
 
@@ -72,7 +75,7 @@ public sealed class TunnelLab : IAsyncDisposable
 
         EnsureAppsFile(Hub);
         var process = await Hub.StartProcessAsync(Executables.Server, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
-        await process.WaitForOutputAsync($"Hub {HubName} started", TimeSpan.FromSeconds(30));
+        await process.WaitForOutputAsync($"Hub {HubName} started", Patience);
         return process;
     }
 
@@ -93,7 +96,7 @@ public sealed class TunnelLab : IAsyncDisposable
         var process = await spoke.StartProcessAsync(Executables.Client, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
         if (waitForPairing)
         {
-            await process.WaitForOutputAsync("assigned IP", TimeSpan.FromSeconds(30));
+            await process.WaitForOutputAsync("assigned IP", Patience);
         }
 
         return process;
@@ -191,7 +194,7 @@ public sealed class TunnelLab : IAsyncDisposable
     public static async Task<TimeSpan> EventuallyAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
     {
         var watch = Stopwatch.StartNew();
-        var limit = timeout ?? TimeSpan.FromSeconds(20);
+        var limit = timeout ?? Patience;
         while (!await condition())
         {
             if (watch.Elapsed > limit)

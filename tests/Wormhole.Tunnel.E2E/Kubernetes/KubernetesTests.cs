@@ -111,7 +111,7 @@ public class KubernetesTests
         k.ClientProcess.Output.Should().Contain("Paired with server, assigned IP");
         await k.ClientProcess.StopAsync();
         var again = await k.Lab.StartSpokeAsync(k.Lab.Network["client"], extra: k.Client.Flags("application=wormhole-client"), waitForPairing: false, appsFile: false);
-        await again.WaitForOutputAsync("using IP from the cache", TimeSpan.FromSeconds(30));
+        await again.WaitForOutputAsync("using IP from the cache", TunnelLab.Patience);
     }
 
     [RootFact]

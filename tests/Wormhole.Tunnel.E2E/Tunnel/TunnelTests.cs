@@ -52,7 +52,7 @@ public class TunnelTests
         var backend = lab.StartBackend(lab.Hub, "hello from the hub");
         await lab.StartHubAsync();
         var spokeProcess = await lab.StartSpokeAsync(spoke);
-        await spokeProcess.WaitForOutputAsync("long-poll", TimeSpan.FromSeconds(20));
+        await spokeProcess.WaitForOutputAsync("long-poll", TunnelLab.Patience);
 
         var times = new List<TimeSpan>();
         for (var round = 0; round < 20; round++)
@@ -78,8 +78,8 @@ public class TunnelTests
         var intruder = lab.Network["intruder"];
         var hub = await lab.StartHubAsync();
         var process = await lab.StartSpokeAsync(intruder, token: "not-the-right-token", waitForPairing: false);
-        await process.WaitForOutputAsync("the hub refused pairing with status 400", TimeSpan.FromSeconds(20));
-        await hub.WaitForOutputAsync("Refused pairing request", TimeSpan.FromSeconds(5));
+        await process.WaitForOutputAsync("the hub refused pairing with status 400", TunnelLab.Patience);
+        await hub.WaitForOutputAsync("Refused pairing request", TunnelLab.Patience);
         (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().BeEmpty();
         process.Output.Should().NotContain("assigned IP");
     }
@@ -139,7 +139,7 @@ public class TunnelTests
         await first.StopAsync();
 
         var second = await lab.StartSpokeAsync(spoke, waitForPairing: false);
-        await second.WaitForOutputAsync("using IP from the cache", TimeSpan.FromSeconds(30));
+        await second.WaitForOutputAsync("using IP from the cache", TunnelLab.Patience);
         second.Output.Should().NotContain("Paired with server");
         (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().ContainSingle();
     }
