@@ -61,9 +61,8 @@ namespace Wormhole.Tunnel.Server
                     return 2;
                 }
 
-                if (result.GetValue(common.Check))
+                if (common.CheckOnly(result, settings.Common))
                 {
-                    Console.WriteLine($"configuration OK: {settings.Common.Name}, state in {settings.Common.StateDir}, interface {settings.Common.WgInterface}, {(settings.Common.Kubernetes ? $"Kubernetes namespace {settings.Common.KubernetesNamespace}" : settings.Common.AppsFile is null ? "no local apps" : $"apps file {settings.Common.AppsFile}")}");
                     return 0;
                 }
 

@@ -92,6 +92,19 @@ public sealed class CommonCli
         }
     }
 
+    /// <summary>With --check: prints the effective configuration (no secrets) and returns true, so the caller exits 0.</summary>
+    public bool CheckOnly(ParseResult result, CommonSettings s)
+    {
+        if (!result.GetValue(Check))
+        {
+            return false;
+        }
+
+        var source = s.Kubernetes ? $"Kubernetes namespace {s.KubernetesNamespace}" : s.AppsFile is null ? "no local apps" : $"apps file {s.AppsFile}";
+        Console.WriteLine($"configuration OK: {s.Name}, state in {s.StateDir}, interface {s.WgInterface}, {source}");
+        return true;
+    }
+
     public CommonSettings Read(ParseResult result)
     {
         var name = result.GetValue(Name);
