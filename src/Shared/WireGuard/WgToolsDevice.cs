@@ -30,6 +30,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
 
     private readonly IProcessRunner _runner;
     private readonly ILogger<WgToolsDevice> _logger;
+    private readonly Dictionary<string, WgPeer> _applied = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _gate = new(1, 1);
     private WgInterfaceConfig? _config;
     private bool _isUp;
@@ -108,6 +109,9 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         }
     }
 
+    private static bool SamePeer(WgPeer a, WgPeer b) =>
+        a.Endpoint == b.Endpoint && a.PersistentKeepaliveSeconds == b.PersistentKeepaliveSeconds && a.AllowedIps.SequenceEqual(b.AllowedIps);
+
     public async Task SetPeersAsync(IReadOnlyCollection<WgPeer> peers, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(peers);
@@ -135,8 +139,20 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
                 removed++;
             }
 
+            foreach (var key in _applied.Keys.Where(k => !wanted.ContainsKey(k) || !current.Contains(k)).ToList())
+            {
+                _applied.Remove(key);
+            }
+
             foreach (var peer in wanted.Values)
             {
+                // A peer already on the interface exactly as wanted needs no `wg set` (pairing the n-th spoke
+                // would otherwise run n processes).
+                if (_applied.TryGetValue(peer.PublicKey, out var applied) && SamePeer(applied, peer))
+                {
+                    continue;
+                }
+
                 List<string> args = ["set", name, "peer", peer.PublicKey, "allowed-ips", string.Join(',', peer.AllowedIps)];
                 if (peer.Endpoint is { } endpoint)
                 {
@@ -156,6 +172,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
                 }
 
                 await RunCheckedAsync("wg", args, null, null, ct);
+                _applied[peer.PublicKey] = peer;
                 LogPeerSet(name, peer.PublicKey, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
             }
 
