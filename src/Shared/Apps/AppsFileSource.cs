@@ -21,13 +21,27 @@ public interface ILocalAppSource
 public sealed partial class AppsFileSource(string path, ReconcileSignal signal, ILogger<AppsFileSource> logger, TimeProvider time) : ILocalAppSource
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(2);
+
+    // A write that truncates then fills the file (`echo … > apps.yaml`) raises events before it is complete; reading
+    // at once could see an empty file and withdraw every app for a moment. Let such writes settle first.
+    private static readonly TimeSpan Settle = TimeSpan.FromMilliseconds(50);
+    private readonly Lock _loading = new();
     private volatile IReadOnlyList<LocalApp> _current = [];
     private string? _lastContent;
+    private bool _lastValid = true;
 
     public IReadOnlyList<LocalApp> Current => _current;
 
     /// <summary>Reads the file once; false when it is missing or invalid (the reason is logged).</summary>
     public bool Load()
+    {
+        lock (_loading)
+        {
+            return LoadLocked();
+        }
+    }
+
+    private bool LoadLocked()
     {
         string content;
         try
@@ -42,11 +56,12 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
 
         if (content == _lastContent)
         {
-            return true;
+            return _lastValid;
         }
 
         _lastContent = content;
-        if (!TryParse(content, out var apps, out var error))
+        _lastValid = TryParse(content, out var apps, out var error);
+        if (!_lastValid)
         {
             LogInvalid(path, error!);
             return false;
@@ -79,6 +94,7 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
         while (!cancellationToken.IsCancellationRequested)
         {
             await changed.WaitAsync(cancellationToken);
+            await Task.Delay(Settle, time, cancellationToken);
             Load();
         }
     }
