@@ -32,10 +32,10 @@ namespace Wormhole.Tunnel.Client
             common.AddTo(root);
             root.Options.Add(server);
             root.Options.Add(metadata);
-            root.SetAction(async (result, cancellationToken) =>
-            {
-                SpokeSettings settings;
-                try
+            CliRunner.SetAction(
+                root,
+                common,
+                result =>
                 {
                     var c = common.Read(result);
                     if (!Names.IsValidPeerName(c.Name))
@@ -50,26 +50,10 @@ namespace Wormhole.Tunnel.Client
                     }
 
                     var json = ClientMetadata.Parse(result.GetValue(metadata) ?? Environment.GetEnvironmentVariable("CLIENT_METADATA") ?? "{}", out var error);
-                    if (error is not null)
-                    {
-                        throw new OptionsException(error);
-                    }
-
-                    settings = new SpokeSettings(c, serverUri, json);
-                }
-                catch (OptionsException ex)
-                {
-                    await Console.Error.WriteLineAsync(ex.Message);
-                    return 2;
-                }
-
-                if (common.CheckOnly(result, settings.Common))
-                {
-                    return 0;
-                }
-
-                return await Spoke.RunAsync(settings, cancellationToken);
-            });
+                    return error is not null ? throw new OptionsException(error) : new SpokeSettings(c, serverUri, json);
+                },
+                settings => settings.Common,
+                Spoke.RunAsync);
             return root;
         }
     }

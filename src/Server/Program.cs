@@ -47,27 +47,12 @@ namespace Wormhole.Tunnel.Server
                 root.Options.Add(option);
             }
 
-            root.SetAction(async (result, cancellationToken) =>
-            {
-                HubSettings settings;
-                try
-                {
-                    var c = common.Read(result);
-                    settings = Read(c, result, internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword);
-                }
-                catch (OptionsException ex)
-                {
-                    await Console.Error.WriteLineAsync(ex.Message);
-                    return 2;
-                }
-
-                if (common.CheckOnly(result, settings.Common))
-                {
-                    return 0;
-                }
-
-                return await Hub.RunAsync(settings, cancellationToken);
-            });
+            CliRunner.SetAction(
+                root,
+                common,
+                result => Read(common.Read(result), result, internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword),
+                settings => settings.Common,
+                Hub.RunAsync);
             return root;
         }
 

@@ -52,7 +52,7 @@ public sealed partial class KubernetesSink(
 
             if (!existing.TryGetValue(name, out var current))
             {
-                await CreateAsync(value, cancellationToken);
+                await CreateAsync(value, patchFor, cancellationToken);
             }
             else if (patchFor(current, value) is { } patch)
             {
@@ -80,7 +80,7 @@ public sealed partial class KubernetesSink(
         return deferred;
     }
 
-    private async Task CreateAsync<T>(T value, CancellationToken cancellationToken)
+    private async Task CreateAsync<T>(T value, Func<T, T, JsonObject?> patchFor, CancellationToken cancellationToken)
         where T : class, IKubeObject
     {
         try
@@ -90,12 +90,9 @@ public sealed partial class KubernetesSink(
         }
         catch (KubeApiException ex) when (ex.Code == 409)
         {
-            // It exists without our label (made by hand?): take it over, labels included.
+            // It exists without our label (made by hand?): take it over; the missing labels alone make a patch.
             var current = await client.GetAsync<T>(options.Namespace, value.Metadata.Name!, cancellationToken);
-            var patch = current is null ? null : typeof(T) == typeof(Service)
-                ? ServicePatch((Service)(object)current, (Service)(object)value, force: true)
-                : PolicyPatch((NetworkPolicy)(object)current, (NetworkPolicy)(object)value);
-            if (patch is not null)
+            if (current is not null && patchFor(current, value) is { } patch)
             {
                 await client.MergePatchAsync<T>(options.Namespace, value.Metadata.Name!, patch, cancellationToken);
                 LogUpdated(typeof(T).Name, value.Metadata.Name!);
@@ -103,14 +100,12 @@ public sealed partial class KubernetesSink(
         }
     }
 
-    private static JsonObject? ServicePatch(Service current, Service wanted) => ServicePatch(current, wanted, force: false);
-
-    private static JsonObject? ServicePatch(Service current, Service wanted, bool force)
+    private static JsonObject? ServicePatch(Service current, Service wanted)
     {
         var portsEqual = current.Spec.Ports.Count == wanted.Spec.Ports.Count && current.Spec.Ports.Zip(wanted.Spec.Ports).All(p =>
             p.First.Port == p.Second.Port && (p.First.Protocol ?? "TCP") == p.Second.Protocol && p.First.Name is null
             && p.First.TargetPort is { } t && t.ValueKind == JsonValueKind.Number && t.GetInt32() == p.Second.TargetPort!.Value.GetInt32());
-        if (!force && portsEqual && MapEquals(current.Spec.Selector, wanted.Spec.Selector) && LabelsCover(current.Metadata.Labels, wanted.Metadata.Labels)
+        if (portsEqual && MapEquals(current.Spec.Selector, wanted.Spec.Selector) && LabelsCover(current.Metadata.Labels, wanted.Metadata.Labels)
             && (current.Spec.Type ?? "ClusterIP") == "ClusterIP")
         {
             return null;
