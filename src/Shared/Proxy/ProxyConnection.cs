@@ -23,12 +23,13 @@ internal enum ProxyOutcome
 }
 
 /// <summary>
-/// One accepted connection: connect to the target, then a duplex pump of two copy loops. When one side sends FIN, the
-/// other socket's send side is shut down and the other direction keeps flowing until it ends too. A reset on either side,
-/// the idle timeout or the listener closing aborts both sockets, which is also what ends pending socket operations
-/// (so the hot path carries no cancellation token).
+/// One accepted connection: connect to the target, then pump both directions — with splice(2) on an event loop
+/// (<see cref="SpliceEngine"/>, Linux) or with two copy loops over .NET's async sockets (elsewhere, or when configured).
+/// When one side sends FIN, the other socket's send side is shut down and the other direction keeps flowing until it
+/// ends too. A reset on either side, the idle timeout or the listener closing aborts both directions: errors and
+/// refusals close both sockets with RST, idle and shutdown with FIN.
 /// </summary>
-internal sealed class ProxyConnection
+internal sealed class ProxyConnection : IPumpOwner
 {
     private static readonly KeyValuePair<string, object?> UpstreamTag = new("direction", "upstream");
     private static readonly KeyValuePair<string, object?> DownstreamTag = new("direction", "downstream");
@@ -41,17 +42,19 @@ internal sealed class ProxyConnection
     private readonly TimeProvider _timeProvider;
     private readonly KeyValuePair<string, object?> _appTag;
     private readonly KeyValuePair<string, object?> _kindTag;
+    private readonly SpliceEngine? _engine;
     private Socket? _upstream;
+    private SplicePump? _pump;
     private ITimer? _idleTimer;
     private long _lastActivity;
     private long _bytesUp;
     private long _bytesDown;
     private int _outcome; // ProxyOutcome; the first abort wins
 
-    private enum CopyResult { Eof, ReadFailed, WriteFailed }
-
-    public ProxyConnection(Socket client, ListenerSpec spec, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    /// <param name="engine">The splice data plane, or null for .NET's async sockets.</param>
+    public ProxyConnection(Socket client, ListenerSpec spec, ProxyOptions options, SpliceEngine? engine, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
     {
+        _engine = engine;
         _client = client;
         _spec = spec;
         _options = options;
@@ -71,14 +74,19 @@ internal sealed class ProxyConnection
         using var registration = stopping.UnsafeRegister(static s => ((ProxyConnection)s!).Abort(ProxyOutcome.ListenerClosed), this);
         try
         {
-            var failure = await ConnectAsync(stopping);
-            if (failure is ProxyOutcome.None)
+            var loop = _engine?.NextLoop();
+            var failure = loop is null ? await ConnectAsync(stopping) : await ConnectOnLoopAsync(loop, stopping);
+            if (failure is not ProxyOutcome.None)
+            {
+                Abort(failure);
+            }
+            else if (loop is null)
             {
                 await PumpAsync(_upstream!);
             }
             else
             {
-                Abort(failure);
+                await SpliceAsync(loop, _upstream!);
             }
         }
         catch (Exception ex) when (ex is ObjectDisposedException or SocketException && _outcome != 0)
@@ -88,8 +96,10 @@ internal sealed class ProxyConnection
         finally
         {
             _idleTimer?.Dispose();
-            _client.Dispose();
-            _upstream?.Dispose();
+            var ended = (ProxyOutcome)_outcome;
+            var reset = ended is not (ProxyOutcome.None or ProxyOutcome.IdleTimeout or ProxyOutcome.ListenerClosed);
+            Close(_client, reset);
+            Close(_upstream, reset);
             _metrics.ProxyConnectionsActive.Add(-1, _appTag, _kindTag);
         }
 
@@ -140,9 +150,111 @@ internal sealed class ProxyConnection
         }
     }
 
-    private async Task PumpAsync(Socket upstream)
+    /// <summary>
+    /// Like <see cref="ConnectAsync"/>, for the splice data plane: a non-blocking connect watched by the connection's
+    /// loop, so the upstream socket never joins .NET's socket engine (whose epoll thread would otherwise wake for every
+    /// readiness change the loop already handles). Every address of a host name is tried in turn.
+    /// </summary>
+    private async Task<ProxyOutcome> ConnectOnLoopAsync(EpollLoop loop, CancellationToken stopping)
+    {
+        if (_spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused))
+        {
+            return ProxyOutcome.RefusedLocalAddress;
+        }
+
+        _client.NoDelay = true;
+        _client.Blocking = false;
+        using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
+        var error = SocketError.HostNotFound;
+        try
+        {
+            var addresses = IPAddress.TryParse(_spec.TargetHost, out var literal)
+                ? [literal]
+                : await Dns.GetHostAddressesAsync(_spec.TargetHost, linked.Token);
+            foreach (var address in addresses)
+            {
+                var upstream = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
+                Close(Interlocked.Exchange(ref _upstream, upstream), reset: false);
+                try
+                {
+                    upstream.Connect(new IPEndPoint(address, _spec.TargetPort));
+                    return ProxyOutcome.None;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+                {
+                }
+
+                var errno = await LoopConnect.WaitAsync(loop, upstream, linked.Token);
+                if (errno == 0)
+                {
+                    return ProxyOutcome.None;
+                }
+
+                linked.Token.ThrowIfCancellationRequested();
+                error = errno switch { 111 => SocketError.ConnectionRefused, 110 => SocketError.TimedOut, 113 => SocketError.HostUnreachable, 101 => SocketError.NetworkUnreachable, _ => SocketError.SocketError };
+            }
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+        {
+            ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, SocketError.TimedOut);
+            return ProxyOutcome.UpstreamTimeout;
+        }
+        catch (SocketException ex) when (!stopping.IsCancellationRequested)
+        {
+            error = ex.SocketErrorCode; // name resolution, or a connect refused at once
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or SocketException)
+        {
+            return ProxyOutcome.ListenerClosed;
+        }
+
+        ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, error);
+        return error == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable;
+    }
+
+    private async Task SpliceAsync(EpollLoop loop, Socket upstream)
+    {
+        StartIdleTimer();
+        var pump = SplicePump.Start(loop, _client, upstream, this);
+        Interlocked.Exchange(ref _pump, pump);
+        if (Volatile.Read(ref _outcome) != 0)
+        {
+            pump.Cancel(); // aborted while starting
+        }
+
+        var end = await pump.Completion;
+        Settle(upstream: true, end.Up);
+        Settle(upstream: false, end.Down);
+    }
+
+    void IPumpOwner.OnBytes(bool upstream, int count)
     {
         Touch();
+        _metrics.ProxyBytes.Add(count, _appTag, _kindTag, upstream ? UpstreamTag : DownstreamTag);
+        if (upstream)
+        {
+            _bytesUp += count;
+        }
+        else
+        {
+            _bytesDown += count;
+        }
+    }
+
+    private void StartIdleTimer()
+    {
+        Touch();
+        var idle = _options.IdleTimeout;
+        if (idle > TimeSpan.Zero && idle != Timeout.InfiniteTimeSpan)
+        {
+            _idleTimer = _timeProvider.CreateTimer(static s => ((ProxyConnection)s!).OnIdleTimer(), this, idle, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private async Task PumpAsync(Socket upstream)
+    {
+        StartIdleTimer();
         var idle = _options.IdleTimeout;
         if (idle > TimeSpan.Zero && idle != Timeout.InfiniteTimeSpan)
         {
@@ -242,11 +354,18 @@ internal sealed class ProxyConnection
         }
     }
 
-    /// <summary>Closes both sockets; errors and refusals with RST (so a reset propagates), idle and shutdown with FIN.</summary>
+    /// <summary>Ends the connection: errors and refusals with RST (so a reset propagates), idle and shutdown with FIN.</summary>
     private void Abort(ProxyOutcome reason)
     {
         if (Interlocked.CompareExchange(ref _outcome, (int)reason, 0) != 0)
         {
+            return;
+        }
+
+        if (_engine is not null)
+        {
+            // The loop may be using the descriptors: it lets go of them first, then RunAsync closes the sockets.
+            Volatile.Read(ref _pump)?.Cancel();
             return;
         }
 

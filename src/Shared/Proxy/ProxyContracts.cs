@@ -21,8 +21,24 @@ public sealed record ListenerSpec(
 
 public sealed record ListenerFailure(ListenerSpec Spec, string Reason);
 
+/// <summary>How proxied bytes are moved.</summary>
+public enum ProxyEngine
+{
+    /// <summary>Splice where the platform allows it (Linux on x64/arm64), else sockets.</summary>
+    Auto,
+
+    /// <summary>splice(2) between the sockets on a few epoll event-loop threads: no copies through user space, no
+    /// buffer per idle connection. Linux only.</summary>
+    Splice,
+
+    /// <summary>Two copy loops per connection over .NET's async sockets, with <see cref="ProxyOptions.BufferSize"/> buffers.</summary>
+    Sockets,
+}
+
 public sealed class ProxyOptions
 {
+    public ProxyEngine Engine { get; set; } = ProxyEngine.Auto;
+
     /// <summary>No bytes in either direction for this long closes the connection (nginx's proxy_timeout).
     /// <see cref="Timeout.InfiniteTimeSpan"/> disables it.</summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(10);
@@ -30,7 +46,7 @@ public sealed class ProxyOptions
     /// <summary>Name resolution plus TCP connect to the target; past it the client is closed.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
-    /// <summary>Copy buffer per direction (rented from the shared ArrayPool).</summary>
+    /// <summary>Copy buffer per direction (rented from the shared ArrayPool) of the <see cref="ProxyEngine.Sockets"/> engine.</summary>
     public int BufferSize { get; set; } = 64 * 1024;
 }
 

@@ -34,4 +34,7 @@ internal static partial class ProxyLog
 
     [LoggerMessage(EventId = 1008, Level = LogLevel.Error, Message = "Proxy connection for {App} on {EndPoint} failed unexpectedly")]
     public static partial void ConnectionCrashed(ILogger logger, Exception exception, string app, IPEndPoint endPoint);
+
+    [LoggerMessage(EventId = 1009, Level = LogLevel.Debug, Message = "Proxy engine: {Engine} ({Loops} event-loop threads)")]
+    public static partial void EngineChosen(ILogger logger, ProxyEngine engine, int loops);
 }

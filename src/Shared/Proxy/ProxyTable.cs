@@ -16,6 +16,7 @@ public sealed class ProxyTable : IProxyTable
     private readonly WormholeMetrics _metrics;
     private readonly ILogger<ProxyTable> _logger;
     private readonly TimeProvider _timeProvider;
+    private readonly SpliceEngine? _engine;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private Dictionary<IPEndPoint, ProxyListener> _listeners = [];
     private bool _disposed;
@@ -28,6 +29,13 @@ public sealed class ProxyTable : IProxyTable
         _metrics = metrics;
         _logger = logger;
         _timeProvider = timeProvider;
+        _engine = options.Engine switch
+        {
+            ProxyEngine.Sockets => null,
+            ProxyEngine.Splice => SpliceEngine.Shared ?? throw new PlatformNotSupportedException("the splice proxy engine needs Linux (x64 or arm64) with epoll and splice allowed"),
+            _ => SpliceEngine.Shared,
+        };
+        ProxyLog.EngineChosen(logger, _engine is null ? ProxyEngine.Sockets : ProxyEngine.Splice, _engine?.LoopCount ?? 0);
     }
 
     public IReadOnlyCollection<ListenerSpec> Active => Volatile.Read(ref _listeners).Values.Select(l => l.Spec).ToList();
@@ -80,7 +88,7 @@ public sealed class ProxyTable : IProxyTable
 
                 try
                 {
-                    next.Add(key, ProxyListener.Start(spec, key, _options, _metrics, _logger, _timeProvider));
+                    next.Add(key, ProxyListener.Start(spec, key, _options, _engine, _metrics, _logger, _timeProvider));
                     ProxyLog.ListenerStarted(_logger, spec.App, spec.Kind, key, spec.TargetHost, spec.TargetPort);
                 }
                 catch (SocketException ex)
@@ -128,6 +136,7 @@ internal sealed class ProxyListener : IAsyncDisposable
     private readonly Socket _socket;
     private readonly IPEndPoint _endPoint;
     private readonly ProxyOptions _options;
+    private readonly SpliceEngine? _engine;
     private readonly WormholeMetrics _metrics;
     private readonly ILogger _logger;
     private readonly TimeProvider _timeProvider;
@@ -136,8 +145,9 @@ internal sealed class ProxyListener : IAsyncDisposable
     private ListenerSpec _spec;
     private int _running = 1; // the accept loop plus one per open connection
 
-    private ProxyListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    private ProxyListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine? engine, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
     {
+        _engine = engine;
         _socket = socket;
         _spec = spec;
         _endPoint = endPoint;
@@ -155,7 +165,7 @@ internal sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
-    public static ProxyListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    public static ProxyListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine? engine, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
@@ -175,7 +185,7 @@ internal sealed class ProxyListener : IAsyncDisposable
             throw;
         }
 
-        var listener = new ProxyListener(socket, spec, endPoint, options, metrics, logger, timeProvider);
+        var listener = new ProxyListener(socket, spec, endPoint, options, engine, metrics, logger, timeProvider);
         _ = listener.AcceptLoopAsync();
         return listener;
     }
@@ -234,7 +244,7 @@ internal sealed class ProxyListener : IAsyncDisposable
     {
         try
         {
-            await new ProxyConnection(client, spec, _options, _metrics, _logger, _timeProvider).RunAsync(stopping);
+            await new ProxyConnection(client, spec, _options, _engine, _metrics, _logger, _timeProvider).RunAsync(stopping);
         }
         catch (Exception ex)
         {

@@ -9,10 +9,23 @@ using static Wormhole.Tunnel.Tests.Proxy.SocketTestKit;
 
 namespace Wormhole.Tunnel.Tests.Proxy;
 
-public sealed class ProxyTableTests : IAsyncLifetime, IDisposable
+/// <summary>Every behaviour, once per engine: the splice event loops (Linux) and .NET's async sockets.</summary>
+public sealed class SpliceProxyTableTests : ProxyTableTests
+{
+    protected override ProxyEngine Engine => ProxyEngine.Splice;
+}
+
+public sealed class SocketsProxyTableTests : ProxyTableTests
+{
+    protected override ProxyEngine Engine => ProxyEngine.Sockets;
+}
+
+public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
 {
     private readonly List<IAsyncDisposable> _owned = [];
     private readonly WormholeMetrics _metrics = new();
+
+    protected abstract ProxyEngine Engine { get; }
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -24,7 +37,11 @@ public sealed class ProxyTableTests : IAsyncLifetime, IDisposable
         }
     }
 
-    public void Dispose() => _metrics.Dispose();
+    public void Dispose()
+    {
+        _metrics.Dispose();
+        GC.SuppressFinalize(this);
+    }
 
     [Fact]
     public async Task Bytes_flow_both_ways_through_a_local_listener()
@@ -269,10 +286,104 @@ public sealed class ProxyTableTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task A_reset_from_the_client_reaches_the_target_as_a_reset()
+    {
+        var targetSaw = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var connected = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var target = Own(new TargetServer(async socket =>
+        {
+            connected.SetResult();
+            try
+            {
+                await socket.ReadToEndAsync();
+                targetSaw.SetResult("FIN");
+            }
+            catch (SocketException ex)
+            {
+                targetSaw.SetResult(ex.SocketErrorCode.ToString());
+            }
+        }));
+        var port = await ListenAsync(Local(target.Port));
+        var client = await ConnectAsync(port);
+        await client.SendAsync("x");
+        await connected.Task.WaitAsync(Patience);
+
+        client.LingerState = new LingerOption(true, 0);
+        client.Dispose(); // RST
+
+        (await targetSaw.Task.WaitAsync(Patience)).Should().Be(nameof(SocketError.ConnectionReset));
+    }
+
+    [Fact]
+    public async Task A_reset_from_the_target_reaches_the_client_as_a_reset()
+    {
+        var target = Own(new TargetServer(async socket =>
+        {
+            await socket.ReadTextAsync(5);
+            socket.LingerState = new LingerOption(true, 0);
+            socket.Dispose();
+        }));
+        var port = await ListenAsync(Local(target.Port));
+        using var client = await ConnectAsync(port);
+        await client.SendAsync("reset");
+
+        var reading = () => client.ReadToEndAsync().WaitAsync(Patience);
+
+        (await reading.Should().ThrowAsync<SocketException>()).Which.SocketErrorCode.Should().Be(SocketError.ConnectionReset);
+    }
+
+    [Fact]
+    public async Task A_slow_reader_holds_back_the_sender_and_still_gets_every_byte()
+    {
+        // The target sends 8 MiB at once; the client reads nothing for a while, then everything. What the proxy may hold
+        // in between is bounded: the sender must be held back (its send stalls) rather than the proxy buffering it all.
+        const int size = 8 * 1024 * 1024;
+        var payload = new byte[size];
+        new Random(7).NextBytes(payload);
+        var sent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var target = Own(new TargetServer(async socket =>
+        {
+            socket.SendBufferSize = 64 * 1024;
+            await socket.SendAllAsync(payload);
+            sent.SetResult();
+            socket.Shutdown(SocketShutdown.Send);
+            await socket.ReadToEndAsync();
+        }));
+        var port = await ListenAsync(Local(target.Port));
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 64 * 1024 };
+        await client.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port)).WaitAsync(Patience);
+
+        var stalled = await Task.WhenAny(sent.Task, Task.Delay(TimeSpan.FromMilliseconds(500))) != sent.Task;
+        var received = await client.ReadToEndAsync().WaitAsync(Patience);
+
+        stalled.Should().BeTrue("8 MiB cannot fit in the socket buffers and one pipe or buffer per direction");
+        received.Length.Should().Be(size);
+        received.AsSpan().SequenceEqual(payload).Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task Two_hundred_concurrent_connections_each_get_their_own_bytes_back()
+    {
+        var echo = Own(TargetServer.Echo());
+        var port = await ListenAsync(Local(echo.Port));
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 200).Select(async i =>
+        {
+            using var client = await ConnectAsync(port);
+            var text = $"connection {i:D3} " + new string((char)('a' + (i % 26)), i * 50);
+            await client.SendAsync(text);
+            client.Shutdown(SocketShutdown.Send);
+            return (Sent: text, Echoed: await client.ReadTextToEndAsync());
+        })).WaitAsync(TimeSpan.FromSeconds(20));
+
+        results.Should().OnlyContain(r => r.Echoed == r.Sent);
+    }
+
+    [Fact]
     public async Task Disposing_the_table_closes_listeners_and_connections()
     {
         var echo = Own(TargetServer.Echo());
-        var table = new ProxyTable(new ProxyOptions(), _metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System);
+        var table = new ProxyTable(new ProxyOptions { Engine = Engine }, _metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System);
         var spec = Local(echo.Port);
         (await table.ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty();
         using var client = await ConnectAsync(spec.Port);
@@ -289,8 +400,12 @@ public sealed class ProxyTableTests : IAsyncLifetime, IDisposable
     private static ListenerSpec Local(int targetPort, int? port = null, string app = "app", string host = "127.0.0.1") =>
         new(ListenerKind.Local, app, IPAddress.Loopback, port ?? FreePort(), host, targetPort);
 
-    private ProxyTable NewTable(ProxyOptions? options = null) =>
-        Own(new ProxyTable(options ?? new ProxyOptions(), _metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System));
+    private ProxyTable NewTable(ProxyOptions? options = null)
+    {
+        options ??= new ProxyOptions();
+        options.Engine = Engine;
+        return Own(new ProxyTable(options, _metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System));
+    }
 
     /// <summary>Binds one listener on a fresh table and returns its port.</summary>
     private async Task<int> ListenAsync(ListenerSpec spec, ProxyOptions? options = null)

@@ -1,0 +1,562 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+
+namespace Wormhole.Tunnel.Proxy;
+
+/// <summary>How one proxied connection's two directions ended.</summary>
+internal readonly record struct PumpEnd(CopyResult Up, CopyResult Down);
+
+internal enum CopyResult { Eof, ReadFailed, WriteFailed }
+
+/// <summary>Told about every chunk a pump moves (on the pump's thread: keep it short).</summary>
+internal interface IPumpOwner
+{
+    void OnBytes(bool upstream, int count);
+}
+
+/// <summary>
+/// The Linux data plane: a few event-loop threads (one per core, at most 8), each with its own epoll set, moving bytes
+/// socket → pipe → socket with splice(2), so payload never enters user space and an idle connection owns no buffer (a
+/// direction borrows a pipe from its loop only while bytes are in flight). This is nginx's shape — one thread reads a
+/// socket when epoll says it is readable — without nginx's copies; the .NET socket layer instead posts a receive before
+/// data arrives and hands every completion from its epoll thread to a pool thread, which on small exchanges costs more
+/// than the transfer itself (docs/benchmarks.md, "What limits it").
+/// </summary>
+internal sealed class SpliceEngine
+{
+    private static readonly Lazy<SpliceEngine?> LazyShared = new(TryCreate);
+    private readonly EpollLoop[] _loops;
+    private int _next;
+
+    private SpliceEngine(EpollLoop[] loops) => _loops = loops;
+
+    /// <summary>The process-wide engine, or null where splice/epoll cannot be used (not Linux, other CPU, or refused).</summary>
+    public static SpliceEngine? Shared => LazyShared.Value;
+
+    public int LoopCount => _loops.Length;
+
+    /// <summary>Loops are handed out round-robin; a connection stays on its loop for life.</summary>
+    public EpollLoop NextLoop() => _loops[(uint)Interlocked.Increment(ref _next) % (uint)_loops.Length];
+
+    private static SpliceEngine? TryCreate()
+    {
+        if (!LinuxNative.Supported)
+        {
+            return null;
+        }
+
+        try
+        {
+            // A pipe proves pipe2 and splice are allowed (a seccomp profile could refuse them).
+            if (LinuxNative.CreatePipe(out var r, out var w) != 0)
+            {
+                return null;
+            }
+
+            var probe = LinuxNative.Splice(r, w, 1); // empty, non-blocking: EAGAIN, or EINVAL for pipe→same pipe
+            var errno = Marshal.GetLastPInvokeError();
+            LinuxNative.Close(r);
+            LinuxNative.Close(w);
+            if (probe < 0 && errno == 38) // ENOSYS
+            {
+                return null;
+            }
+
+            var loops = new EpollLoop[Math.Clamp(Environment.ProcessorCount, 1, 8)];
+            for (var i = 0; i < loops.Length; i++)
+            {
+                loops[i] = new EpollLoop(i);
+            }
+
+            return new SpliceEngine(loops);
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>Something a loop watches: a connect in progress or a connection's pump. Touched only on its loop's thread
+/// once started.</summary>
+internal abstract class LoopWork
+{
+    internal int Slot = -1;
+    internal uint Generation;
+    private EpollLoop? _loop;
+
+    protected EpollLoop Loop => _loop!;
+
+    /// <summary>Runs on the loop's thread, after the work got its slot.</summary>
+    internal abstract void Start();
+
+    internal abstract void OnEvent(int side, uint events);
+
+    /// <summary>Runs on the loop's thread; a no-op once finished.</summary>
+    internal abstract void OnCancel();
+
+    internal abstract void OnCrash(Exception exception);
+
+    internal void Bind(EpollLoop loop) => _loop = loop;
+
+    protected ulong EventData(int side) => ((ulong)Generation << 32) | (uint)((Slot << 1) | side);
+
+    /// <summary>Asks the loop to stop this work (from any thread).</summary>
+    public void Cancel() => _loop?.Post(this, cancel: true);
+}
+
+/// <summary>One event-loop thread with its epoll set. Work arrives through a queue and an eventfd.</summary>
+internal sealed class EpollLoop
+{
+    private const ulong WakeData = ulong.MaxValue;
+    private const int MaxEvents = 256;
+    private const int PipesKept = 64;
+
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly ConcurrentQueue<(LoopWork Work, bool Cancel)> _commands = new();
+    private readonly Stack<(int Read, int Write)> _pipes = new();
+    private readonly Stack<int> _freeSlots = new();
+    private LoopWork?[] _slots = new LoopWork?[64];
+    private int _slotCount;
+    private uint _generation;
+    private int _wakePending;
+
+    public EpollLoop(int index)
+    {
+        _epoll = LinuxNative.CreateEpoll();
+        _wake = LinuxNative.CreateEventFd();
+        if (_epoll < 0 || _wake < 0
+            || LinuxNative.EpollControl(_epoll, LinuxNative.EPOLL_CTL_ADD, _wake, LinuxNative.EPOLLIN | LinuxNative.EPOLLET, WakeData) != 0)
+        {
+            throw new InvalidOperationException($"epoll setup failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+
+        new Thread(Run) { IsBackground = true, Name = $"wormhole proxy {index}" }.Start();
+    }
+
+    /// <summary>Hands work to the loop (start, or cancel when <paramref name="cancel"/>); from any thread.</summary>
+    public void Post(LoopWork work, bool cancel = false)
+    {
+        if (!cancel)
+        {
+            work.Bind(this);
+        }
+
+        _commands.Enqueue((work, cancel));
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            LinuxNative.Signal(_wake);
+        }
+    }
+
+    public int Epoll => _epoll;
+
+    /// <summary>An empty pipe for one direction's bytes in flight, or false when none can be made (descriptors exhausted).</summary>
+    public bool RentPipe(out (int Read, int Write) pipe)
+    {
+        if (_pipes.TryPop(out pipe))
+        {
+            return true;
+        }
+
+        if (LinuxNative.CreatePipe(out var r, out var w) == 0)
+        {
+            pipe = (r, w);
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Keeps an empty pipe for the next borrower; closes a pipe that still holds bytes or when enough are kept.</summary>
+    public void ReturnPipe((int Read, int Write) pipe, bool empty)
+    {
+        if (empty && _pipes.Count < PipesKept)
+        {
+            _pipes.Push(pipe);
+            return;
+        }
+
+        LinuxNative.Close(pipe.Read);
+        LinuxNative.Close(pipe.Write);
+    }
+
+    public void Release(LoopWork work)
+    {
+        if (work.Slot >= 0 && _slots[work.Slot] == work)
+        {
+            _slots[work.Slot] = null;
+            _freeSlots.Push(work.Slot);
+        }
+
+        work.Slot = -1;
+    }
+
+    private unsafe void Run()
+    {
+        var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * LinuxNative.EventSize));
+        var size = LinuxNative.EventSize;
+        var offset = LinuxNative.EventDataOffset;
+        while (true)
+        {
+            var n = LinuxNative.EpollWait(_epoll, events, MaxEvents, -1);
+            if (n < 0)
+            {
+                if (Marshal.GetLastPInvokeError() == LinuxNative.EINTR)
+                {
+                    continue;
+                }
+
+                Environment.FailFast($"epoll_wait failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                var e = events + (i * size);
+                var mask = *(uint*)e;
+                var data = *(ulong*)(e + offset);
+                if (data == WakeData)
+                {
+                    LinuxNative.Drain(_wake);
+                    Volatile.Write(ref _wakePending, 0);
+                    continue;
+                }
+
+                var slot = (int)((uint)data >> 1);
+                if (slot < _slotCount && _slots[slot] is { } work && work.Generation == (uint)(data >> 32))
+                {
+                    Dispatch(work, static (w, s) => w.OnEvent(s.Side, s.Mask), (Side: (int)(data & 1), Mask: mask));
+                }
+            }
+
+            while (_commands.TryDequeue(out var command))
+            {
+                if (command.Cancel)
+                {
+                    Dispatch(command.Work, static (w, _) => w.OnCancel(), 0);
+                }
+                else
+                {
+                    Assign(command.Work);
+                    Dispatch(command.Work, static (w, _) => w.Start(), 0);
+                }
+            }
+        }
+    }
+
+    private void Assign(LoopWork work)
+    {
+        if (!_freeSlots.TryPop(out var slot))
+        {
+            if (_slotCount == _slots.Length)
+            {
+                Array.Resize(ref _slots, _slots.Length * 2);
+            }
+
+            slot = _slotCount++;
+        }
+
+        _slots[slot] = work;
+        work.Slot = slot;
+        work.Generation = ++_generation;
+    }
+
+    private static void Dispatch<TState>(LoopWork work, Action<LoopWork, TState> action, TState state)
+    {
+        try
+        {
+            action(work, state);
+        }
+        catch (Exception ex)
+        {
+            work.OnCrash(ex);
+        }
+    }
+}
+
+/// <summary>A non-blocking connect: completes with the socket's error once it is writable (0 when connected).</summary>
+internal sealed class LoopConnect : LoopWork
+{
+    private readonly int _fd;
+    private readonly TaskCompletionSource<int> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private bool _registered;
+
+    private LoopConnect(int fd) => _fd = fd;
+
+    /// <summary>Waits for a connect started on a non-blocking socket. Cancelling ends the wait (the result is then -1);
+    /// the socket must stay open until the returned task has completed.</summary>
+    public static async Task<int> WaitAsync(EpollLoop loop, Socket socket, CancellationToken cancellationToken)
+    {
+        var work = new LoopConnect((int)socket.Handle);
+        loop.Post(work);
+        await using (cancellationToken.UnsafeRegister(static w => ((LoopConnect)w!).Cancel(), work))
+        {
+            return await work._done.Task;
+        }
+    }
+
+    internal override void Start()
+    {
+        if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, _fd, LinuxNative.EPOLLOUT | LinuxNative.EPOLLET, EventData(0)) != 0)
+        {
+            Finish(Marshal.GetLastPInvokeError());
+            return;
+        }
+
+        _registered = true;
+    }
+
+    internal override void OnEvent(int side, uint events) => Finish(LinuxNative.SocketError(_fd));
+
+    internal override void OnCancel() => Finish(-1);
+
+    internal override void OnCrash(Exception exception)
+    {
+        Finish(-1);
+    }
+
+    private void Finish(int result)
+    {
+        if (_done.Task.IsCompleted)
+        {
+            return;
+        }
+
+        if (_registered)
+        {
+            // Removed now: the pump registers the same descriptor again, and the socket may be closed after this.
+            LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_DEL, _fd, 0, 0);
+        }
+
+        Loop.Release(this);
+        _done.TrySetResult(result);
+    }
+}
+
+/// <summary>
+/// Both directions of one connection. Each direction moves bytes src → pipe → dst: it writes what is in its pipe before
+/// it reads again, so a slow receiver stops the reads from its sender (TCP back-pressure, at most one pipe — 64 KiB — in
+/// flight), and after EOF from src with the pipe drained it shuts down dst's sending side (half-close). Edge-triggered:
+/// readiness is remembered per socket until a call says EAGAIN. An error on either side ends both directions at once.
+/// </summary>
+internal sealed class SplicePump : LoopWork
+{
+    private const int Client = 0;
+    private const int Upstream = 1;
+    private const int Chunk = 1 << 20; // the pipe takes what fits (its capacity, 64 KiB by default)
+
+    private readonly SafeSocketHandle[] _handles;
+    private readonly int[] _fds;
+    private readonly IPumpOwner _owner;
+    private readonly TaskCompletionSource<PumpEnd> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly bool[] _readable = new bool[2];
+    private readonly bool[] _writable = new bool[2];
+    private readonly Direction _up = new(Client, Upstream, upstream: true);
+    private readonly Direction _down = new(Upstream, Client, upstream: false);
+    private bool _finished;
+
+    private int _refs;
+
+    private SplicePump(Socket client, Socket upstream, IPumpOwner owner)
+    {
+        _handles = [client.SafeHandle, upstream.SafeHandle];
+        _fds = [(int)client.Handle, (int)upstream.Handle];
+        _owner = owner;
+    }
+
+    /// <summary>
+    /// Runs both directions until each has ended (EOF passed on) or one failed, or until cancelled (both results are then
+    /// <see cref="CopyResult.Eof"/>: the canceller knows why). Both sockets must be non-blocking; they must stay open until
+    /// the task completes (the descriptors are in use by the loop until then).
+    /// </summary>
+    public static SplicePump Start(EpollLoop loop, Socket client, Socket upstream, IPumpOwner owner)
+    {
+        var pump = new SplicePump(client, upstream, owner);
+        foreach (var handle in pump._handles)
+        {
+            // A Dispose elsewhere cannot close a descriptor the loop still uses (nor let its number be reused).
+            var added = false;
+            handle.DangerousAddRef(ref added);
+            pump._refs += added ? 1 : 0;
+        }
+
+        loop.Post(pump);
+        return pump;
+    }
+
+    public Task<PumpEnd> Completion => _done.Task;
+
+    internal override void Start()
+    {
+        const uint interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLOUT | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLET;
+        for (var side = 0; side < 2; side++)
+        {
+            if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, _fds[side], interest, EventData(side)) != 0)
+            {
+                throw new InvalidOperationException($"epoll_ctl ADD failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+        }
+    }
+
+    internal override void OnEvent(int side, uint events)
+    {
+        if ((events & (LinuxNative.EPOLLIN | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
+        {
+            _readable[side] = true;
+        }
+
+        if ((events & (LinuxNative.EPOLLOUT | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
+        {
+            _writable[side] = true;
+        }
+
+        var up = Move(_up);
+        var down = Move(_down);
+        if (up != CopyResult.Eof || down != CopyResult.Eof)
+        {
+            Finish(new PumpEnd(up, down));
+        }
+        else if (_up.Done && _down.Done)
+        {
+            Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof));
+        }
+    }
+
+    internal override void OnCancel() => Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof));
+
+    internal override void OnCrash(Exception exception)
+    {
+        if (!_finished)
+        {
+            ReleaseAll();
+            _done.TrySetException(exception);
+        }
+    }
+
+    /// <returns><see cref="CopyResult.Eof"/> while all is well (whether or not the direction has ended).</returns>
+    private CopyResult Move(Direction d)
+    {
+        while (!d.Done)
+        {
+            if (d.Pending > 0)
+            {
+                if (!_writable[d.To])
+                {
+                    return CopyResult.Eof;
+                }
+
+                var sent = LinuxNative.Splice(d.Pipe.Read, _fds[d.To], d.Pending);
+                if (sent < 0)
+                {
+                    if (Marshal.GetLastPInvokeError() == LinuxNative.EAGAIN)
+                    {
+                        _writable[d.To] = false;
+                        return CopyResult.Eof;
+                    }
+
+                    return CopyResult.WriteFailed;
+                }
+
+                d.Pending -= (int)sent;
+                _owner.OnBytes(d.IsUpstream, (int)sent);
+                if (d.Pending == 0)
+                {
+                    Loop.ReturnPipe(d.Pipe, empty: true);
+                    d.Pipe = (-1, -1);
+                }
+
+                continue;
+            }
+
+            if (d.SourceEnded)
+            {
+                LinuxNative.Shutdown(_fds[d.To], LinuxNative.SHUT_WR); // fails only if the peer is gone: the other direction finds out
+                d.Done = true;
+                return CopyResult.Eof;
+            }
+
+            if (!_readable[d.From])
+            {
+                return CopyResult.Eof;
+            }
+
+            if (d.Pipe.Read < 0 && !Loop.RentPipe(out d.Pipe))
+            {
+                return CopyResult.ReadFailed;
+            }
+
+            var read = LinuxNative.Splice(_fds[d.From], d.Pipe.Write, Chunk);
+            if (read > 0)
+            {
+                d.Pending = (int)read;
+                continue;
+            }
+
+            var errno = read == 0 ? 0 : Marshal.GetLastPInvokeError();
+            Loop.ReturnPipe(d.Pipe, empty: true);
+            d.Pipe = (-1, -1);
+            if (read == 0)
+            {
+                d.SourceEnded = true;
+            }
+            else if (errno == LinuxNative.EAGAIN)
+            {
+                _readable[d.From] = false;
+                return CopyResult.Eof;
+            }
+            else
+            {
+                return CopyResult.ReadFailed;
+            }
+        }
+
+        return CopyResult.Eof;
+    }
+
+    private void Finish(PumpEnd end)
+    {
+        if (_finished)
+        {
+            return;
+        }
+
+        ReleaseAll();
+        _done.TrySetResult(end);
+    }
+
+    private void ReleaseAll()
+    {
+        _finished = true;
+        foreach (var d in (ReadOnlySpan<Direction>)[_up, _down])
+        {
+            if (d.Pipe.Read >= 0)
+            {
+                Loop.ReturnPipe(d.Pipe, empty: d.Pending == 0);
+                d.Pipe = (-1, -1);
+            }
+        }
+
+        // The descriptors stay in the epoll set until the sockets are closed; events that still arrive carry this
+        // work's generation and are ignored once its slot is reused.
+        Loop.Release(this);
+        for (var i = 0; i < _refs; i++)
+        {
+            _handles[i].DangerousRelease();
+        }
+
+        _refs = 0;
+    }
+
+    private sealed class Direction(int from, int to, bool upstream)
+    {
+        public readonly int From = from;
+        public readonly int To = to;
+        public readonly bool IsUpstream = upstream;
+        public (int Read, int Write) Pipe = (-1, -1);
+        public int Pending;
+        public bool SourceEnded;
+        public bool Done;
+    }
+}
