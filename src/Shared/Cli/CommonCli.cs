@@ -26,7 +26,8 @@ public sealed record CommonSettings(
     TimeSpan PeerTtl,
     TimeSpan GcGrace,
     bool JsonLogs,
-    bool Debug);
+    bool Debug,
+    Wormhole.Tunnel.Proxy.ProxyEngine ProxyEngine = Wormhole.Tunnel.Proxy.ProxyEngine.Auto);
 
 /// <summary>Builds the shared flags onto a command and reads them back, validated.</summary>
 public sealed class CommonCli
@@ -67,6 +68,12 @@ public sealed class CommonCli
 
     public Option<bool> Debug { get; } = new("--debug") { Description = "Debug logging" };
 
+    public Option<string> ProxyEngine { get; } = new("--proxy-engine")
+    {
+        Description = "How the L4 proxies move bytes: splice (Linux: splice(2) on epoll event loops, no user-space copies), sockets (.NET async sockets), or auto (splice where available)",
+        DefaultValueFactory = _ => "auto",
+    };
+
     public Option<bool> Check { get; } = new("--check") { Description = "Validate the flags, print the effective configuration (no secrets) and exit" };
 
     public CommonCli(string? defaultName)
@@ -77,7 +84,6 @@ public sealed class CommonCli
             Name.DefaultValueFactory = _ => defaultName;
         }
 
-        LogFormat.AcceptOnlyFromAmong("console", "json");
     }
 
     public void AddTo(Command command)
@@ -85,7 +91,7 @@ public sealed class CommonCli
         foreach (var option in new Option[]
         {
             Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, AppsFile,
-            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, Check,
+            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine, Check,
         })
         {
             command.Options.Add(option);
@@ -101,7 +107,10 @@ public sealed class CommonCli
         }
 
         var source = s.Kubernetes ? $"Kubernetes namespace {s.KubernetesNamespace}" : s.AppsFile is null ? "no local apps" : $"apps file {s.AppsFile}";
-        Console.WriteLine($"configuration OK: {s.Name}, state in {s.StateDir}, interface {s.WgInterface}, {source}");
+        var engine = s.ProxyEngine == Wormhole.Tunnel.Proxy.ProxyEngine.Auto
+            ? (Wormhole.Tunnel.Proxy.SpliceEngine.Shared is null ? "sockets" : "splice") + " (auto)"
+            : s.ProxyEngine.ToString().ToLowerInvariant();
+        Console.WriteLine($"configuration OK: {s.Name}, state in {s.StateDir}, interface {s.WgInterface}, {source}, proxy engine {engine}");
         return true;
     }
 
@@ -174,9 +183,27 @@ public sealed class CommonCli
             throw new OptionsException($"--apps-file '{appsFile}' is in a directory that does not exist.");
         }
 
+        var logFormat = result.GetValue(LogFormat)!;
+        if (logFormat is not ("console" or "json"))
+        {
+            throw new OptionsException($"--log-format '{logFormat}' is not one of console, json.");
+        }
+
+        var engineText = result.GetValue(ProxyEngine)!;
+        if (engineText is not ("auto" or "splice" or "sockets"))
+        {
+            throw new OptionsException($"--proxy-engine '{engineText}' is not one of auto, splice, sockets.");
+        }
+
+        var engine = Enum.Parse<Wormhole.Tunnel.Proxy.ProxyEngine>(engineText, ignoreCase: true);
+        if (engine == Wormhole.Tunnel.Proxy.ProxyEngine.Splice && Wormhole.Tunnel.Proxy.SpliceEngine.Shared is null)
+        {
+            throw new OptionsException("--proxy-engine splice needs Linux (x64 or arm64) with epoll, pipe2 and splice allowed; use auto or sockets.");
+        }
+
         return new CommonSettings(
             name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
             result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
-            result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, result.GetValue(LogFormat) == "json", result.GetValue(Debug));
+            result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, logFormat == "json", result.GetValue(Debug), engine);
     }
 }

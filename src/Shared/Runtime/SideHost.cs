@@ -62,7 +62,7 @@ public sealed partial class SideHost : IAsyncDisposable
                 : new AppsFileSource(settings.AppsFile, Signal, loggerFactory.CreateLogger<AppsFileSource>(), time);
         }
 
-        Proxy = new ProxyTable(new ProxyOptions(), Metrics, loggerFactory.CreateLogger<ProxyTable>(), time);
+        Proxy = new ProxyTable(new ProxyOptions { Engine = settings.ProxyEngine }, Metrics, loggerFactory.CreateLogger<ProxyTable>(), time);
         Reconciler = new Reconciler(
             new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>(), sinks);
         WireGuard = new WgToolsDevice(runner, loggerFactory.CreateLogger<WgToolsDevice>());

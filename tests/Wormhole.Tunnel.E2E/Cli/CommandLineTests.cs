@@ -10,6 +10,7 @@ public class CommandLineTests
     [
         "--name", "--invite-token", "--kubernetes", "--kubernetes-namespace", "--kubernetes-labels", "--network-policies",
         "--kubeconfig", "--apps-file", "--state-dir", "--wg-interface", "--api-listen-address", "--metrics", "--metrics-port",
+        "--proxy-engine",
     ];
 
     [Fact]
@@ -51,6 +52,8 @@ public class CommandLineTests
     [InlineData("server", "--wg-public-host h --api-listen-address nowhere", "--api-listen-address")]
     [InlineData("server", "--wg-public-host h --peer-ttl soon", "--peer-ttl")]
     [InlineData("server", "--wg-public-host h --wg-interface this-name-is-too-long", "--wg-interface")]
+    [InlineData("client", "--name c1 --proxy-engine fast", "--proxy-engine")]
+    [InlineData("client", "--name c1 --log-format xml", "--log-format")]
     public async Task A_missing_or_invalid_flag_exits_non_zero_with_one_clear_sentence(string side, string arguments, string mentions)
     {
         var (code, stdout, stderr) = await RunAsync(side == "server" ? Executables.Server : Executables.Client, arguments.Split(' '));
@@ -58,6 +61,18 @@ public class CommandLineTests
         stdout.Should().BeEmpty("no help dump hides the message");
         var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         lines.Should().ContainSingle().Which.Should().Contain(mentions);
+    }
+
+    [Theory]
+    [InlineData("sockets", "proxy engine sockets")]
+    [InlineData("splice", "proxy engine splice")]
+    [InlineData("auto", "proxy engine splice (auto)")]
+    public async Task Check_reports_the_proxy_engine_in_use(string engine, string expected)
+    {
+        var (code, stdout, stderr) = await RunAsync(Executables.Client, "--name", "c1", "--proxy-engine", engine, "--check");
+
+        code.Should().Be(0, stderr);
+        stdout.Should().Contain(expected);
     }
 
     private static async Task<(int Code, string Stdout, string Stderr)> RunAsync(string exe, params string[] args)
