@@ -1,6 +1,6 @@
-// bench-proxyhost LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
-// Starts the product's in-process L4 proxy (ProxyTable, default ProxyOptions, the product's logging) with one Local
-// listener on 127.0.0.1:LISTEN_PORT per argument, prints "ready" and waits for SIGTERM/SIGINT.
+// bench-proxyhost [--engine auto|splice|sockets] LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
+// Starts the product's in-process L4 proxy (ProxyTable, default ProxyOptions but for the engine, the product's logging)
+// with one Local listener on 127.0.0.1:LISTEN_PORT per argument, prints "ready" and waits for SIGTERM/SIGINT.
 using System.Globalization;
 using System.Net;
 using Microsoft.Extensions.Logging;
@@ -8,9 +8,22 @@ using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Proxy;
 
+var options = new ProxyOptions();
+if (args.Length >= 2 && args[0] == "--engine")
+{
+    if (!Enum.TryParse<ProxyEngine>(args[1], ignoreCase: true, out var engine))
+    {
+        await Console.Error.WriteLineAsync($"unknown engine '{args[1]}': expected auto, splice or sockets");
+        return 2;
+    }
+
+    options.Engine = engine;
+    args = args[2..];
+}
+
 if (args.Length == 0)
 {
-    await Console.Error.WriteLineAsync("usage: bench-proxyhost LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]");
+    await Console.Error.WriteLineAsync("usage: bench-proxyhost [--engine auto|splice|sockets] LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]");
     return 2;
 }
 
@@ -31,7 +44,7 @@ foreach (var arg in args)
 
 using var loggerFactory = Logging.Create(json: false, debug: false);
 using var metrics = new WormholeMetrics();
-await using var table = new ProxyTable(new ProxyOptions(), metrics, loggerFactory.CreateLogger<ProxyTable>(), TimeProvider.System);
+await using var table = new ProxyTable(options, metrics, loggerFactory.CreateLogger<ProxyTable>(), TimeProvider.System);
 var failures = await table.ApplyAsync(specs, CancellationToken.None);
 foreach (var failure in failures)
 {
