@@ -93,6 +93,11 @@ internal abstract class LoopWork
 
     internal abstract void OnEvent(int side, uint events);
 
+    /// <summary>Continues work that <see cref="EpollLoop.Defer"/>red itself.</summary>
+    internal virtual void OnResume()
+    {
+    }
+
     /// <summary>Runs on the loop's thread; a no-op once finished.</summary>
     internal abstract void OnCancel();
 
@@ -118,6 +123,8 @@ internal sealed class EpollLoop
     private readonly ConcurrentQueue<(LoopWork Work, bool Cancel)> _commands = new();
     private readonly Stack<(int Read, int Write)> _pipes = new();
     private readonly Stack<int> _freeSlots = new();
+    private List<LoopWork> _deferred = [];
+    private List<LoopWork> _resuming = [];
     private LoopWork?[] _slots = new LoopWork?[64];
     private int _slotCount;
     private uint _generation;
@@ -183,6 +190,10 @@ internal sealed class EpollLoop
         LinuxNative.Close(pipe.Write);
     }
 
+    /// <summary>Runs <see cref="LoopWork.OnResume"/> on the next turn of the loop, after the events and commands that
+    /// are waiting (for work that stopped early so others get their turn).</summary>
+    public void Defer(LoopWork work) => _deferred.Add(work);
+
     public void Release(LoopWork work)
     {
         if (work.Slot >= 0 && _slots[work.Slot] == work)
@@ -201,7 +212,7 @@ internal sealed class EpollLoop
         var offset = LinuxNative.EventDataOffset;
         while (true)
         {
-            var n = LinuxNative.EpollWait(_epoll, events, MaxEvents, -1);
+            var n = LinuxNative.EpollWait(_epoll, events, MaxEvents, _deferred.Count > 0 ? 0 : -1);
             if (n < 0)
             {
                 if (Marshal.GetLastPInvokeError() == LinuxNative.EINTR)
@@ -243,6 +254,17 @@ internal sealed class EpollLoop
                     Dispatch(command.Work, static (w, _) => w.Start(), 0);
                 }
             }
+
+            (_resuming, _deferred) = (_deferred, _resuming);
+            foreach (var work in _resuming)
+            {
+                if (work.Slot >= 0)
+                {
+                    Dispatch(work, static (w, _) => w.OnResume(), 0);
+                }
+            }
+
+            _resuming.Clear();
         }
     }
 
@@ -346,6 +368,7 @@ internal sealed class SplicePump : LoopWork
     private const int Client = 0;
     private const int Upstream = 1;
     private const int Chunk = 1 << 20; // the pipe takes what fits (its capacity, 64 KiB by default)
+    private const int Budget = 1 << 20; // bytes one direction moves per turn before the loop serves others
 
     private readonly SafeSocketHandle[] _handles;
     private readonly int[] _fds;
@@ -356,7 +379,7 @@ internal sealed class SplicePump : LoopWork
     private readonly Direction _up = new(Client, Upstream, upstream: true);
     private readonly Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
-
+    private bool _deferred;
     private int _refs;
 
     private SplicePump(Socket client, Socket upstream, IPumpOwner owner)
@@ -412,8 +435,26 @@ internal sealed class SplicePump : LoopWork
             _writable[side] = true;
         }
 
-        var up = Move(_up);
-        var down = Move(_down);
+        if (!_deferred)
+        {
+            Turn();
+        }
+    }
+
+    internal override void OnResume()
+    {
+        _deferred = false;
+        Turn();
+    }
+
+    private void Turn()
+    {
+        var budget = Budget;
+        var up = Move(_up, ref budget);
+        var more = budget <= 0;
+        budget = Budget;
+        var down = Move(_down, ref budget);
+        more |= budget <= 0;
         if (up != CopyResult.Eof || down != CopyResult.Eof)
         {
             Finish(new PumpEnd(up, down));
@@ -421,6 +462,12 @@ internal sealed class SplicePump : LoopWork
         else if (_up.Done && _down.Done)
         {
             Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof));
+        }
+        else if (more)
+        {
+            // Out of budget with bytes possibly still waiting: no new edge may come for them, so continue next turn.
+            _deferred = true;
+            Loop.Defer(this);
         }
     }
 
@@ -436,9 +483,9 @@ internal sealed class SplicePump : LoopWork
     }
 
     /// <returns><see cref="CopyResult.Eof"/> while all is well (whether or not the direction has ended).</returns>
-    private CopyResult Move(Direction d)
+    private CopyResult Move(Direction d, ref int budget)
     {
-        while (!d.Done)
+        while (!d.Done && budget > 0)
         {
             if (d.Pending > 0)
             {
@@ -460,6 +507,7 @@ internal sealed class SplicePump : LoopWork
                 }
 
                 d.Pending -= (int)sent;
+                budget -= (int)sent;
                 _owner.OnBytes(d.IsUpstream, (int)sent);
                 if (d.Pending == 0)
                 {

@@ -380,6 +380,70 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task Bulk_transfers_do_not_hold_up_small_exchanges_on_other_connections()
+    {
+        using var stop = new CancellationTokenSource();
+        var chunk = new byte[256 * 1024];
+        var firehose = Own(new TargetServer(async socket =>
+        {
+            try
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    await socket.SendAsync(chunk, SocketFlags.None, stop.Token);
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException)
+            {
+            }
+        }));
+        var echo = Own(TargetServer.Echo());
+        var table = NewTable();
+        var bulk = Local(firehose.Port, app: "bulk");
+        var small = Local(echo.Port, app: "small");
+        (await table.ApplyAsync([bulk, small], CancellationToken.None)).Should().BeEmpty();
+
+        // One bulk download per event-loop thread and then some, each drained as fast as the client can.
+        var drains = new List<Task>();
+        var bulkClients = new List<Socket>();
+        for (var i = 0; i < Environment.ProcessorCount + 1; i++)
+        {
+            var client = await ConnectAsync(bulk.Port);
+            bulkClients.Add(client);
+            drains.Add(Task.Run(async () =>
+            {
+                var buffer = new byte[256 * 1024];
+                try
+                {
+                    while (await client.ReceiveAsync(buffer, SocketFlags.None) > 0)
+                    {
+                    }
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                    // closed by the test when it is done
+                }
+            }));
+        }
+
+        try
+        {
+            for (var i = 0; i < 20; i++)
+            {
+                using var client = await ConnectAsync(small.Port);
+                await client.SendAsync($"ping {i:D2}");
+                (await client.ReadTextAsync(7)).Should().Be($"ping {i:D2}");
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            bulkClients.ForEach(c => c.Dispose());
+            await Task.WhenAll(drains).WaitAsync(Patience);
+        }
+    }
+
+    [Fact]
     public async Task Disposing_the_table_closes_listeners_and_connections()
     {
         var echo = Own(TargetServer.Echo());
