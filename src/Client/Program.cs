@@ -2,8 +2,6 @@ using System.CommandLine;
 using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
-using Polly;
-using Polly.Retry;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Cli;
 using Wormhole.Tunnel.Client;
@@ -149,22 +147,28 @@ namespace Wormhole.Tunnel.Client
                 LogNoCache(_logger);
             }
 
-            var pipeline = new ResiliencePipelineBuilder().AddRetry(new RetryStrategyOptions
+            // Exponential backoff from 0.5 s to 30 s with jitter, for as long as it takes. A plain loop rather than a Polly
+            // pipeline: Polly validates its options with DataAnnotations, which alone loads two framework assemblies
+            // into every spoke for this one retry (idle memory).
+            for (var attempt = 1; ; attempt++)
             {
-                ShouldHandle = new PredicateBuilder().Handle<HubCallException>().Handle<WireGuardCommandException>(),
-                MaxRetryAttempts = int.MaxValue,
-                BackoffType = DelayBackoffType.Exponential,
-                UseJitter = true,
-                Delay = TimeSpan.FromMilliseconds(500),
-                MaxDelay = TimeSpan.FromSeconds(30),
-                OnRetry = args =>
+                try
                 {
-                    LogPairingFailed(_logger, args.AttemptNumber + 1, args.Outcome.Exception?.Message ?? "?", args.RetryDelay.TotalSeconds);
-                    return ValueTask.CompletedTask;
-                },
-            }).Build();
-            await pipeline.ExecuteAsync(async ct => await PairOnceAsync(ct), stop);
+                    await PairOnceAsync(stop);
+                    return;
+                }
+                catch (Exception ex) when (ex is HubCallException or WireGuardCommandException)
+                {
+                    var delay = PairingRetryDelay(attempt, Random.Shared.NextDouble());
+                    LogPairingFailed(_logger, attempt, ex.Message, delay.TotalSeconds);
+                    await Task.Delay(delay, _side.Time, stop);
+                }
+            }
         }
+
+        /// <summary>The wait after failed pairing attempt <paramref name="attempt"/> (1-based): 0.5 s doubling up to 30 s, times 0.5–1 (<paramref name="random"/> in [0, 1)).</summary>
+        internal static TimeSpan PairingRetryDelay(int attempt, double random) =>
+            TimeSpan.FromMilliseconds(Math.Min(30_000, 500 * Math.Pow(2, Math.Min(attempt - 1, 16))) * (0.5 + (random / 2)));
 
         private async Task PairOnceAsync(CancellationToken cancellationToken)
         {

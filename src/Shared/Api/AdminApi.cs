@@ -88,7 +88,10 @@ public static class AdminApi
             });
         }
 
-        app.MapFallback("{*path}", () => Results.Text("404 page not found", "text/plain; charset=utf-8", statusCode: StatusCodes.Status404NotFound));
+        // A RequestDelegate, not a Delegate: the request-delegate generator (10.0) replaces a fallback's pattern with
+        // "{*path:nonfile}", which would leave paths such as /favicon.ico without the reference's 404 body.
+        app.MapFallback("{*path}", (RequestDelegate)(context =>
+            Results.Text("404 page not found", "text/plain; charset=utf-8", statusCode: StatusCodes.Status404NotFound).ExecuteAsync(context)));
     }
 
     /// <summary>Basic credentials, compared in constant time (over hashes, so lengths do not leak either).</summary>
