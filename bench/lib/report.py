@@ -295,24 +295,23 @@ if "kube" in sections:
       "50–250 ms apart.")
     w(section_info("kube"))
     w("")
+def conv_row(source, change, key, variant):
+    v, to = vals(key, variant), len(vals(f"{key}_timeout", variant))
+    w(f"| {source} | {change} | {len(v)} | {num(min(v) if v else None)} ms | {num(pct(v, 50))} ms | "
+      f"{num(pct(v, 99))} ms | {num(max(v) if v else None)} ms | {to} |")
+
+
 if "control" in sections or "kube" in sections:
     w("| source | change | runs | min | p50 | p99 | max | timeouts (15 s) |")
     w("|---|---|---|---|---|---|---|---|")
 if "control" in sections:
     for d, label in [("spoke-to-hub", "spoke's apps file, seen on the hub"), ("hub-to-spoke", "hub's apps file, seen on the spoke")]:
         for k in ("expose", "unexpose"):
-            v = vals(f"cp.{k}", d)
-            to = len(vals(f"cp.{k}_timeout", d))
-            w(f"| apps file | {k} ({label}) | {len(v)} | {num(min(v) if v else None)} ms | {num(pct(v, 50))} ms | "
-              f"{num(pct(v, 99))} ms | {num(max(v) if v else None)} ms | {to} |")
+            conv_row("apps file", f"{k} ({label})", f"cp.{k}", d)
 if "kube" in sections:
     for t, tl in [("patch", "PATCH"), ("kubectl", "`kubectl annotate`")]:
         for k in ("expose", "unexpose"):
-            v = vals(f"kube.{k}", t)
-            to = len(vals(f"kube.{k}_timeout", t))
-            w(f"| Kubernetes (annotated Service), {tl} | {k} (spoke's cluster, seen on the hub) | {len(v)} | "
-              f"{num(min(v) if v else None)} ms | {num(pct(v, 50))} ms | {num(pct(v, 99))} ms | "
-              f"{num(max(v) if v else None)} ms | {to} |")
+            conv_row(f"Kubernetes (annotated Service), {tl}", f"{k} (spoke's cluster, seen on the hub)", f"kube.{k}", t)
 if "control" in sections or "kube" in sections:
     w("")
 if "kube" in sections:
