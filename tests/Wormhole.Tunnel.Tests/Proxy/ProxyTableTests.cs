@@ -335,9 +335,11 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
     [Fact]
     public async Task A_slow_reader_holds_back_the_sender_and_still_gets_every_byte()
     {
-        // The target sends 8 MiB at once; the client reads nothing for a while, then everything. What the proxy may hold
-        // in between is bounded: the sender must be held back (its send stalls) rather than the proxy buffering it all.
-        const int size = 8 * 1024 * 1024;
+        // The target sends more than every kernel buffer on the path can hold; the client reads nothing for a while, then
+        // everything. What the proxy may hold in between is bounded: the sender must be held back (its send stalls) rather
+        // than the proxy buffering it all. The kernel autotunes the proxy's two socket buffers up to tcp_rmem/tcp_wmem's
+        // maxima (32 MiB and 4 MiB on some machines), so the payload is sized from them, never a fixed 8 MiB.
+        var size = AutotunedBufferCeiling() + 8 * 1024 * 1024;
         var payload = new byte[size];
         new Random(7).NextBytes(payload);
         var sent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -356,9 +358,17 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
         var stalled = await Task.WhenAny(sent.Task, Task.Delay(TimeSpan.FromMilliseconds(500))) != sent.Task;
         var received = await client.ReadToEndAsync().WaitAsync(Patience);
 
-        stalled.Should().BeTrue("8 MiB cannot fit in the socket buffers and one pipe or buffer per direction");
+        stalled.Should().BeTrue($"{size} bytes cannot fit in the socket buffers and one pipe or buffer per direction");
         received.Length.Should().Be(size);
         received.AsSpan().SequenceEqual(payload).Should().BeTrue();
+    }
+
+    /// <summary>The most the kernel lets one socket's receive buffer plus another's send buffer grow to.</summary>
+    private static int AutotunedBufferCeiling()
+    {
+        static int Max(string path) =>
+            File.Exists(path) ? int.Parse(File.ReadAllText(path).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[2]) : 8 * 1024 * 1024;
+        return Max("/proc/sys/net/ipv4/tcp_rmem") + Max("/proc/sys/net/ipv4/tcp_wmem");
     }
 
     [Fact]
