@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Wormhole.Tunnel.Proxy;
 
 /// <summary>
-/// The few libc calls the splice data plane needs (epoll, eventfd, pipe2, splice, shutdown, getsockopt). Linux only;
+/// The few libc calls the splice data plane needs (epoll, eventfd, pipe2, splice, recv, send, shutdown, getsockopt). Linux only;
 /// x64 and arm64 (the layout of <c>struct epoll_event</c> differs: packed, 12 bytes, on x64; 16 bytes on arm64).
 /// Every call returns -1 and leaves errno in <see cref="Marshal.GetLastPInvokeError"/> on failure.
 /// </summary>
@@ -32,6 +32,8 @@ internal static partial class LinuxNative
     public const uint SPLICE_F_NONBLOCK = 2;
 
     public const int SHUT_WR = 1;
+
+    private const int MSG_NOSIGNAL = 0x4000;
 
     private const int SOL_SOCKET = 1;
     private const int SO_ERROR = 4;
@@ -72,6 +74,12 @@ internal static partial class LinuxNative
     [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
     private static unsafe partial nint Write(int fd, byte* buffer, nuint count);
 
+    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    private static unsafe partial nint RecvNative(int fd, byte* buffer, nuint length, int flags);
+
+    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
+    private static unsafe partial nint SendNative(int fd, byte* buffer, nuint length, int flags);
+
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
@@ -108,6 +116,25 @@ internal static partial class LinuxNative
     /// <returns>Bytes moved, 0 at end of input, or -1 with errno (EAGAIN: nothing to read or no room to write).</returns>
     public static nint Splice(int from, int to, int length) =>
         SpliceNative(from, 0, to, 0, (nuint)length, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+    /// <returns>Bytes received into <paramref name="buffer"/> (fewer than its length only when the socket's receive queue is
+    /// empty), 0 at end of input, or -1 with errno (EAGAIN: nothing to read). The socket must be non-blocking.</returns>
+    public static unsafe nint Receive(int fd, Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            return RecvNative(fd, p, (nuint)buffer.Length, 0);
+        }
+    }
+
+    /// <returns>Bytes sent (possibly fewer than given), or -1 with errno (EAGAIN: no room). No SIGPIPE.</returns>
+    public static unsafe nint Send(int fd, ReadOnlySpan<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            return SendNative(fd, p, (nuint)buffer.Length, MSG_NOSIGNAL);
+        }
+    }
 
     /// <summary>Adds one to an eventfd's counter (wakes its epoll waiter).</summary>
     public static unsafe void Signal(int eventFd)

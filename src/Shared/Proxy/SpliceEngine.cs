@@ -118,10 +118,15 @@ internal sealed class EpollLoop
     private const int MaxEvents = 256;
     private const int PipesKept = 64;
 
+    /// <summary>Bytes one receive into the loop's scratch buffer may take (nginx stream's default buffer size).</summary>
+    public const int ScratchSize = 16 * 1024;
+
     private readonly int _epoll;
     private readonly int _wake;
     private readonly ConcurrentQueue<(LoopWork Work, bool Cancel)> _commands = new();
     private readonly Stack<(int Read, int Write)> _pipes = new();
+    private readonly Stack<byte[]> _stashes = new();
+    private readonly byte[] _scratch = GC.AllocateUninitializedArray<byte>(ScratchSize, pinned: true);
     private readonly Stack<int> _freeSlots = new();
     private List<LoopWork> _deferred = [];
     private List<LoopWork> _resuming = [];
@@ -188,6 +193,21 @@ internal sealed class EpollLoop
 
         LinuxNative.Close(pipe.Read);
         LinuxNative.Close(pipe.Write);
+    }
+
+    /// <summary>The loop's one receive buffer: whatever is received into it is sent on, or copied to a stash, before the
+    /// receiving work returns (every work of this loop runs on its one thread).</summary>
+    public Span<byte> Scratch => _scratch;
+
+    /// <summary>A buffer for bytes received but not yet sent (the receiver could not take all of them).</summary>
+    public byte[] RentStash() => _stashes.TryPop(out var stash) ? stash : new byte[ScratchSize];
+
+    public void ReturnStash(byte[] stash)
+    {
+        if (_stashes.Count < PipesKept)
+        {
+            _stashes.Push(stash);
+        }
     }
 
     /// <summary>Runs <see cref="LoopWork.OnResume"/> on the next turn of the loop, after the events and commands that
@@ -358,10 +378,16 @@ internal sealed class LoopConnect : LoopWork
 }
 
 /// <summary>
-/// Both directions of one connection. Each direction moves bytes src → pipe → dst: it writes what is in its pipe before
-/// it reads again, so a slow receiver stops the reads from its sender (TCP back-pressure, at most one pipe — 64 KiB — in
-/// flight), and after EOF from src with the pipe drained it shuts down dst's sending side (half-close). Edge-triggered:
-/// readiness is remembered per socket until a call says EAGAIN. An error on either side ends both directions at once.
+/// Both directions of one connection. A direction carries small messages the way nginx does — recv into the loop's
+/// scratch buffer, send on at once — and switches to splice (src → pipe → dst, no copy) once a receive fills the scratch
+/// buffer, i.e. for bulk transfers, until a burst moves less than that again. Either way it sends what it holds before it
+/// reads again, so a slow receiver stops the reads from its sender (TCP back-pressure: at most one pipe, 64 KiB, or one
+/// 16 KiB stash in flight), and after EOF from src with nothing held it shuts down dst's sending side (half-close).
+/// Edge-triggered: readiness is remembered per socket until a call says EAGAIN, or until a receive comes back short —
+/// recv copies all the socket has, so a short one means the queue is empty and the next arrival raises a new edge
+/// (unless the peer's FIN or an error was already reported: then no edge follows, so it reads on to the 0 or the error).
+/// A splice read can stop short for lack of pipe slots too, so bulk mode always reads to EAGAIN. An error on either side
+/// ends both directions at once.
 /// </summary>
 internal sealed class SplicePump : LoopWork
 {
@@ -376,6 +402,7 @@ internal sealed class SplicePump : LoopWork
     private readonly TaskCompletionSource<PumpEnd> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly bool[] _readable = new bool[2];
     private readonly bool[] _writable = new bool[2];
+    private readonly bool[] _ending = new bool[2]; // FIN, reset or error reported: no further edge will come
     private readonly Direction _up = new(Client, Upstream, upstream: true);
     private readonly Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
@@ -428,6 +455,11 @@ internal sealed class SplicePump : LoopWork
         if ((events & (LinuxNative.EPOLLIN | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
         {
             _readable[side] = true;
+        }
+
+        if ((events & (LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
+        {
+            _ending[side] = true;
         }
 
         if ((events & (LinuxNative.EPOLLOUT | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
@@ -494,7 +526,9 @@ internal sealed class SplicePump : LoopWork
                     return CopyResult.Eof;
                 }
 
-                var sent = LinuxNative.Splice(d.Pipe.Read, _fds[d.To], d.Pending);
+                var sent = d.Stash is { } stash
+                    ? LinuxNative.Send(_fds[d.To], stash.AsSpan(d.StashOffset, d.Pending))
+                    : LinuxNative.Splice(d.Pipe.Read, _fds[d.To], d.Pending);
                 if (sent < 0)
                 {
                     if (Marshal.GetLastPInvokeError() == LinuxNative.EAGAIN)
@@ -507,12 +541,12 @@ internal sealed class SplicePump : LoopWork
                 }
 
                 d.Pending -= (int)sent;
+                d.StashOffset += (int)sent;
                 budget -= (int)sent;
                 _owner.OnBytes(d.IsUpstream, (int)sent);
                 if (d.Pending == 0)
                 {
-                    Loop.ReturnPipe(d.Pipe, empty: true);
-                    d.Pipe = (-1, -1);
+                    ReleaseHeld(d);
                 }
 
                 continue;
@@ -530,37 +564,125 @@ internal sealed class SplicePump : LoopWork
                 return CopyResult.Eof;
             }
 
-            if (d.Pipe.Read < 0 && !Loop.RentPipe(out d.Pipe))
+            var read = d.Bulk ? SpliceIn(d) : ReceiveIn(d, ref budget);
+            if (read != CopyResult.Eof)
             {
-                return CopyResult.ReadFailed;
-            }
-
-            var read = LinuxNative.Splice(_fds[d.From], d.Pipe.Write, Chunk);
-            if (read > 0)
-            {
-                d.Pending = (int)read;
-                continue;
-            }
-
-            var errno = read == 0 ? 0 : Marshal.GetLastPInvokeError();
-            Loop.ReturnPipe(d.Pipe, empty: true);
-            d.Pipe = (-1, -1);
-            if (read == 0)
-            {
-                d.SourceEnded = true;
-            }
-            else if (errno == LinuxNative.EAGAIN)
-            {
-                _readable[d.From] = false;
-                return CopyResult.Eof;
-            }
-            else
-            {
-                return CopyResult.ReadFailed;
+                return read;
             }
         }
 
         return CopyResult.Eof;
+    }
+
+    /// <summary>One recv into the loop's scratch buffer, sent on at once; what the receiver cannot take yet is stashed.</summary>
+    private CopyResult ReceiveIn(Direction d, ref int budget)
+    {
+        var scratch = Loop.Scratch;
+        var received = LinuxNative.Receive(_fds[d.From], scratch);
+        if (received <= 0)
+        {
+            return ReadEnded(d, received);
+        }
+
+        var count = (int)received;
+        var sent = _writable[d.To] ? LinuxNative.Send(_fds[d.To], scratch[..count]) : 0;
+        if (sent < 0)
+        {
+            if (Marshal.GetLastPInvokeError() != LinuxNative.EAGAIN)
+            {
+                return CopyResult.WriteFailed;
+            }
+
+            _writable[d.To] = false;
+            sent = 0;
+        }
+
+        if (sent > 0)
+        {
+            budget -= (int)sent;
+            _owner.OnBytes(d.IsUpstream, (int)sent);
+        }
+
+        if (sent < count)
+        {
+            d.Stash = Loop.RentStash();
+            scratch[(int)sent..count].CopyTo(d.Stash);
+            d.StashOffset = 0;
+            d.Pending = count - (int)sent;
+        }
+
+        if (count == scratch.Length)
+        {
+            d.Bulk = true; // more may be waiting, and it came in bulk: move it without copies from here on
+        }
+        else if (!_ending[d.From])
+        {
+            _readable[d.From] = false; // a short recv emptied the queue: the next arrival raises a new edge
+        }
+
+        return CopyResult.Eof;
+    }
+
+    /// <summary>One splice into the direction's pipe (bulk mode).</summary>
+    private CopyResult SpliceIn(Direction d)
+    {
+        if (d.Pipe.Read < 0 && !Loop.RentPipe(out d.Pipe))
+        {
+            return CopyResult.ReadFailed;
+        }
+
+        var read = LinuxNative.Splice(_fds[d.From], d.Pipe.Write, Chunk);
+        if (read > 0)
+        {
+            d.Pending = (int)read;
+            d.Burst += (int)read;
+            return CopyResult.Eof;
+        }
+
+        var errno = Marshal.GetLastPInvokeError();
+        ReleaseHeld(d);
+        if (read < 0 && errno == LinuxNative.EAGAIN)
+        {
+            // Back to recv for small messages when this burst was small (the mode follows the traffic).
+            d.Bulk = d.Burst >= EpollLoop.ScratchSize;
+            d.Burst = 0;
+        }
+
+        Marshal.SetLastPInvokeError(errno);
+        return ReadEnded(d, read);
+    }
+
+    /// <summary>A read that moved nothing: end of input, nothing there (EAGAIN), or a failure.</summary>
+    private CopyResult ReadEnded(Direction d, nint result)
+    {
+        if (result == 0)
+        {
+            d.SourceEnded = true;
+            return CopyResult.Eof;
+        }
+
+        if (Marshal.GetLastPInvokeError() == LinuxNative.EAGAIN)
+        {
+            _readable[d.From] = false;
+            return CopyResult.Eof;
+        }
+
+        return CopyResult.ReadFailed;
+    }
+
+    /// <summary>Gives back the stash or pipe a direction holds (a pipe that still holds bytes is closed, not kept).</summary>
+    private void ReleaseHeld(Direction d)
+    {
+        if (d.Stash is { } stash)
+        {
+            Loop.ReturnStash(stash);
+            d.Stash = null;
+        }
+        else if (d.Pipe.Read >= 0)
+        {
+            Loop.ReturnPipe(d.Pipe, empty: d.Pending == 0);
+            d.Pipe = (-1, -1);
+        }
     }
 
     private void Finish(PumpEnd end)
@@ -579,11 +701,7 @@ internal sealed class SplicePump : LoopWork
         _finished = true;
         foreach (var d in (ReadOnlySpan<Direction>)[_up, _down])
         {
-            if (d.Pipe.Read >= 0)
-            {
-                Loop.ReturnPipe(d.Pipe, empty: d.Pending == 0);
-                d.Pipe = (-1, -1);
-            }
+            ReleaseHeld(d);
         }
 
         // The descriptors stay in the epoll set until the sockets are closed; events that still arrive carry this
@@ -603,7 +721,11 @@ internal sealed class SplicePump : LoopWork
         public readonly int To = to;
         public readonly bool IsUpstream = upstream;
         public (int Read, int Write) Pipe = (-1, -1);
-        public int Pending;
+        public byte[]? Stash;
+        public int StashOffset;
+        public int Pending; // bytes held in the pipe or the stash, not yet sent
+        public bool Bulk; // splice mode
+        public int Burst; // bytes spliced in since the last EAGAIN
         public bool SourceEnded;
         public bool Done;
     }

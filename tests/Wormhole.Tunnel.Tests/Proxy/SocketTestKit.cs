@@ -51,7 +51,11 @@ internal static class SocketTestKit
     public static async Task<string> ReadTextToEndAsync(this Socket socket) =>
         Encoding.UTF8.GetString(await socket.ReadToEndAsync().WaitAsync(Patience));
 
-    public static async Task<string> ReadTextAsync(this Socket socket, int length)
+    public static async Task<string> ReadTextAsync(this Socket socket, int length) =>
+        Encoding.UTF8.GetString(await socket.ReadExactlyAsync(length));
+
+    /// <summary>Reads exactly <paramref name="length"/> bytes; an early FIN throws.</summary>
+    public static async Task<byte[]> ReadExactlyAsync(this Socket socket, int length)
     {
         var buffer = new byte[length];
         for (var read = 0; read < length;)
@@ -65,7 +69,7 @@ internal static class SocketTestKit
             read += n;
         }
 
-        return Encoding.UTF8.GetString(buffer);
+        return buffer;
     }
 
     /// <summary>
