@@ -488,6 +488,7 @@ if "loopback" in sections:
     mo, mn = med("lo.iperf1_machine", "ours"), med("lo.iperf1_machine", "nginx")
     co, cn = med("lo.iperf1_cpu", "ours"), med("lo.iperf1_cpu", "nginx")
     sp = unit("iperf", "ours", ps("iperf", "syscalls:sys_enter_splice", "ours"))
+    rv = unit("iperf", "ours", ps("iperf", "syscalls:sys_enter_recvfrom", "ours"))
     findings.append(
         f"**Loopback throughput** ({rcell(r1)} nginx with 1 stream, {rcell(r8)} with 8: {verdict}; the sockets engine "
         f"{rcell(ratio(med('lo.iperf1', 'sockets'), med('lo.iperf1', 'nginx')))} and "
@@ -495,9 +496,9 @@ if "loopback" in sections:
         f"client and server, the backend and the proxy share 2 cores (whole machine {num(mo, 0)} % of 200 with ours, "
         f"{num(mn, 0)} % with nginx), so the proxy that needs less CPU per byte leaves more to the load and wins. nginx "
         f"reads into a 16 KiB buffer and writes it out (`recvfrom` + `writev`: every byte copied into user space and "
-        f"back, `_copy_to_iter`/`_copy_from_iter` in its profile); ours moves bytes socket → pipe → socket with "
-        f"`splice(2)` ({num(sp, 1)} calls per MiB, no `recvfrom`/`sendto`), so payload pages are passed by reference, "
-        f"not copied. In the profiled run ours used {num(None if cpu_o is None else cpu_o * 1000, 0)} µs of CPU per MiB "
+        f"back, `_copy_to_iter`/`_copy_from_iter` in its profile); ours, once a receive fills its 16 KiB scratch "
+        f"buffer (bulk), moves bytes socket → pipe → socket with `splice(2)` ({num(sp, 1)} calls per MiB, "
+        f"{num(rv, 2)} `recvfrom`), so payload pages are passed by reference, not copied. In the profiled run ours used {num(None if cpu_o is None else cpu_o * 1000, 0)} µs of CPU per MiB "
         f"against nginx's {num(None if cpu_n is None else cpu_n * 1000, 0)} µs (during the measured runs: {num(co, 0)} "
         f"against {num(cn, 0)} % of one core), with "
         f"{num(unit('iperf', 'ours', ps('iperf', 'context-switches', 'ours')), 1)} context switches per MiB (nginx "
@@ -512,24 +513,31 @@ if "loopback" in sections:
                     + f"with ranges {num(min(pv_o))}–{num(max(pv_o))} and {num(min(pv_n))}–{num(max(pv_n))} ms")
         hc_o = unit('http', 'ours', ps('http', 'task-clock', 'ours'))
         hc_n = unit('http', 'nginx', ps('http', 'task-clock', 'nginx'))
+        def hu(key, v):
+            return num(unit('http', v, ps('http', key, v)), 2)
+        busiest, total = med("prof.http.conns_busiest", "nginx"), med("prof.http.conns_total", "nginx")
+        spread = ("" if not busiest or not total else
+                  f" How the proxies spread wrk's connections differs: nginx's workers accept as they wake, and "
+                  f"{num(busiest, 0)} of its {num(total, 0)} connections sat on one worker in the profiled run, so that "
+                  "worker finds many ready sockets per wake-up; ours hands connections to its loops in turn (one per "
+                  "core), so each loop has fewer ready sockets per wake-up and sleeps more often, and every sleep is a "
+                  "wake-up the backend or wrk pays for.")
         findings.append(
             f"**Loopback HTTP** ({p99_note}; {num(med('lo.rps', 'ours'), 0)} against "
             f"{num(med('lo.rps', 'nginx'), 0)} req/s, {rcell(ratio(med('lo.rps', 'ours'), med('lo.rps', 'nginx')))}; the "
             f"sockets engine {num(med('lo.rps', 'sockets'), 0)} req/s, p99 {num(med('lo.p99', 'sockets'))} ms). Small "
-            "request/response exchanges are all per-operation overhead: "
-            f"ours spends {num(None if hc_o is None else hc_o * 1000, 1)} µs of CPU per request against nginx's "
-            f"{num(None if hc_n is None else hc_n * 1000, 1)} µs, with "
-            f"{num(unit('http', 'ours', ps('http', 'syscalls:sys_enter_splice', 'ours')), 2)} `splice` calls per request, "
-            f"of which {num(unit('http', 'ours', ps('http', 'syscalls:sys_exit_splice', 'ours')), 2)} returned EAGAIN "
-            f"(nginx: {num(unit('http', 'nginx', ps('http', 'syscalls:sys_enter_recvfrom', 'nginx')), 2)} `recvfrom` and "
-            f"{num(unit('http', 'nginx', ps('http', 'syscalls:sys_enter_writev', 'nginx')), 2)} `writev`), "
-            f"{num(unit('http', 'ours', ps('http', 'syscalls:sys_enter_epoll_wait', 'ours')), 2)} `epoll_wait` and "
-            f"{num(unit('http', 'ours', ps('http', 'context-switches', 'ours')), 2)} context switches per request (nginx "
-            f"{num(unit('http', 'nginx', ps('http', 'syscalls:sys_enter_epoll_wait', 'nginx')), 2)} and "
-            f"{num(unit('http', 'nginx', ps('http', 'context-switches', 'nginx')), 2)}). A request needs two moves (request "
-            "in, answer out), each a splice in and a splice out; the EAGAIN splices are the reads that find a socket "
-            "drained, which an edge-triggered loop must see before it may stop reading (see the candidate changes). "
-            "The p99 of both proxies swings with whatever else the machine runs, so read it with its range.")
+            "request/response exchanges are all per-operation overhead. Ours carries them as nginx does: one `recvfrom` "
+            "into its loop's 16 KiB scratch buffer and one `sendto`, and a receive that comes back short ends the read "
+            "(recv takes all the socket holds, so no call that only returns EAGAIN); splice is kept for bulk, where it "
+            f"saves the copies. Per request ours makes {hu('syscalls:sys_enter_recvfrom', 'ours')} `recvfrom`, "
+            f"{hu('syscalls:sys_enter_sendto', 'ours')} `sendto` and {hu('syscalls:sys_enter_splice', 'ours')} `splice` "
+            f"calls (nginx: {hu('syscalls:sys_enter_recvfrom', 'nginx')} `recvfrom` and "
+            f"{hu('syscalls:sys_enter_writev', 'nginx')} `writev`) and spends "
+            f"{num(None if hc_o is None else hc_o * 1000, 1)} µs of CPU against nginx's "
+            f"{num(None if hc_n is None else hc_n * 1000, 1)} µs, with {hu('syscalls:sys_enter_epoll_wait', 'ours')} "
+            f"`epoll_wait` and {hu('context-switches', 'ours')} context switches per request (nginx "
+            f"{hu('syscalls:sys_enter_epoll_wait', 'nginx')} and {hu('context-switches', 'nginx')})." + spread
+            + " The p99 of both proxies swings with whatever else the machine runs, so read it with its range.")
     m1, m0 = med("lo.mem1k_1k_mib", "ours"), med("lo.mem1k_1k_mib", "nginx")
     b1, b0 = med("lo.mem1k_1m_mib", "ours"), med("lo.mem1k_1m_mib", "nginx")
     if m1 is not None:
@@ -537,8 +545,9 @@ if "loopback" in sections:
             f"**Memory per idle connection**: ours {num(m1 * 1024 / 1000, 1)} KiB after 1 KiB and "
             f"{num(None if b1 is None else b1 * 1024 / 1000, 1)} KiB after 1 MiB; nginx {num(None if m0 is None else m0 * 1024 / 1000, 1)} "
             f"and {num(None if b0 is None else b0 * 1024 / 1000, 1)} KiB. Ours holds no payload buffer per connection: a "
-            "direction borrows a pipe from its event loop only while bytes are in flight and gives it back once the pipe "
-            "is drained (the loop keeps up to 64 empty pipes), so what stays per idle connection is its bookkeeping "
+            "direction borrows a pipe (bulk) or a 16 KiB stash (a message its receiver could not take at once) from its "
+            "event loop only while bytes are in flight and gives it back once they are sent (the loop keeps up to 64 of "
+            "each), so what stays per idle connection is its bookkeeping "
             "(the connection object, its task, idle timer and two socket objects) whatever it carried; nginx keeps its "
             "16 KiB `proxy_buffer_size` buffers allocated for the connection's life. (The sockets engine rents two 64 KiB "
             "buffers per connection for its life.)")
@@ -622,11 +631,6 @@ for f in findings:
 w("")
 cand = []
 if "loopback" in sections:
-    cand.append("Skip the read that ends in EAGAIN: an edge-triggered loop may stop reading after a short read, since "
-                "any later arrival raises a new edge, which would save one `splice` per message. Not applied: a splice "
-                "into a pipe can also stop short because the pipe ran out of slots (16 by default, one per socket "
-                "buffer fragment), and mistaking that for a drained socket would stall a connection whose peer waits "
-                "for an answer. A reliable version needs the pipe's fill in slots, which the kernel does not report.")
     cand.append("New connections per second: connections are accepted by .NET's socket engine and handed to the event "
                 "loop; accepting on the loops themselves (one `SO_REUSEPORT` listener per loop) would save a thread "
                 "hand-off per connection.")

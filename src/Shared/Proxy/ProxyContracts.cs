@@ -27,8 +27,8 @@ public enum ProxyEngine
     /// <summary>Splice where the platform allows it (Linux on x64/arm64), else sockets.</summary>
     Auto,
 
-    /// <summary>splice(2) between the sockets on a few epoll event-loop threads: no copies through user space, no
-    /// buffer per idle connection. Linux only.</summary>
+    /// <summary>A few epoll event-loop threads: small messages by recv/send through each loop's scratch buffer, bulk by
+    /// splice(2) between the sockets (no copies through user space); no buffer per idle connection. Linux only.</summary>
     Splice,
 
     /// <summary>Two copy loops per connection over .NET's async sockets, with <see cref="ProxyOptions.BufferSize"/> buffers.</summary>

@@ -16,10 +16,11 @@ internal interface IPumpOwner
 }
 
 /// <summary>
-/// The Linux data plane: a few event-loop threads (one per core, at most 8), each with its own epoll set, moving bytes
-/// socket → pipe → socket with splice(2), so payload never enters user space and an idle connection owns no buffer (a
-/// direction borrows a pipe from its loop only while bytes are in flight). This is nginx's shape — one thread reads a
-/// socket when epoll says it is readable — without nginx's copies; the .NET socket layer instead posts a receive before
+/// The Linux data plane: a few event-loop threads (one per core, at most 8), each with its own epoll set. Small messages
+/// go through the loop's scratch buffer (recv, send), bulk data socket → pipe → socket with splice(2), so bulk payload
+/// never enters user space, and an idle connection owns no buffer (a direction borrows a pipe or a stash from its loop
+/// only while bytes are in flight). This is nginx's shape — one thread reads a socket when epoll says it is readable —
+/// without nginx's copies of bulk data; the .NET socket layer instead posts a receive before
 /// data arrives and hands every completion from its epoll thread to a pool thread, which on small exchanges costs more
 /// than the transfer itself (docs/benchmarks.md, "What limits it").
 /// </summary>
