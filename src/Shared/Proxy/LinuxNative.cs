@@ -3,13 +3,14 @@ using System.Runtime.InteropServices;
 namespace Wormhole.Tunnel.Proxy;
 
 /// <summary>
-/// The few libc calls the splice data plane needs (epoll, eventfd, pipe2, splice, recv, send, shutdown, getsockopt). Linux only;
+/// The few libc calls the splice data plane needs (epoll, eventfd, pipe2, splice, recv, send, connect, shutdown, getsockopt). Linux only;
 /// x64 and arm64 (the layout of <c>struct epoll_event</c> differs: packed, 12 bytes, on x64; 16 bytes on arm64).
 /// Every call returns -1 and leaves errno in <see cref="Marshal.GetLastPInvokeError"/> on failure.
 /// </summary>
 internal static partial class LinuxNative
 {
     public const int EAGAIN = 11;
+    public const int EINPROGRESS = 115;
     public const int EINTR = 4;
 
     public const uint EPOLLIN = 0x001;
@@ -80,6 +81,9 @@ internal static partial class LinuxNative
     [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
     private static unsafe partial nint SendNative(int fd, byte* buffer, nuint length, int flags);
 
+    [LibraryImport("libc", EntryPoint = "connect", SetLastError = true)]
+    private static unsafe partial int ConnectNative(int fd, byte* address, int length);
+
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
@@ -133,6 +137,18 @@ internal static partial class LinuxNative
         fixed (byte* p = buffer)
         {
             return SendNative(fd, p, (nuint)buffer.Length, MSG_NOSIGNAL);
+        }
+    }
+
+    /// <returns>0 when connected at once, or -1 with errno (EINPROGRESS: a non-blocking connect has started). Unlike
+    /// <see cref="System.Net.Sockets.Socket.Connect(System.Net.EndPoint)"/> on a non-blocking socket, no exception for
+    /// the usual EINPROGRESS.</returns>
+    public static unsafe int Connect(int fd, System.Net.IPEndPoint endPoint)
+    {
+        var address = endPoint.Serialize(); // the platform's own sockaddr layout
+        fixed (byte* p = address.Buffer.Span)
+        {
+            return ConnectNative(fd, p, address.Size);
         }
     }
 

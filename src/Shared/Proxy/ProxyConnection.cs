@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Metrics;
 
@@ -176,16 +177,12 @@ internal sealed class ProxyConnection : IPumpOwner
             {
                 var upstream = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
                 Close(Interlocked.Exchange(ref _upstream, upstream), reset: false);
-                try
+                var errno = LinuxNative.Connect((int)upstream.Handle, new IPEndPoint(address, _spec.TargetPort)) == 0 ? 0 : Marshal.GetLastPInvokeError();
+                if (errno == LinuxNative.EINPROGRESS)
                 {
-                    upstream.Connect(new IPEndPoint(address, _spec.TargetPort));
-                    return ProxyOutcome.None;
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
-                {
+                    errno = await LoopConnect.WaitAsync(loop, upstream, linked.Token);
                 }
 
-                var errno = await LoopConnect.WaitAsync(loop, upstream, linked.Token);
                 if (errno == 0)
                 {
                     return ProxyOutcome.None;
@@ -202,7 +199,7 @@ internal sealed class ProxyConnection : IPumpOwner
         }
         catch (SocketException ex) when (!stopping.IsCancellationRequested)
         {
-            error = ex.SocketErrorCode; // name resolution, or a connect refused at once
+            error = ex.SocketErrorCode; // name resolution
         }
         catch (Exception ex) when (ex is OperationCanceledException or SocketException)
         {
