@@ -22,6 +22,7 @@ internal static partial class LinuxNative
 
     public const int EPOLL_CTL_ADD = 1;
     public const int EPOLL_CTL_DEL = 2;
+    public const int EPOLL_CTL_MOD = 3;
 
     private const int EPOLL_CLOEXEC = 0x80000;
     private const int EFD_CLOEXEC = 0x80000;

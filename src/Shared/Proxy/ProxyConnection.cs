@@ -46,6 +46,7 @@ internal sealed class ProxyConnection : IPumpOwner
     private readonly SpliceEngine? _engine;
     private Socket? _upstream;
     private SplicePump? _pump;
+    private CancellationTokenSource? _connectTimeout;
     private ITimer? _idleTimer;
     private long _lastActivity;
     private long _bytesUp;
@@ -76,7 +77,7 @@ internal sealed class ProxyConnection : IPumpOwner
         try
         {
             var loop = _engine?.NextLoop();
-            var failure = loop is null ? await ConnectAsync(stopping) : await ConnectOnLoopAsync(loop, stopping);
+            var failure = loop is null ? await ConnectAsync(stopping) : await ConnectAndSpliceAsync(loop, stopping);
             if (failure is not ProxyOutcome.None)
             {
                 Abort(failure);
@@ -84,10 +85,6 @@ internal sealed class ProxyConnection : IPumpOwner
             else if (loop is null)
             {
                 await PumpAsync(_upstream!);
-            }
-            else
-            {
-                await SpliceAsync(loop, _upstream!);
             }
         }
         catch (Exception ex) when (ex is ObjectDisposedException or SocketException && _outcome != 0)
@@ -152,11 +149,13 @@ internal sealed class ProxyConnection : IPumpOwner
     }
 
     /// <summary>
-    /// Like <see cref="ConnectAsync"/>, for the splice data plane: a non-blocking connect watched by the connection's
-    /// loop, so the upstream socket never joins .NET's socket engine (whose epoll thread would otherwise wake for every
-    /// readiness change the loop already handles). Every address of a host name is tried in turn.
+    /// The splice data plane: connects with a non-blocking connect(2) whose completion the connection's loop watches, and
+    /// runs the loop's pump from there (one hand-off to the loop per connection; neither socket ever joins .NET's socket
+    /// engine, whose epoll thread would otherwise wake for every readiness change the loop already handles). Every address
+    /// of a host name is tried in turn.
     /// </summary>
-    private async Task<ProxyOutcome> ConnectOnLoopAsync(EpollLoop loop, CancellationToken stopping)
+    /// <returns><see cref="ProxyOutcome.None"/> once the pump has run, else why it never started.</returns>
+    private async Task<ProxyOutcome> ConnectAndSpliceAsync(EpollLoop loop, CancellationToken stopping)
     {
         if (_spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused))
         {
@@ -178,14 +177,35 @@ internal sealed class ProxyConnection : IPumpOwner
                 var upstream = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
                 Close(Interlocked.Exchange(ref _upstream, upstream), reset: false);
                 var errno = LinuxNative.Connect((int)upstream.Handle, new IPEndPoint(address, _spec.TargetPort)) == 0 ? 0 : Marshal.GetLastPInvokeError();
-                if (errno == LinuxNative.EINPROGRESS)
+                if (errno is 0 or LinuxNative.EINPROGRESS)
                 {
-                    errno = await LoopConnect.WaitAsync(loop, upstream, linked.Token);
+                    _connectTimeout = timeout;
+                    var pump = SplicePump.Start(loop, _client, upstream, this, connecting: errno != 0);
+                    Interlocked.Exchange(ref _pump, pump);
+                    if (Volatile.Read(ref _outcome) != 0)
+                    {
+                        pump.Abort(); // aborted while starting
+                    }
+
+                    PumpEnd end;
+                    await using (timeout.Token.UnsafeRegister(static p => ((SplicePump)p!).CancelConnect(), pump))
+                    {
+                        end = await pump.Completion;
+                    }
+
+                    if (end.ConnectError == 0)
+                    {
+                        Settle(upstream: true, end.Up);
+                        Settle(upstream: false, end.Down);
+                        return ProxyOutcome.None;
+                    }
+
+                    errno = end.ConnectError;
                 }
 
-                if (errno == 0)
+                if (Volatile.Read(ref _outcome) != 0 || stopping.IsCancellationRequested)
                 {
-                    return ProxyOutcome.None;
+                    return ProxyOutcome.ListenerClosed; // aborted while connecting: the abort's reason stands
                 }
 
                 linked.Token.ThrowIfCancellationRequested();
@@ -210,19 +230,11 @@ internal sealed class ProxyConnection : IPumpOwner
         return error == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable;
     }
 
-    private async Task SpliceAsync(EpollLoop loop, Socket upstream)
+    void IPumpOwner.OnConnected()
     {
+        // On the loop's thread. The connect timeout has no more to do; the idle timeout starts counting.
+        _connectTimeout?.CancelAfter(Timeout.InfiniteTimeSpan);
         StartIdleTimer();
-        var pump = SplicePump.Start(loop, _client, upstream, this);
-        Interlocked.Exchange(ref _pump, pump);
-        if (Volatile.Read(ref _outcome) != 0)
-        {
-            pump.Cancel(); // aborted while starting
-        }
-
-        var end = await pump.Completion;
-        Settle(upstream: true, end.Up);
-        Settle(upstream: false, end.Down);
     }
 
     void IPumpOwner.OnBytes(bool upstream, int count)
@@ -362,7 +374,7 @@ internal sealed class ProxyConnection : IPumpOwner
         if (_engine is not null)
         {
             // The loop may be using the descriptors: it lets go of them first, then RunAsync closes the sockets.
-            Volatile.Read(ref _pump)?.Cancel();
+            Volatile.Read(ref _pump)?.Abort();
             return;
         }
 

@@ -4,14 +4,18 @@ using System.Runtime.InteropServices;
 
 namespace Wormhole.Tunnel.Proxy;
 
-/// <summary>How one proxied connection's two directions ended.</summary>
-internal readonly record struct PumpEnd(CopyResult Up, CopyResult Down);
+/// <summary>How one proxied connection's two directions ended; <paramref name="ConnectError"/> is the errno of an upstream
+/// connect that failed (-1: cancelled) before any byte moved, 0 once connected.</summary>
+internal readonly record struct PumpEnd(CopyResult Up, CopyResult Down, int ConnectError = 0);
 
 internal enum CopyResult { Eof, ReadFailed, WriteFailed }
 
 /// <summary>Told about every chunk a pump moves (on the pump's thread: keep it short).</summary>
 internal interface IPumpOwner
 {
+    /// <summary>The upstream connect succeeded; bytes may flow from now on.</summary>
+    void OnConnected();
+
     void OnBytes(bool upstream, int count);
 }
 
@@ -319,65 +323,6 @@ internal sealed class EpollLoop
     }
 }
 
-/// <summary>A non-blocking connect: completes with the socket's error once it is writable (0 when connected).</summary>
-internal sealed class LoopConnect : LoopWork
-{
-    private readonly int _fd;
-    private readonly TaskCompletionSource<int> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private bool _registered;
-
-    private LoopConnect(int fd) => _fd = fd;
-
-    /// <summary>Waits for a connect started on a non-blocking socket. Cancelling ends the wait (the result is then -1);
-    /// the socket must stay open until the returned task has completed.</summary>
-    public static async Task<int> WaitAsync(EpollLoop loop, Socket socket, CancellationToken cancellationToken)
-    {
-        var work = new LoopConnect((int)socket.Handle);
-        loop.Post(work);
-        await using (cancellationToken.UnsafeRegister(static w => ((LoopConnect)w!).Cancel(), work))
-        {
-            return await work._done.Task;
-        }
-    }
-
-    internal override void Start()
-    {
-        if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, _fd, LinuxNative.EPOLLOUT | LinuxNative.EPOLLET, EventData(0)) != 0)
-        {
-            Finish(Marshal.GetLastPInvokeError());
-            return;
-        }
-
-        _registered = true;
-    }
-
-    internal override void OnEvent(int side, uint events) => Finish(LinuxNative.SocketError(_fd));
-
-    internal override void OnCancel() => Finish(-1);
-
-    internal override void OnCrash(Exception exception)
-    {
-        Finish(-1);
-    }
-
-    private void Finish(int result)
-    {
-        if (_done.Task.IsCompleted)
-        {
-            return;
-        }
-
-        if (_registered)
-        {
-            // Removed now: the pump registers the same descriptor again, and the socket may be closed after this.
-            LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_DEL, _fd, 0, 0);
-        }
-
-        Loop.Release(this);
-        _done.TrySetResult(result);
-    }
-}
-
 /// <summary>
 /// Both directions of one connection. A direction carries small messages the way nginx does — recv into the loop's
 /// scratch buffer, send on at once — and switches to splice (src → pipe → dst, no copy) once a receive fills the scratch
@@ -388,7 +333,8 @@ internal sealed class LoopConnect : LoopWork
 /// recv copies all the socket has, so a short one means the queue is empty and the next arrival raises a new edge
 /// (unless the peer's FIN or an error was already reported: then no edge follows, so it reads on to the 0 or the error).
 /// A splice read can stop short for lack of pipe slots too, so bulk mode always reads to EAGAIN. An error on either side
-/// ends both directions at once.
+/// ends both directions at once. A pump may start while its upstream connect is still in progress: it then watches only
+/// the upstream socket until the connect is done, so a new connection costs one hand-off to the loop, not two.
 /// </summary>
 internal sealed class SplicePump : LoopWork
 {
@@ -408,23 +354,28 @@ internal sealed class SplicePump : LoopWork
     private readonly Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
     private bool _deferred;
+    private bool _connecting;
+    private volatile bool _aborting;
     private int _refs;
 
-    private SplicePump(Socket client, Socket upstream, IPumpOwner owner)
+    private SplicePump(Socket client, Socket upstream, IPumpOwner owner, bool connecting)
     {
         _handles = [client.SafeHandle, upstream.SafeHandle];
         _fds = [(int)client.Handle, (int)upstream.Handle];
         _owner = owner;
+        _connecting = connecting;
     }
 
     /// <summary>
-    /// Runs both directions until each has ended (EOF passed on) or one failed, or until cancelled (both results are then
-    /// <see cref="CopyResult.Eof"/>: the canceller knows why). Both sockets must be non-blocking; they must stay open until
+    /// Runs both directions until each has ended (EOF passed on) or one failed, or until aborted (both results are then
+    /// <see cref="CopyResult.Eof"/>: the aborter knows why). With <paramref name="connecting"/>, the upstream socket's
+    /// non-blocking connect is still in progress: the pump waits for it first, and ends with
+    /// <see cref="PumpEnd.ConnectError"/> set if it fails. Both sockets must be non-blocking; they must stay open until
     /// the task completes (the descriptors are in use by the loop until then).
     /// </summary>
-    public static SplicePump Start(EpollLoop loop, Socket client, Socket upstream, IPumpOwner owner)
+    public static SplicePump Start(EpollLoop loop, Socket client, Socket upstream, IPumpOwner owner, bool connecting = false)
     {
-        var pump = new SplicePump(client, upstream, owner);
+        var pump = new SplicePump(client, upstream, owner, connecting);
         foreach (var handle in pump._handles)
         {
             // A Dispose elsewhere cannot close a descriptor the loop still uses (nor let its number be reused).
@@ -439,20 +390,78 @@ internal sealed class SplicePump : LoopWork
 
     public Task<PumpEnd> Completion => _done.Task;
 
+    /// <summary>Ends the pump whatever it is doing (from any thread).</summary>
+    public void Abort()
+    {
+        _aborting = true;
+        Cancel();
+    }
+
+    /// <summary>Ends the pump only if its upstream connect is still in progress (from any thread; for a connect timeout
+    /// that may fire just after the connect succeeded).</summary>
+    public void CancelConnect() => Cancel();
+
+    private const uint Interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLOUT | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLET;
+
     internal override void Start()
     {
-        const uint interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLOUT | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLET;
-        for (var side = 0; side < 2; side++)
+        if (_connecting)
         {
-            if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, _fds[side], interest, EventData(side)) != 0)
-            {
-                throw new InvalidOperationException($"epoll_ctl ADD failed: errno {Marshal.GetLastPInvokeError()}");
-            }
+            Watch(Upstream, LinuxNative.EPOLL_CTL_ADD, LinuxNative.EPOLLOUT | LinuxNative.EPOLLET);
+            return;
         }
+
+        Watch(Client, LinuxNative.EPOLL_CTL_ADD, Interest);
+        Watch(Upstream, LinuxNative.EPOLL_CTL_ADD, Interest);
+    }
+
+    private void Watch(int side, int op, uint events)
+    {
+        if (LinuxNative.EpollControl(Loop.Epoll, op, _fds[side], events, EventData(side)) != 0)
+        {
+            throw new InvalidOperationException($"epoll_ctl {op} failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    /// <summary>The upstream socket reported while its connect was in progress: connected (writable, no error) or failed.</summary>
+    private void OnConnectEvent(uint events)
+    {
+        var error = LinuxNative.SocketError(_fds[Upstream]);
+        if (error == 0 && (events & LinuxNative.EPOLLOUT) == 0)
+        {
+            return;
+        }
+
+        if (error != 0)
+        {
+            EndConnect(error);
+            return;
+        }
+
+        _connecting = false;
+        Watch(Upstream, LinuxNative.EPOLL_CTL_MOD, Interest);
+        Watch(Client, LinuxNative.EPOLL_CTL_ADD, Interest);
+        _writable[Upstream] = true;
+        _owner.OnConnected();
+        Turn();
+    }
+
+    /// <summary>Ends a pump whose connect failed or was cancelled; the client socket was never watched.</summary>
+    private void EndConnect(int error)
+    {
+        _connecting = false;
+        LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_DEL, _fds[Upstream], 0, 0);
+        Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof, error));
     }
 
     internal override void OnEvent(int side, uint events)
     {
+        if (_connecting)
+        {
+            OnConnectEvent(events); // only the upstream socket is watched until then
+            return;
+        }
+
         if ((events & (LinuxNative.EPOLLIN | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
         {
             _readable[side] = true;
@@ -504,7 +513,22 @@ internal sealed class SplicePump : LoopWork
         }
     }
 
-    internal override void OnCancel() => Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof));
+    internal override void OnCancel()
+    {
+        if (_finished)
+        {
+            return; // the descriptors may already be closed, their numbers reused
+        }
+
+        if (_connecting)
+        {
+            EndConnect(-1);
+        }
+        else if (_aborting)
+        {
+            Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof));
+        }
+    }
 
     internal override void OnCrash(Exception exception)
     {

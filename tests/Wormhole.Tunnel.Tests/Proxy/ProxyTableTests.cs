@@ -123,6 +123,57 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task An_upstream_that_never_answers_is_given_up_after_the_connect_timeout_and_the_listener_keeps_serving()
+    {
+        // A target whose accept queue is full: the kernel drops further SYNs, so a connect to it neither succeeds nor fails.
+        using var silent = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        silent.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        silent.Listen(0);
+        var silentPort = ((IPEndPoint)silent.LocalEndPoint!).Port;
+        var queued = new List<Socket>();
+        try
+        {
+            await FillAcceptQueueAsync(silentPort, queued);
+            var echo = Own(TargetServer.Echo());
+            var table = NewTable(new ProxyOptions { ConnectTimeout = TimeSpan.FromMilliseconds(300) });
+            var stuck = Local(silentPort);
+            var working = Local(echo.Port);
+            (await table.ApplyAsync([stuck, working], CancellationToken.None)).Should().BeEmpty();
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            (await ConnectAndAwaitCloseAsync(stuck.Port).WaitAsync(Patience)).Should().Be(0);
+            started.Elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(250), "it waited for the connect, not less");
+
+            using var client = await ConnectAsync(working.Port);
+            await client.SendAsync("still here");
+            client.Shutdown(SocketShutdown.Send);
+            (await client.ReadTextToEndAsync()).Should().Be("still here");
+        }
+        finally
+        {
+            queued.ForEach(s => s.Dispose());
+        }
+    }
+
+    /// <summary>Connects to a listener that never accepts until one more connect would not complete.</summary>
+    private static async Task FillAcceptQueueAsync(int port, List<Socket> queued)
+    {
+        while (true)
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            queued.Add(socket);
+            var connecting = socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+            if (await Task.WhenAny(connecting, Task.Delay(TimeSpan.FromMilliseconds(200))) != connecting)
+            {
+                return; // this one hangs in SYN_SENT: the queue is full
+            }
+
+            await connecting;
+            queued.Count.Should().BeLessThan(20, "a listener with backlog 0 queues only a few connections");
+        }
+    }
+
+    [Fact]
     public async Task Bytes_and_upstream_failures_are_counted_per_app_kind_and_direction()
     {
         var measurements = new ConcurrentQueue<(string Instrument, long Value, string Tags)>();

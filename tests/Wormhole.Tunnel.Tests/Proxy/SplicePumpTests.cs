@@ -113,6 +113,10 @@ public sealed class SplicePumpTests : IDisposable
 
         public long Down => Interlocked.Read(ref _down);
 
+        public void OnConnected()
+        {
+        }
+
         public void OnBytes(bool upstream, int count) => Interlocked.Add(ref upstream ? ref _up : ref _down, count);
     }
 }
