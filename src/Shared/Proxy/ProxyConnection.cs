@@ -114,7 +114,7 @@ internal sealed class ProxyConnection : IPumpOwner
     /// <returns><see cref="ProxyOutcome.None"/> when connected, else why not.</returns>
     private async Task<ProxyOutcome> ConnectAsync(CancellationToken stopping)
     {
-        if (_spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused))
+        if (RefusesLocalAddress())
         {
             return ProxyOutcome.RefusedLocalAddress;
         }
@@ -134,13 +134,11 @@ internal sealed class ProxyConnection : IPumpOwner
         }
         catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
         {
-            ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, SocketError.TimedOut);
-            return ProxyOutcome.UpstreamTimeout;
+            return UpstreamFailed(SocketError.TimedOut, ProxyOutcome.UpstreamTimeout);
         }
         catch (SocketException ex) when (!stopping.IsCancellationRequested)
         {
-            ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, ex.SocketErrorCode);
-            return ex.SocketErrorCode == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable;
+            return UpstreamFailed(ex.SocketErrorCode);
         }
         catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
         {
@@ -157,7 +155,7 @@ internal sealed class ProxyConnection : IPumpOwner
     /// <returns><see cref="ProxyOutcome.None"/> once the pump has run, else why it never started.</returns>
     private async Task<ProxyOutcome> ConnectAndSpliceAsync(EpollLoop loop, CancellationToken stopping)
     {
-        if (_spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused))
+        if (RefusesLocalAddress())
         {
             return ProxyOutcome.RefusedLocalAddress;
         }
@@ -214,8 +212,7 @@ internal sealed class ProxyConnection : IPumpOwner
         }
         catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
         {
-            ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, SocketError.TimedOut);
-            return ProxyOutcome.UpstreamTimeout;
+            return UpstreamFailed(SocketError.TimedOut, ProxyOutcome.UpstreamTimeout);
         }
         catch (SocketException ex) when (!stopping.IsCancellationRequested)
         {
@@ -226,8 +223,18 @@ internal sealed class ProxyConnection : IPumpOwner
             return ProxyOutcome.ListenerClosed;
         }
 
+        return UpstreamFailed(error);
+    }
+
+    /// <summary>A remote listener does not proxy connections that arrived on its refused local address.</summary>
+    private bool RefusesLocalAddress() =>
+        _spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused);
+
+    /// <summary>Logs why the target could not be reached; refused, or else unreachable unless <paramref name="outcome"/> says.</summary>
+    private ProxyOutcome UpstreamFailed(SocketError error, ProxyOutcome? outcome = null)
+    {
         ProxyLog.UpstreamFailed(_logger, _spec.App, _spec.TargetHost, _spec.TargetPort, error);
-        return error == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable;
+        return outcome ?? (error == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable);
     }
 
     void IPumpOwner.OnConnected()
@@ -237,7 +244,10 @@ internal sealed class ProxyConnection : IPumpOwner
         StartIdleTimer();
     }
 
-    void IPumpOwner.OnBytes(bool upstream, int count)
+    void IPumpOwner.OnBytes(bool upstream, int count) => Count(upstream, count);
+
+    /// <summary>Bytes passed on in one direction: activity for the idle timeout, the metric and the closing log line.</summary>
+    private void Count(bool upstream, int count)
     {
         Touch();
         _metrics.ProxyBytes.Add(count, _appTag, _kindTag, upstream ? UpstreamTag : DownstreamTag);
@@ -264,12 +274,6 @@ internal sealed class ProxyConnection : IPumpOwner
     private async Task PumpAsync(Socket upstream)
     {
         StartIdleTimer();
-        var idle = _options.IdleTimeout;
-        if (idle > TimeSpan.Zero && idle != Timeout.InfiniteTimeSpan)
-        {
-            _idleTimer = _timeProvider.CreateTimer(static s => ((ProxyConnection)s!).OnIdleTimer(), this, idle, Timeout.InfiniteTimeSpan);
-        }
-
         var up = CopyAsync(_client, upstream, upstream: true);
         var down = CopyAsync(upstream, _client, upstream: false);
         var first = await Task.WhenAny(up, down);
@@ -281,7 +285,6 @@ internal sealed class ProxyConnection : IPumpOwner
     /// <summary>Copies until EOF (then half-closes the destination) or an error. No allocation per read.</summary>
     private async Task<CopyResult> CopyAsync(Socket from, Socket to, bool upstream)
     {
-        var direction = upstream ? UpstreamTag : DownstreamTag;
         var buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         try
         {
@@ -316,16 +319,7 @@ internal sealed class ProxyConnection : IPumpOwner
                     return CopyResult.WriteFailed;
                 }
 
-                Touch();
-                _metrics.ProxyBytes.Add(read, _appTag, _kindTag, direction);
-                if (upstream)
-                {
-                    _bytesUp += read;
-                }
-                else
-                {
-                    _bytesDown += read;
-                }
+                Count(upstream, read);
             }
         }
         finally

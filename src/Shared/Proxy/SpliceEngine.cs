@@ -10,7 +10,8 @@ internal readonly record struct PumpEnd(CopyResult Up, CopyResult Down, int Conn
 
 internal enum CopyResult { Eof, ReadFailed, WriteFailed }
 
-/// <summary>Told about every chunk a pump moves (on the pump's thread: keep it short).</summary>
+/// <summary>Told when the upstream connect succeeds and about every chunk a pump moves (on the loop's thread: keep it
+/// short).</summary>
 internal interface IPumpOwner
 {
     /// <summary>The upstream connect succeeded; bytes may flow from now on.</summary>
@@ -83,8 +84,7 @@ internal sealed class SpliceEngine
     }
 }
 
-/// <summary>Something a loop watches: a connect in progress or a connection's pump. Touched only on its loop's thread
-/// once started.</summary>
+/// <summary>Something a loop watches (a connection's pump). Touched only on its loop's thread once started.</summary>
 internal abstract class LoopWork
 {
     internal int Slot = -1;
