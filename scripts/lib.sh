@@ -1,4 +1,5 @@
-# Shared by scripts/demo and scripts/test: install what is missing, quietly.
+# Shared by scripts/demo, scripts/test and bench/run: install what is missing, quietly; on failure apt's own error is
+# shown and the call fails.
 ensure_packages() {
   local missing=()
   command -v wg >/dev/null || missing+=(wireguard-tools)
@@ -11,8 +12,12 @@ ensure_packages() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "Installing ${missing[*]} ..."
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    local log; log=$(mktemp)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+      echo "Could not install ${missing[*]}:" >&2; tail -n 20 "$log" >&2; rm -f "$log"
+      return 1
+    fi
+    rm -f "$log"
   fi
 }
 
