@@ -20,9 +20,6 @@ internal sealed record SyncResult(SyncMessage Message, string? HubVersion);
 /// <summary>HTTP to the hub: pairing on its public API, sync and the cache probe through the tunnel.</summary>
 internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposable
 {
-    public const string WaitHeader = "X-Wormhole-Wait";
-    public const string VersionHeader = "X-Wormhole-Version";
-
     private readonly HttpClient _http = new(new SocketsHttpHandler
     {
         UseProxy = false,
@@ -92,7 +89,7 @@ internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposab
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
         if (hubVersion is not null)
         {
-            request.Headers.TryAddWithoutValidation(WaitHeader, hubVersion);
+            request.Headers.TryAddWithoutValidation(SyncHeaders.Wait, hubVersion);
         }
 
         try
@@ -107,7 +104,7 @@ internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposab
             }
 
             var message = SyncCodec.Decode(bytes, out var error) ?? throw new HubCallException($"the hub's sync answer is unusable: {error}");
-            var version = response.Headers.TryGetValues(VersionHeader, out var values) ? values.FirstOrDefault() : null;
+            var version = response.Headers.TryGetValues(SyncHeaders.Version, out var values) ? values.FirstOrDefault() : null;
             return new SyncResult(message, version);
         }
         catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)

@@ -59,13 +59,13 @@ namespace Wormhole.Tunnel.Client
     /// <summary>The spoke's life: pair (or reuse the cached pairing), bring up WireGuard, sync until stopped.</summary>
     internal sealed partial class Spoke
     {
-        private static readonly TimeSpan ReferencePollInterval = TimeSpan.FromSeconds(5);
         private readonly SpokeSettings _settings;
         private readonly SideHost _side;
         private readonly HubClient _hub;
         private readonly WgKeyPair _keys;
         private readonly ILogger _logger;
-        private PairingResponse? _pairing;
+        private readonly PairingResponse? _cached;
+        private volatile PairingResponse? _pairing;
 
         private Spoke(SpokeSettings settings, SideHost side, WgKeyPair keys, ILogger logger)
         {
@@ -74,7 +74,14 @@ namespace Wormhole.Tunnel.Client
             _keys = keys;
             _logger = logger;
             _hub = new HubClient(settings.Server, new PairingCodec(settings.Common.InviteToken));
+            _cached = side.State.PairingCache.Read();
         }
+
+        /// <summary>
+        /// The hub this spoke is paired with, from the cache until pairing is re-established: its generated objects
+        /// survive a restart's grace (they are the hub's, not an unknown peer's).
+        /// </summary>
+        private string? HubName => (_pairing ?? _cached)?.Name;
 
         public static async Task<int> RunAsync(SpokeSettings settings, CancellationToken stop)
         {
@@ -85,7 +92,7 @@ namespace Wormhole.Tunnel.Client
             SideHost side;
             try
             {
-                side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner(), isKnownPeer: name => spoke?._pairing?.Name == name);
+                side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner(), isKnownPeer: name => spoke?.HubName == name);
             }
             catch (Kubernetes.KubeConfigException ex)
             {
@@ -99,22 +106,22 @@ namespace Wormhole.Tunnel.Client
                 var keys = await side.PrepareAsync(stop);
                 spoke = new Spoke(settings, side, keys, logger);
                 await side.StartApisAsync(peers: null, basicAuth: null, stop);
-                var loops = side.RunLoopsAsync(stop);
-                await spoke.EstablishAsync(stop);
-                await Task.WhenAll(loops, spoke.SyncLoopAsync(stop));
+                await side.RunLoopsAsync(stop, new BackgroundLoop("sync", spoke.PairAndSyncAsync));
                 return 0;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
                 return 0;
             }
-            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException)
+            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException or LoopFailedException)
             {
                 LogFatal(logger, ex.Message);
                 return 1;
             }
             finally
             {
+                // Servers and proxy listeners first, WireGuard last.
+                await side.DisposeAsync();
                 spoke?._hub.Dispose();
                 if (spoke?._pairing is not null)
                 {
@@ -125,10 +132,19 @@ namespace Wormhole.Tunnel.Client
             }
         }
 
+        private async Task PairAndSyncAsync(CancellationToken stop)
+        {
+            await EstablishAsync(stop);
+            var loop = new SyncLoop(
+                _hub, () => _pairing!, TryRepairAsync, _side.Reconciler, _side.RemoteApps, _settings.Common.Name, _settings.Metadata,
+                _side.Metrics, _side.Time, _logger);
+            await loop.RunAsync(stop);
+        }
+
         /// <summary>Reuses the cached pairing when the hub answers through the tunnel, otherwise pairs (retrying with backoff).</summary>
         private async Task EstablishAsync(CancellationToken stop)
         {
-            var cached = _side.State.PairingCache.Read();
+            var cached = _cached;
             if (cached is not null && cached.SyncServerAddress is not null)
             {
                 await ApplyAsync(cached, stop);
@@ -181,7 +197,7 @@ namespace Wormhole.Tunnel.Client
 
         private async Task<bool> ProbeAsync(PairingResponse pairing, CancellationToken stop)
         {
-            var syncBase = SyncBase(pairing);
+            var syncBase = new Uri(pairing.SyncServerAddress!.EndsWith('/') ? pairing.SyncServerAddress : pairing.SyncServerAddress + "/");
             for (var attempt = 0; attempt < 5; attempt++)
             {
                 if (await _hub.ProbeAsync(syncBase, TimeSpan.FromSeconds(2), stop))
@@ -209,68 +225,6 @@ namespace Wormhole.Tunnel.Client
             LogWireGuardUp(_logger, c.WgInterface, _side.WireGuard.Backend ?? "?", pairing.AssignedIp, pairing.WireGuard.Endpoint ?? "?");
         }
 
-        /// <summary>
-        /// Sends this side's apps whenever they change and otherwise long-polls the hub, so a change on either side
-        /// crosses within a round trip. A reference hub (no version header) is polled every 5 s instead.
-        /// </summary>
-        private async Task SyncLoopAsync(CancellationToken stop)
-        {
-            string? hubVersion = null;
-            var failures = 0;
-            var reconciler = _side.Reconciler;
-            while (!stop.IsCancellationRequested)
-            {
-                var pairing = _pairing!;
-                var sentVersion = reconciler.AdvertisedVersion;
-                var body = SyncCodec.Encode(_settings.Common.Name, _settings.Metadata, reconciler.Current.Advertised);
-                using var round = CancellationTokenSource.CreateLinkedTokenSource(stop);
-                var localChange = reconciler.WaitForAdvertisedChangeAsync(sentVersion, Timeout.InfiniteTimeSpan, round.Token);
-                var send = _hub.SyncAsync(SyncBase(pairing), body, hubVersion, round.Token);
-                if (await Task.WhenAny(send, localChange) == localChange && !send.IsCompleted)
-                {
-                    await round.CancelAsync();
-                    await send.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
-                    continue;
-                }
-
-                try
-                {
-                    var result = await send;
-                    failures = 0;
-                    _side.Metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", result.Message.Peer));
-                    var hubAddress = IPAddress.Parse(pairing.InternalServerIp);
-                    _side.RemoteApps.Update(
-                        result.Message.Peer,
-                        hubAddress,
-                        result.Message.Apps!.Select(a => new AppDescriptor(a.Name, a.Address, result.Message.Peer, a.OriginalPort, a.TargetLabels ?? "")).ToList());
-                    if (hubVersion is null && result.HubVersion is not null)
-                    {
-                        LogLongPoll(_logger);
-                    }
-
-                    hubVersion = result.HubVersion;
-                    if (hubVersion is null)
-                    {
-                        await WaitQuietlyAsync(localChange, ReferencePollInterval, stop);
-                    }
-                }
-                catch (HubCallException ex)
-                {
-                    failures++;
-                    hubVersion = null;
-                    _side.Metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", "hub"), new KeyValuePair<string, object?>("reason", ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture)));
-                    LogSyncFailed(_logger, failures, ex.Message);
-                    if (ex.PeerUnknown || failures % 3 == 0)
-                    {
-                        await TryRepairAsync(stop);
-                    }
-
-                    var delay = TimeSpan.FromMilliseconds(Math.Min(5000, 250 * Math.Pow(2, Math.Min(failures, 5))) * (0.5 + Random.Shared.NextDouble() / 2));
-                    await Task.Delay(delay, _side.Time, stop);
-                }
-            }
-        }
-
         /// <summary>One pairing attempt from inside the sync loop (the hub forgot us, or the tunnel has been dead for a while).</summary>
         private async Task TryRepairAsync(CancellationToken stop)
         {
@@ -282,23 +236,6 @@ namespace Wormhole.Tunnel.Client
             {
                 LogPairingFailed(_logger, 1, ex.Message, 0);
             }
-        }
-
-        private static async Task WaitQuietlyAsync(Task localChange, TimeSpan max, CancellationToken stop)
-        {
-            try
-            {
-                await localChange.WaitAsync(max, stop);
-            }
-            catch (TimeoutException)
-            {
-            }
-        }
-
-        private static Uri SyncBase(PairingResponse pairing)
-        {
-            var text = pairing.SyncServerAddress!;
-            return new Uri(text.EndsWith('/') ? text : text + "/");
         }
 
         [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "Paired with server, assigned IP: {Ip}")]
@@ -321,12 +258,6 @@ namespace Wormhole.Tunnel.Client
 
         [LoggerMessage(EventId = 3006, Level = LogLevel.Information, Message = "WireGuard interface {Interface} up ({Backend}), address {Address}, hub endpoint {Endpoint}")]
         private static partial void LogWireGuardUp(ILogger logger, string @interface, string backend, string address, string endpoint);
-
-        [LoggerMessage(EventId = 3007, Level = LogLevel.Warning, Message = "Sync failed ({Failures} in a row): {Reason}")]
-        private static partial void LogSyncFailed(ILogger logger, int failures, string reason);
-
-        [LoggerMessage(EventId = 3008, Level = LogLevel.Information, Message = "The hub supports long-poll sync: its changes arrive as they happen")]
-        private static partial void LogLongPoll(ILogger logger);
 
         [LoggerMessage(EventId = 3009, Level = LogLevel.Critical, Message = "Spoke cannot run: {Reason}")]
         private static partial void LogFatal(ILogger logger, string reason);

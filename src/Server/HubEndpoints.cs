@@ -16,12 +16,6 @@ internal sealed record HubIdentity(string Name, IPAddress TunnelAddress, string 
 /// <summary>The hub's two protocol endpoints: <c>/pairing</c> (public, PSK) and <c>/sync</c> (tunnel only).</summary>
 internal static partial class HubEndpoints
 {
-    /// <summary>Header a spoke of ours sends with the hub version it has; the hub holds the answer until that changes.</summary>
-    public const string WaitHeader = "X-Wormhole-Wait";
-
-    /// <summary>Header with the hub's current advertised version; its absence tells a spoke it talks to a reference hub.</summary>
-    public const string VersionHeader = "X-Wormhole-Version";
-
     public static readonly TimeSpan MaxLongPoll = TimeSpan.FromSeconds(25);
 
     public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger)
@@ -76,7 +70,8 @@ internal static partial class HubEndpoints
         }
     }
 
-    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger)
+    /// <param name="stopping">Cancelled when the hub stops: held long-polls end at once (503) instead of holding the shutdown.</param>
+    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger, CancellationToken stopping)
     {
         // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
         app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));
@@ -87,6 +82,13 @@ internal static partial class HubEndpoints
             if (peer is null)
             {
                 return Fail("unknown", StatusCodes.Status403Forbidden, "sync refused: the request does not come from a paired peer's tunnel address");
+            }
+
+            // Until the first plan is applied the hub's list of apps is empty, not true: answering with it would make
+            // the spoke withdraw every hub app (and delete its generated Services). The spoke retries.
+            if (!reconciler.FirstPlanApplied)
+            {
+                return Fail(peer.Name, StatusCodes.Status503ServiceUnavailable, "the hub is starting: its first plan is not applied yet; retry shortly");
             }
 
             byte[] body;
@@ -118,15 +120,24 @@ internal static partial class HubEndpoints
             remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => new Apps.AppDescriptor(a.Name, a.Address, peer.Name, a.OriginalPort, a.TargetLabels ?? "")).ToList());
             await registry.UpdateMetadataAsync(peer.Name, message.Metadata, context.RequestAborted);
 
-            if (context.Request.Headers.TryGetValue(WaitHeader, out var known))
+            if (context.Request.Headers.TryGetValue(SyncHeaders.Wait, out var known))
             {
-                await reconciler.WaitForAdvertisedChangeAsync(known.ToString(), MaxLongPoll, context.RequestAborted);
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, stopping);
+                try
+                {
+                    await reconciler.WaitForAdvertisedChangeAsync(known.ToString(), MaxLongPoll, wait.Token);
+                }
+                catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+                {
+                    return Fail(peer.Name, StatusCodes.Status503ServiceUnavailable, "the hub is stopping");
+                }
+
                 remoteApps.Touch(peer.Name);
             }
 
             metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", peer.Name));
             var version = reconciler.AdvertisedVersion;
-            context.Response.Headers[VersionHeader] = version;
+            context.Response.Headers[SyncHeaders.Version] = version;
             return Results.Bytes(SyncCodec.Encode(hubName, null, reconciler.Current.Advertised), "application/json");
         });
 

@@ -31,7 +31,7 @@ internal sealed partial class PeerRegistry(
     IWireGuardDevice wireGuard,
     RemoteAppStore remoteApps,
     ILogger<PeerRegistry> logger,
-    Reconciler? reconciler = null) : IPeerDirectory
+    Reconciler reconciler) : IPeerDirectory
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile IReadOnlyList<StoredPeer> _peers = [];
@@ -143,20 +143,20 @@ internal sealed partial class PeerRegistry(
         }
     }
 
-    /// <summary>Forgets the peer; returns once its apps are withdrawn (listeners closed), so a 204 means gone.</summary>
-    public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
+    /// <summary>
+    /// Forgets the peer; returns once its apps are withdrawn everywhere (listeners closed, generated objects deleted),
+    /// so <see cref="PeerDeletion.Deleted"/> means gone. When a sink could not apply the withdrawal (the Kubernetes API
+    /// failing) the peer is still forgotten and the result says what is left; the sink retries on its own.
+    /// </summary>
+    public async Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken)
     {
         if (!await ForgetAsync(name, cancellationToken))
         {
-            return false;
+            return PeerDeletion.NotFound;
         }
 
-        if (reconciler is not null)
-        {
-            await reconciler.ConvergeAsync(cancellationToken);
-        }
-
-        return true;
+        var converged = await reconciler.ConvergeAsync(cancellationToken);
+        return converged.Succeeded ? PeerDeletion.Deleted : PeerDeletion.Incomplete(converged.SinkFailure!);
     }
 
     private async Task<bool> ForgetAsync(string name, CancellationToken cancellationToken)

@@ -154,7 +154,7 @@ namespace Wormhole.Tunnel.Server
                 side.Metrics.ObserveGauge("wormhole_peers", "Paired peers.", () => [new System.Diagnostics.Metrics.Measurement<long>(registry.List().Count)]);
                 await side.StartServerAsync(
                     WebHost.Create(new IPEndPoint(settings.InternalHost, settings.SyncPort), loggerFactory, SyncCodec.MaxBodyBytes, app =>
-                        app.MapSync(registry, side.RemoteApps, side.Reconciler, c.Name, side.Metrics, endpointLogger)),
+                        app.MapSync(registry, side.RemoteApps, side.Reconciler, c.Name, side.Metrics, endpointLogger, stop)),
                     "sync API",
                     stop);
                 await side.StartServerAsync(
@@ -166,13 +166,16 @@ namespace Wormhole.Tunnel.Server
                 await side.RunLoopsAsync(stop);
                 return 0;
             }
-            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException)
+            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException or LoopFailedException)
             {
                 LogFatal(logger, ex.Message);
                 return 1;
             }
             finally
             {
+                // Servers (long-polls end with the stop) and proxy listeners first, so spokes see the hub go at once;
+                // WireGuard last.
+                await side.DisposeAsync();
                 if (wgUp)
                 {
                     await side.WireGuard.DownAsync(CancellationToken.None);

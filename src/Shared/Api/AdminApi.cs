@@ -16,8 +16,18 @@ public interface IPeerDirectory
 {
     IReadOnlyList<StoredPeer> List();
 
-    /// <summary>Forgets the peer: WireGuard, store, its apps. False when there is no such peer.</summary>
-    Task<bool> DeleteAsync(string name, CancellationToken cancellationToken);
+    /// <summary>Forgets the peer: WireGuard, store, its apps and what they made (generated Services, listeners).</summary>
+    Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken);
+}
+
+/// <summary>What deleting a peer did: not found, done, or done but with something left (<see cref="Pending"/> says what).</summary>
+public sealed record PeerDeletion(bool Found, string? Pending)
+{
+    public static readonly PeerDeletion NotFound = new(false, null);
+
+    public static readonly PeerDeletion Deleted = new(true, null);
+
+    public static PeerDeletion Incomplete(string pending) => new(true, pending);
 }
 
 public sealed record BasicAuthCredentials(string Username, string Password);
@@ -82,9 +92,16 @@ public static class AdminApi
                     return Error(StatusCodes.Status401Unauthorized, "Unauthorized: Invalid credentials");
                 }
 
-                return await peers.DeleteAsync(name, context.RequestAborted)
+                var deletion = await peers.DeleteAsync(name, context.RequestAborted);
+                if (!deletion.Found)
+                {
+                    return Error(StatusCodes.Status500InternalServerError, "peer does not exist");
+                }
+
+                // 204 means gone; when a sink (the Kubernetes API) could not apply the withdrawal, say so.
+                return deletion.Pending is null
                     ? Results.StatusCode(StatusCodes.Status204NoContent)
-                    : Error(StatusCodes.Status500InternalServerError, "peer does not exist");
+                    : Error(StatusCodes.Status503ServiceUnavailable, $"the peer is deleted, but what it exposed is not all withdrawn yet ({deletion.Pending}); it is retried");
             });
         }
 

@@ -6,14 +6,6 @@ using YamlDotNet.RepresentationModel;
 
 namespace Wormhole.Tunnel.Apps;
 
-/// <summary>Where this side's local apps come from.</summary>
-public interface ILocalAppSource
-{
-    IReadOnlyList<LocalApp> Current { get; }
-
-    Task RunAsync(CancellationToken cancellationToken);
-}
-
 /// <summary>
 /// The standalone source: a YAML file (<c>apps: [{name, address}]</c>) reloaded whenever it changes (inotify on its
 /// folder, plus a cheap poll for file systems that do not report). An invalid file keeps the previous apps and says why.
@@ -31,6 +23,20 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
     private bool _lastValid = true;
 
     public IReadOnlyList<LocalApp> Current => _current;
+
+    /// <summary>The file is read before the first plan, so that plan offers what the file lists.</summary>
+    public Task ReadyAsync(CancellationToken cancellationToken)
+    {
+        lock (_loading)
+        {
+            if (_lastContent is null)
+            {
+                LoadLocked();
+            }
+        }
+
+        return Task.CompletedTask;
+    }
 
     /// <summary>Reads the file once; false when it is missing or invalid (the reason is logged).</summary>
     public bool Load()

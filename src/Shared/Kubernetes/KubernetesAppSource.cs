@@ -1,3 +1,4 @@
+using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Planning;
@@ -19,6 +20,13 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
     private readonly ILogger<KubernetesAppSource> _logger;
     private readonly ReconcileSignal _changed = new();
     private readonly Dictionary<string, string> _reported = new(StringComparer.Ordinal);
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // Events are advice and the Events API may be slow: they are written by their own loop, after the apps are
+    // published, so they never hold up a plan. When they pile up, the oldest are dropped.
+    private readonly Channel<PendingEvent> _pendingEvents = Channel.CreateBounded<PendingEvent>(
+        new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
+
     private volatile IReadOnlyList<LocalApp> _current = [];
 
     public KubernetesAppSource(IKubernetesClient client, string selfName, ReconcileSignal signal, EventRecorder events, TimeProvider time, ILoggerFactory loggerFactory)
@@ -33,29 +41,38 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
 
     public IReadOnlyList<LocalApp> Current => _current;
 
-    /// <summary>Completes after the first list of Services, so the first plan does not withdraw everything.</summary>
-    public Task ReadyAsync(CancellationToken cancellationToken) => _informer.ReadyAsync(cancellationToken);
+    /// <summary>Completes once the apps derived from the first list of Services are published (no start-up withdraw-all).</summary>
+    public Task ReadyAsync(CancellationToken cancellationToken) => _ready.Task.WaitAsync(cancellationToken);
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         var informer = _informer.RunAsync(cancellationToken);
+        var events = RecordEventsAsync(cancellationToken);
         try
         {
             while (!cancellationToken.IsCancellationRequested)
             {
                 await _changed.WaitAsync(cancellationToken);
-                await RecomputeAsync(cancellationToken);
+                if (events.IsFaulted)
+                {
+                    await events;
+                }
+
+                Recompute();
             }
         }
         finally
         {
             await informer.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            await events.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
         }
     }
 
-    private async Task RecomputeAsync(CancellationToken cancellationToken)
+    /// <summary>Derives the apps from the informer's cache and publishes them at once; events are queued for later.</summary>
+    private void Recompute()
     {
         var apps = new List<LocalApp>();
+        var reports = new List<(Service Service, string Key, IReadOnlyList<LocalApp> Apps, IReadOnlyList<string> Warnings)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var service in _informer.Snapshot().OrderBy(s => s.Metadata.Namespace, StringComparer.Ordinal).ThenBy(s => s.Metadata.Name, StringComparer.Ordinal))
         {
@@ -64,8 +81,16 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
             var derived = ServiceApps.Derive(service);
             var taken = derived.Apps.Where(a => apps.Any(b => b.Name == a.Name)).Select(a => a.Name).ToList();
             var warnings = derived.Warnings.Concat(taken.Select(n => $"app name '{n}' is already offered by another Service; this one is skipped")).ToList();
-            apps.AddRange(derived.Apps.Where(a => !taken.Contains(a.Name)));
-            await ReportAsync(service, key, derived.Apps.Where(a => !taken.Contains(a.Name)).ToList(), warnings, cancellationToken);
+            var offered = derived.Apps.Where(a => !taken.Contains(a.Name)).ToList();
+            apps.AddRange(offered);
+            reports.Add((service, key, offered, warnings));
+        }
+
+        _current = apps;
+        _signal.Request();
+        if (_informer.ReadyAsync(CancellationToken.None).IsCompletedSuccessfully)
+        {
+            _ready.TrySetResult();
         }
 
         foreach (var gone in _reported.Keys.Where(k => !seen.Contains(k)).ToList())
@@ -73,12 +98,14 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
             _reported.Remove(gone);
         }
 
-        _current = apps;
-        _signal.Request();
+        foreach (var (service, key, offered, warnings) in reports)
+        {
+            Report(service, key, offered, warnings);
+        }
     }
 
-    /// <summary>An event per Service whenever what it offers (or what is wrong with it) changes.</summary>
-    private async Task ReportAsync(Service service, string key, IReadOnlyList<LocalApp> apps, IReadOnlyList<string> warnings, CancellationToken cancellationToken)
+    /// <summary>Queues an event per Service whenever what it offers (or what is wrong with it) changes.</summary>
+    private void Report(Service service, string key, IReadOnlyList<LocalApp> apps, IReadOnlyList<string> warnings)
     {
         var summary = string.Join(";", apps.Select(a => $"{a.Name}:{a.OriginalPort}")) + "|" + string.Join(";", warnings);
         if (summary == "|")
@@ -96,15 +123,25 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
         foreach (var warning in warnings)
         {
             LogWarning(key, warning);
-            await _events.RecordAsync(service, EventRecorder.Warning, "WormholeInvalidExposure", warning, cancellationToken);
+            _pendingEvents.Writer.TryWrite(new PendingEvent(service, EventRecorder.Warning, "WormholeInvalidExposure", warning));
         }
 
         if (apps.Count > 0)
         {
             var where = string.Join(", ", apps.Select(a => $"app '{a.Name}' (port {a.OriginalPort}) → Service {KubeNames.ObjectName(_selfName, a.Name)} on each peer"));
-            await _events.RecordAsync(service, EventRecorder.Normal, "WormholeExposed", $"Exposed through wormhole '{_selfName}': {where}", cancellationToken);
+            _pendingEvents.Writer.TryWrite(new PendingEvent(service, EventRecorder.Normal, "WormholeExposed", $"Exposed through wormhole '{_selfName}': {where}"));
         }
     }
+
+    private async Task RecordEventsAsync(CancellationToken cancellationToken)
+    {
+        await foreach (var e in _pendingEvents.Reader.ReadAllAsync(cancellationToken))
+        {
+            await _events.RecordAsync(e.Service, e.Type, e.Reason, e.Message, cancellationToken);
+        }
+    }
+
+    private sealed record PendingEvent(Service Service, string Type, string Reason, string Message);
 
     [LoggerMessage(EventId = 1800, Level = LogLevel.Warning, Message = "Service {Service}: {Warning}")]
     private partial void LogWarning(string service, string warning);

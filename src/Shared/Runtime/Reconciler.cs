@@ -7,6 +7,12 @@ using Wormhole.Tunnel.Proxy;
 
 namespace Wormhole.Tunnel.Runtime;
 
+/// <summary>What <see cref="Reconciler.ConvergeAsync"/> found: null <see cref="SinkFailure"/> when every sink applied the plan.</summary>
+public sealed record ConvergeResult(string? SinkFailure)
+{
+    public bool Succeeded => SinkFailure is null;
+}
+
 /// <summary>Reconciler settings that differ between hub and spoke.</summary>
 public sealed record ReconcilerOptions(string SelfName, TimeSpan PeerTtl)
 {
@@ -42,8 +48,20 @@ public sealed partial class Reconciler(
     private long _requested;
     private long _applied;
     private TaskCompletionSource _appliedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _firstApplied = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile string? _lastSinkFailure;
+    private int _advertisedWaiters;
 
     public Plan Current => Volatile.Read(ref _current);
+
+    /// <summary>
+    /// True once the first plan has been built and applied. Until then <see cref="Current"/> is empty, not the truth:
+    /// a side must not tell its peers "no apps" from it (the hub answers /sync with 503, the spoke does not sync yet).
+    /// </summary>
+    public bool FirstPlanApplied => _firstApplied.Task.IsCompleted;
+
+    /// <summary>Callers waiting in <see cref="WaitForAdvertisedChangeAsync"/> right now (a leak shows here first).</summary>
+    internal int AdvertisedWaiters => Volatile.Read(ref _advertisedWaiters);
 
     /// <summary>Changes whenever the list of apps this side advertises changes (used by the long-poll sync).</summary>
     public string AdvertisedVersion => $"{_instance}.{Interlocked.Read(ref _advertisedCounter)}";
@@ -68,6 +86,7 @@ public sealed partial class Reconciler(
             return;
         }
 
+        Interlocked.Increment(ref _advertisedWaiters);
         try
         {
             await changed.WaitAsync(maxWait, time, cancellationToken);
@@ -75,10 +94,17 @@ public sealed partial class Reconciler(
         catch (TimeoutException)
         {
         }
+        finally
+        {
+            Interlocked.Decrement(ref _advertisedWaiters);
+        }
     }
 
-    /// <summary>Requests a recompute and completes once a plan built after this call has been applied.</summary>
-    public async Task ConvergeAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Requests a recompute and completes once a plan built after this call has been applied — to the proxy at least;
+    /// the result says whether every sink applied it too (a failing Kubernetes API makes it a failure with the reason).
+    /// </summary>
+    public async Task<ConvergeResult> ConvergeAsync(CancellationToken cancellationToken)
     {
         var wanted = Interlocked.Increment(ref _requested);
         signal.Request();
@@ -92,7 +118,12 @@ public sealed partial class Reconciler(
 
             await changed.WaitAsync(cancellationToken);
         }
+
+        return new ConvergeResult(_lastSinkFailure);
     }
+
+    /// <summary>Completes once the first plan has been applied (see <see cref="FirstPlanApplied"/>).</summary>
+    public Task WaitForFirstPlanAsync(CancellationToken cancellationToken) => _firstApplied.Task.WaitAsync(cancellationToken);
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -160,13 +191,14 @@ public sealed partial class Reconciler(
 
         LogChanges(previous, plan);
         Volatile.Write(ref _current, plan);
-        await ApplySinksAsync(plan, cancellationToken);
+        _lastSinkFailure = await ApplySinksAsync(plan, cancellationToken);
         if (!plan.Advertised.SequenceEqual(previous.Advertised))
         {
             Interlocked.Increment(ref _advertisedCounter);
             Interlocked.Exchange(ref _advertisedChanged, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         }
 
+        _firstApplied.TrySetResult();
         if (generation > Interlocked.Read(ref _applied))
         {
             Interlocked.Exchange(ref _applied, generation);
@@ -174,10 +206,14 @@ public sealed partial class Reconciler(
         }
     }
 
-    /// <summary>Applies the plan to the outside sinks; a failure or pending work schedules another pass (with backoff).</summary>
-    private async Task ApplySinksAsync(Plan plan, CancellationToken cancellationToken)
+    /// <summary>
+    /// Applies the plan to the outside sinks; a failure or pending work schedules another pass (with backoff).
+    /// Returns why a sink failed, or null.
+    /// </summary>
+    private async Task<string?> ApplySinksAsync(Plan plan, CancellationToken cancellationToken)
     {
         TimeSpan? retry = null;
+        string? failure = null;
         foreach (var sink in sinks ?? [])
         {
             try
@@ -193,8 +229,11 @@ public sealed partial class Reconciler(
             {
                 _sinkFailures++;
                 var backoff = TimeSpan.FromMilliseconds(Math.Min(30_000, 250 * Math.Pow(2, Math.Min(_sinkFailures, 7))));
-                LogSinkFailed(sink.GetType().Name, ex.Message, backoff.TotalSeconds);
+                // The API refusing or unreachable is one line; anything else is a bug, logged with its stack.
+                var expected = ex is Kubernetes.KubeApiException or HttpRequestException or IOException or OperationCanceledException;
+                LogSinkFailed(expected ? null : ex, sink.GetType().Name, ex.Message, backoff.TotalSeconds);
                 retry = retry is null || backoff < retry ? backoff : retry;
+                failure ??= $"{sink.GetType().Name} failed: {ex.Message}";
             }
         }
 
@@ -203,6 +242,8 @@ public sealed partial class Reconciler(
             _ = Task.Delay(delay + TimeSpan.FromMilliseconds(10), time, cancellationToken)
                 .ContinueWith(_ => signal.Request(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
+
+        return failure;
     }
 
     private void OnTick()
@@ -255,7 +296,7 @@ public sealed partial class Reconciler(
     private partial void LogProblem(string peer, string app, string reason);
 
     [LoggerMessage(EventId = 1307, Level = LogLevel.Warning, Message = "{Sink} failed: {Reason}; retrying in {Seconds:0.#} s")]
-    private partial void LogSinkFailed(string sink, string reason, double seconds);
+    private partial void LogSinkFailed(Exception? exception, string sink, string reason, double seconds);
 
     [LoggerMessage(EventId = 1306, Level = LogLevel.Warning, Message = "Peer {Peer} has not synced for {Seconds} s; its apps are withdrawn until it syncs again")]
     private partial void LogExpired(string peer, double seconds);

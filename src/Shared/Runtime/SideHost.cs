@@ -19,7 +19,8 @@ public sealed class NoLocalApps : ILocalAppSource
 {
     public IReadOnlyList<LocalApp> Current => [];
 
-    public Task RunAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    /// <summary>Nothing to watch: waits for the stop, as every background loop does.</summary>
+    public Task RunAsync(CancellationToken cancellationToken) => Task.Delay(Timeout.Infinite, cancellationToken);
 }
 
 /// <summary>
@@ -28,7 +29,10 @@ public sealed class NoLocalApps : ILocalAppSource
 /// </summary>
 public sealed partial class SideHost : IAsyncDisposable
 {
+    /// <summary>How long a stopping HTTP server waits for requests in flight (long-polls end at once on stop).</summary>
+    private static readonly TimeSpan ServerStopTimeout = TimeSpan.FromSeconds(3);
     private readonly List<WebApplication> _servers = [];
+    private int _disposed;
     private readonly ILogger<SideHost> _logger;
     private readonly KubernetesClient? _kubernetes;
     private PrometheusExporter? _exporter;
@@ -157,22 +161,28 @@ public sealed partial class SideHost : IAsyncDisposable
         LogListening(what, string.Join(", ", server.Urls));
     }
 
-    /// <summary>The background loops: reconcile and the local app source. Completes when stopped; a loop that dies throws.</summary>
-    public Task RunLoopsAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(Guard(ReconcileWhenReadyAsync(cancellationToken)), Guard(LocalApps.RunAsync(cancellationToken)));
+    /// <summary>
+    /// The background loops — reconcile, the local app source and the executable's own (<paramref name="more"/>) —
+    /// until <paramref name="cancellationToken"/> is cancelled. A loop that dies first stops the others and throws
+    /// <see cref="LoopFailedException"/>.
+    /// </summary>
+    public Task RunLoopsAsync(CancellationToken cancellationToken, params BackgroundLoop[] more) =>
+        Loops.RunAsync([new("reconcile", ReconcileWhenReadyAsync), new("local apps", LocalApps.RunAsync), .. more], _logger, cancellationToken);
 
+    /// <summary>
+    /// Stops in the order that lets peers notice at once: HTTP servers first (no new requests; long-polls already ended
+    /// by the stop), then the proxy listeners. The caller takes WireGuard down after this. Safe to call twice.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
-        foreach (var server in _servers)
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
         {
-            try
-            {
-                await server.StopAsync(CancellationToken.None);
-                await server.DisposeAsync();
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
-            {
-            }
+            return;
+        }
+
+        using (var timeout = new CancellationTokenSource(ServerStopTimeout))
+        {
+            await Task.WhenAll(_servers.Select(server => StopServerAsync(server, timeout.Token)));
         }
 
         await Proxy.DisposeAsync();
@@ -181,27 +191,28 @@ public sealed partial class SideHost : IAsyncDisposable
         Metrics.Dispose();
     }
 
-    /// <summary>With Kubernetes, the first plan waits for the first list of Services (no start-up withdraw-all).</summary>
-    private async Task ReconcileWhenReadyAsync(CancellationToken cancellationToken)
-    {
-        if (LocalApps is KubernetesAppSource kubernetes)
-        {
-            LogWaitingForKubernetes();
-            await kubernetes.ReadyAsync(cancellationToken);
-        }
-
-        await Reconciler.RunAsync(cancellationToken);
-    }
-
-    private static async Task Guard(Task loop)
+    private static async Task StopServerAsync(WebApplication server, CancellationToken timeout)
     {
         try
         {
-            await loop;
+            await server.StopAsync(timeout);
+            await server.DisposeAsync();
         }
-        catch (OperationCanceledException)
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
         {
         }
+    }
+
+    /// <summary>The first plan waits for the local app source's first real answer (no start-up withdraw-all).</summary>
+    private async Task ReconcileWhenReadyAsync(CancellationToken cancellationToken)
+    {
+        if (LocalApps is KubernetesAppSource)
+        {
+            LogWaitingForKubernetes();
+        }
+
+        await LocalApps.ReadyAsync(cancellationToken);
+        await Reconciler.RunAsync(cancellationToken);
     }
 
     [LoggerMessage(EventId = 1400, Level = LogLevel.Information, Message = "Generated a new WireGuard key pair (public key {PublicKey}), stored in {Path}")]

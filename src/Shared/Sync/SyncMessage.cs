@@ -42,6 +42,16 @@ public sealed class SyncApp
 [JsonSerializable(typeof(SyncMessage))]
 internal sealed partial class SyncJsonContext : JsonSerializerContext;
 
+/// <summary>The long-poll extension of sync, in both executables (a reference peer sends and expects neither).</summary>
+public static class SyncHeaders
+{
+    /// <summary>A spoke of ours sends the hub version it has; the hub holds the answer until that changes.</summary>
+    public const string Wait = "X-Wormhole-Wait";
+
+    /// <summary>The hub's current advertised version; its absence tells a spoke it talks to a reference hub.</summary>
+    public const string Version = "X-Wormhole-Version";
+}
+
 public static class SyncCodec
 {
     /// <summary>The largest sync body accepted (8 MiB ≈ 55,000 apps); larger bodies are refused with 413.</summary>

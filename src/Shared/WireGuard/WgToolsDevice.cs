@@ -135,7 +135,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
             foreach (var key in current.Where(k => !wanted.ContainsKey(k)))
             {
                 await RunCheckedAsync("wg", ["set", name, "peer", key, "remove"], null, null, ct);
-                LogPeerRemoved(name, key);
+                LogPeerRemoved(key, name);
                 removed++;
             }
 
@@ -173,7 +173,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
 
                 await RunCheckedAsync("wg", args, null, null, ct);
                 _applied[peer.PublicKey] = peer;
-                LogPeerSet(name, peer.PublicKey, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
+                LogPeerSet(peer.PublicKey, name, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
             }
 
             LogPeersReconciled(name, wanted.Count, removed);
@@ -271,7 +271,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
 
             if (File.Exists(socket))
             {
-                LogSocketLingers(name, socket);
+                LogSocketLingers(socket, name);
             }
         }
 
@@ -547,10 +547,10 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
     private partial void LogInterfaceUp(string @interface, string backend, string address, int? listenPort, int routeCount);
 
     [LoggerMessage(EventId = 1106, Level = LogLevel.Information, Message = "Removed peer {PublicKey} from {Interface}")]
-    private partial void LogPeerRemoved(string @interface, string publicKey);
+    private partial void LogPeerRemoved(string publicKey, string @interface);
 
     [LoggerMessage(EventId = 1107, Level = LogLevel.Debug, Message = "Set peer {PublicKey} on {Interface}: allowed IPs {AllowedIps}, endpoint {Endpoint}")]
-    private partial void LogPeerSet(string @interface, string publicKey, string allowedIps, string endpoint);
+    private partial void LogPeerSet(string publicKey, string @interface, string allowedIps, string endpoint);
 
     [LoggerMessage(EventId = 1108, Level = LogLevel.Information, Message = "Peers of {Interface}: {Count} set, {Removed} removed")]
     private partial void LogPeersReconciled(string @interface, int count, int removed);
@@ -559,7 +559,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
     private partial void LogInterfaceDown(string @interface, bool existed);
 
     [LoggerMessage(EventId = 1110, Level = LogLevel.Warning, Message = "wireguard-go socket {Socket} of {Interface} is still there after the interface was deleted")]
-    private partial void LogSocketLingers(string @interface, string socket);
+    private partial void LogSocketLingers(string socket, string @interface);
 
     [LoggerMessage(EventId = 1111, Level = LogLevel.Warning, Message = "Could not delete WireGuard interface {Interface} on dispose")]
     private partial void LogDisposeDownFailed(Exception exception, string @interface);

@@ -143,6 +143,25 @@ public class KubernetesTests
     }
 
     [RootFact]
+    public async Task Peer_deletion_says_so_when_the_kubernetes_api_cannot_remove_its_services()
+    {
+        await using var k = await KubeLab.StartAsync(basicAuth: true);
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "the generated Service exists");
+        k.Server.Process.Kill();
+        await k.Server.Process.WaitForExitAsync(TimeSpan.FromSeconds(10));
+
+        using var client = k.Lab.Hub.CreateHttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Delete, "http://127.0.0.1:8082/api/peers/v1/client");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("kajtek:kajtek")));
+        using var response = await client.SendAsync(request);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the Service could not be deleted, so 204 would be a lie");
+        (await response.Content.ReadAsStringAsync()).Should().Contain("KubernetesSink failed");
+        (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/peers")).AsArray().Should().BeEmpty("the peer itself is forgotten");
+    }
+
+    [RootFact]
     public async Task Orphans_from_before_a_restart_are_collected_at_start()
     {
         await using var k = await KubeLab.StartAsync(startSpoke: false);

@@ -151,7 +151,7 @@ public class TunnelTests
         var spoke = lab.Network["spoke1"];
         var backend = lab.StartBackend(spoke, "bye");
         lab.WriteApps(spoke, ("web", $"127.0.0.1:{backend}"));
-        await lab.StartHubAsync(["--basic-auth-username", "admin", "--basic-auth-password", "s3cret-pass"]);
+        var hub = await lab.StartHubAsync(["--basic-auth-username", "admin", "--basic-auth-password", "s3cret-pass"]);
         await lab.StartSpokeAsync(spoke);
         var port = 0;
         await TunnelLab.EventuallyAsync(async () => (port = await TunnelLab.ExposedPortAsync(lab.Hub, "web") ?? 0) != 0, "the app reaches the hub");
@@ -175,6 +175,45 @@ public class TunnelTests
         (await TunnelLab.FetchAsync(lab.Hub, port)).Should().BeNull("the listener of a deleted peer's app is closed");
         var wgPeers = await lab.Hub.RunCheckedAsync("wg", "show", lab.Hub.WgInterfaceName, "peers");
         wgPeers.StandardOutput.Trim().Should().BeEmpty("the deleted peer is removed from WireGuard");
+        hub.Output.Should().Contain($"from {lab.Hub.WgInterfaceName}").And.NotContain("{Interface}", "the log names the interface the peer left");
+    }
+
+    [RootFact]
+    public async Task Sigterm_to_the_hub_while_a_spoke_long_polls_ends_it_cleanly_within_5_seconds()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        var hub = await lab.StartHubAsync();
+        var spokeProcess = await lab.StartSpokeAsync(spoke);
+        await spokeProcess.WaitForOutputAsync("long-poll", TunnelLab.Patience);
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await hub.StopAsync(TimeSpan.FromSeconds(15)); // the chart's termination grace; SIGKILL after it
+        watch.Stop();
+
+        hub.ExitCode.Should().Be(0, hub.Output);
+        watch.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(5), "the held long-poll must not hold the shutdown");
+        (await lab.Hub.RunAsync("ip", ["link", "show", lab.Hub.WgInterfaceName])).Succeeded.Should().BeFalse("the interface is taken down last, but taken down");
+        hub.Output.Should().Contain("Hub stopped");
+        spokeProcess.HasExited.Should().BeFalse("the spoke waits for its hub to come back");
+    }
+
+    [RootFact]
+    public async Task A_spoke_whose_sync_loop_dies_exits_non_zero_saying_why()
+    {
+        await using var lab = await TunnelLab.CreateAsync("spoke1");
+        var spoke = lab.Network["spoke1"];
+        await lab.StartHubAsync();
+
+        // The pairing cache cannot be written (a directory stands where the file goes): pairing succeeds, storing it
+        // fails, and the loop that paired dies. The spoke must not stay up, healthy-looking and unpaired.
+        Directory.CreateDirectory(Path.Combine(lab.StateDir(spoke), "pairing.json"));
+        var process = await lab.StartSpokeAsync(spoke, waitForPairing: false);
+
+        (await process.WaitForExitAsync(TunnelLab.Patience)).Should().BeTrue("a dead loop ends the process; output:\n" + process.Output);
+        process.ExitCode.Should().Be(1);
+        process.Output.Should().Contain("The sync loop died").And.Contain("Spoke cannot run: the sync loop failed");
+        (await spoke.RunAsync("ip", ["link", "show", spoke.WgInterfaceName])).Succeeded.Should().BeFalse("WireGuard is taken down on the way out");
     }
 
     [RootFact]

@@ -368,12 +368,12 @@ internal sealed class FakePeerDirectory : IPeerDirectory
         }
     }
 
-    public Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
+    public Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
             _deleteCalls.Add(name);
-            return Task.FromResult(_peers.RemoveAll(p => p.Name == name) > 0);
+            return Task.FromResult(_peers.RemoveAll(p => p.Name == name) > 0 ? PeerDeletion.Deleted : PeerDeletion.NotFound);
         }
     }
 }

@@ -54,7 +54,7 @@ internal sealed class HubFixture : IAsyncDisposable
         Proxy = new RecordingProxyTable();
         Reconciler = new Reconciler(
             new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
-        Registry = new PeerRegistry(PeersFile, Pool, WireGuard, RemoteApps, NullLogger<PeerRegistry>.Instance);
+        Registry = new PeerRegistry(PeersFile, Pool, WireGuard, RemoteApps, NullLogger<PeerRegistry>.Instance, Reconciler);
         Metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.Hub.{Guid.NewGuid():N}");
         Codec = new PairingCodec(InviteToken);
         HubPublicKey = NewKey();
@@ -98,13 +98,14 @@ internal sealed class HubFixture : IAsyncDisposable
 
     /// <param name="prefixLength">The pool is 127.0.0.1/prefixLength (30 leaves room for exactly one spoke).</param>
     /// <param name="stateDir">An existing state directory (a "restart"); by default a fresh temp one, deleted on dispose.</param>
-    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null)
+    /// <param name="startReconciler">False leaves the reconcile loop stopped (no plan applied yet) until <see cref="StartReconciler"/>.</param>
+    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null, bool startReconciler = true)
     {
         var owns = stateDir is null;
         var hub = new HubFixture(stateDir ?? NewTempDir(), owns, prefixLength);
         try
         {
-            await hub.StartCoreAsync();
+            await hub.StartCoreAsync(startReconciler);
             return hub;
         }
         catch
@@ -186,7 +187,7 @@ internal sealed class HubFixture : IAsyncDisposable
         using var request = new HttpRequestMessage(HttpMethod.Post, SyncUrl) { Content = new StringContent(json, Encoding.UTF8, "application/octet-stream") };
         if (waitFor is not null)
         {
-            request.Headers.Add(HubEndpoints.WaitHeader, waitFor);
+            request.Headers.Add(SyncHeaders.Wait, waitFor);
         }
 
         return await http.SendAsync(request, cancellationToken);
@@ -236,16 +237,22 @@ internal sealed class HubFixture : IAsyncDisposable
         }
     }
 
-    private async Task StartCoreAsync()
+    /// <summary>Starts the reconcile loop (when <see cref="StartAsync"/> was told not to).</summary>
+    public void StartReconciler() => _reconcileLoop = Task.Run(() => Reconciler.RunAsync(_stop.Token));
+
+    private async Task StartCoreAsync(bool startReconciler)
     {
         Registry.Load();
         await Registry.SyncWireGuardAsync(CancellationToken.None);
         Reconciler.TunnelAddress = HubAddress;
-        _reconcileLoop = Task.Run(() => Reconciler.RunAsync(_stop.Token));
+        if (startReconciler)
+        {
+            StartReconciler();
+        }
 
         var endpointLogger = NullLogger.Instance;
         var sync = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, app =>
-            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger));
+            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger, _stop.Token));
         SyncUrl = new Uri(await LoopbackHost.StartAsync(sync, _servers), "/sync");
         SyncServerAddress = $"http://{HubAddress}:{SyncUrl.Port}";
 

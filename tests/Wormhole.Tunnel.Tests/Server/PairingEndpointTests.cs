@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
@@ -203,7 +204,7 @@ public sealed class PairingEndpointTests
         a.AssignedIp.Should().Be("127.0.0.2");
         b.AssignedIp.Should().Be("127.0.0.3");
 
-        (await hub.Registry.DeleteAsync("a", CancellationToken.None)).Should().BeTrue();
+        (await hub.Registry.DeleteAsync("a", CancellationToken.None)).Should().Be(PeerDeletion.Deleted);
         var c = await hub.PairAsync("c");
 
         c.AssignedIp.Should().Be("127.0.0.2");
@@ -297,12 +298,10 @@ public sealed class PairingEndpointTests
     private static PeerRegistry NewRegistry(JsonStateFile<StoredPeers> file)
     {
         var signal = new ReconcileSignal();
-        return new PeerRegistry(
-            file,
-            new AddressPool(HubFixture.HubAddress, 24),
-            new RecordingWireGuard(file.Path),
-            new RemoteAppStore(signal, TimeProvider.System),
-            NullLogger<PeerRegistry>.Instance);
+        var remote = new RemoteAppStore(signal, TimeProvider.System);
+        var reconciler = new Reconciler(
+            new ReconcilerOptions(HubFixture.HubName, TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+        return new PeerRegistry(file, new AddressPool(HubFixture.HubAddress, 24), new RecordingWireGuard(file.Path), remote, NullLogger<PeerRegistry>.Instance, reconciler);
     }
 
     private static List<StoredPeer> StoredPeersIn(string peersJson) =>

@@ -3,9 +3,11 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.Sync;
 
 namespace Wormhole.Tunnel.Tests.Server;
 
@@ -15,6 +17,29 @@ public sealed class SyncEndpointTests
     private const string Alpha = "127.0.0.2";
     private const string Beta = "127.0.0.3";
     private static readonly TimeSpan Prompt = TimeSpan.FromSeconds(5);
+
+    [Fact]
+    public async Task Before_its_first_plan_is_applied_the_hub_answers_503_and_keeps_nothing_of_the_sync()
+    {
+        await using var hub = await HubFixture.StartAsync(startReconciler: false);
+        hub.LocalApps.Set([HubFixture.App("db", 5432)]);
+        (await hub.PairAsync("alpha")).AssignedIp.Should().Be(Alpha);
+        var body = Sync("alpha", AppJson("web", $"{Alpha}:20000"));
+
+        using (var early = await hub.PostSyncAsync(Alpha, body))
+        {
+            early.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "an answer now would tell the spoke the hub offers nothing");
+            (await early.Content.ReadAsStringAsync()).Should().Contain("first plan");
+        }
+
+        hub.AppsOf("alpha").Should().BeNull("a refused sync changes nothing");
+        hub.StartReconciler();
+        await Eventually.TrueAsync(() => hub.Reconciler.FirstPlanApplied, "the first plan is applied");
+        using var later = await hub.PostSyncAsync(Alpha, body);
+        later.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await AppNamesIn(later)).Should().Equal("db");
+        hub.AppsOf("alpha").Should().NotBeNull();
+    }
 
     [Fact]
     public async Task A_sync_from_the_peers_own_address_is_accepted_and_answered_with_the_hubs_apps()
@@ -33,7 +58,7 @@ public sealed class SyncEndpointTests
 
         response.StatusCode.Should().Be(HttpStatusCode.OK);
         response.Content.Headers.ContentType!.MediaType.Should().Be("application/json");
-        response.Headers.Contains(HubEndpoints.VersionHeader).Should().BeTrue();
+        response.Headers.Contains(SyncHeaders.Version).Should().BeTrue();
         using var answer = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         var root = answer.RootElement;
         root.EnumerateObject().Select(p => p.Name).Should().Equal("Peer", "Metadata", "Apps");
@@ -228,7 +253,7 @@ public sealed class SyncEndpointTests
         using (var first = await hub.PostSyncAsync(Alpha, Sync("alpha")))
         {
             first.StatusCode.Should().Be(HttpStatusCode.OK);
-            version = first.Headers.GetValues(HubEndpoints.VersionHeader).Single();
+            version = first.Headers.GetValues(SyncHeaders.Version).Single();
         }
 
         using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(20));
@@ -242,7 +267,7 @@ public sealed class SyncEndpointTests
         watch.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(1));
 
         response.StatusCode.Should().Be(HttpStatusCode.OK);
-        response.Headers.GetValues(HubEndpoints.VersionHeader).Single().Should().NotBe(version);
+        response.Headers.GetValues(SyncHeaders.Version).Single().Should().NotBe(version);
         (await AppNamesIn(response)).Should().BeEquivalentTo("db", "cache");
     }
 
@@ -282,7 +307,7 @@ public sealed class SyncEndpointTests
 
         watch.Elapsed.Should().BeLessThan(Prompt).And.BeLessThan(HubEndpoints.MaxLongPoll);
         response.StatusCode.Should().Be(HttpStatusCode.OK);
-        response.Headers.GetValues(HubEndpoints.VersionHeader).Single().Should().NotBe(staleVersion);
+        response.Headers.GetValues(SyncHeaders.Version).Single().Should().NotBe(staleVersion);
         (await AppNamesIn(response)).Should().Equal("db");
     }
 
@@ -298,7 +323,7 @@ public sealed class SyncEndpointTests
 
         await Eventually.TrueAsync(() => hub.Proxy.Active.Any(s => s.App == "web"), "web is exposed");
 
-        (await hub.Registry.DeleteAsync("alpha", CancellationToken.None)).Should().BeTrue();
+        (await hub.Registry.DeleteAsync("alpha", CancellationToken.None)).Should().Be(PeerDeletion.Deleted);
 
         hub.AppsOf("alpha").Should().BeNull();
         hub.WireGuard.Peers.Should().BeEmpty();

@@ -1,0 +1,86 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Client;
+using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sync;
+using Wormhole.Tunnel.Tests.Server;
+
+namespace Wormhole.Tunnel.Tests.Client;
+
+/// <summary>The spoke's sync loop over real HTTP against a hub stand-in that answers every long-poll at once.</summary>
+public class SyncLoopTests
+{
+    [Fact]
+    public async Task Ten_thousand_sync_rounds_leave_no_waiter_behind_and_memory_flat()
+    {
+        await using var hub = await InstantHub.StartAsync();
+        var signal = new ReconcileSignal();
+        var remote = new RemoteAppStore(signal, TimeProvider.System);
+        var reconciler = new Reconciler(
+            new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+        using var stop = new CancellationTokenSource();
+        var reconcile = Task.Run(() => reconciler.RunAsync(stop.Token));
+        using var metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.SyncLoop.{Guid.NewGuid():N}");
+        using var client = new HubClient(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
+        var pairing = new PairingResponse(
+            "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
+            new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.Url.ToString() });
+        var loop = new SyncLoop(client, () => pairing, _ => Task.CompletedTask, reconciler, remote, "spoke1", null, metrics, TimeProvider.System, NullLogger.Instance);
+        var run = Task.Run(() => loop.RunAsync(stop.Token));
+
+        await Eventually.TrueAsync(() => loop.Rounds >= 1_000 || run.IsCompleted, "1,000 rounds (warm-up)", TimeSpan.FromSeconds(60));
+        var before = GC.GetTotalMemory(forceFullCollection: true);
+        await Eventually.TrueAsync(() => loop.Rounds >= 11_000 || run.IsCompleted, "10,000 more rounds", TimeSpan.FromSeconds(120));
+        var waiters = reconciler.AdvertisedWaiters;
+        var after = GC.GetTotalMemory(forceFullCollection: true);
+        await stop.CancelAsync();
+        await run.ContinueWith(_ => { }, TaskScheduler.Default);
+        await reconcile.ContinueWith(_ => { }, TaskScheduler.Default);
+
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        hub.Requests.Should().BeGreaterThanOrEqualTo(11_000);
+        waiters.Should().BeLessThanOrEqualTo(1, "each round's wait for a local change ends with the round");
+        (after - before).Should().BeLessThan(512 * 1024, "10,000 rounds must not keep memory (before: {0} B, after: {1} B)", before, after);
+    }
+
+    /// <summary>A hub stand-in: answers every sync at once with no apps and a version header (as a hub of ours whose apps keep changing).</summary>
+    private sealed class InstantHub : IAsyncDisposable
+    {
+        private readonly List<WebApplication> _servers = [];
+        private long _requests;
+
+        public Uri Url { get; private set; } = null!;
+
+        public long Requests => Interlocked.Read(ref _requests);
+
+        public static async Task<InstantHub> StartAsync()
+        {
+            var hub = new InstantHub();
+            var body = SyncCodec.Encode("server", null, []);
+            var app = WebHost.Create(new IPEndPoint(IPAddress.Loopback, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, a =>
+                a.MapPost("/sync", async (HttpContext context) =>
+                {
+                    await context.Request.Body.CopyToAsync(Stream.Null);
+                    var n = Interlocked.Increment(ref hub._requests);
+                    context.Response.Headers[SyncHeaders.Version] = $"v{n}";
+                    return Results.Bytes(body, "application/json");
+                }));
+            hub.Url = await LoopbackHost.StartAsync(app, hub._servers);
+            return hub;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var server in _servers)
+            {
+                await server.StopAsync(CancellationToken.None);
+                await server.DisposeAsync();
+            }
+        }
+    }
+}
