@@ -203,12 +203,22 @@ public class TunnelTests
     {
         await using var lab = await TunnelLab.CreateAsync("spoke1");
         var spoke = lab.Network["spoke1"];
-        await lab.StartHubAsync();
+        await lab.StartHubAsync(["--basic-auth-username", "admin", "--basic-auth-password", "s3cret-pass"]);
+        var process = await lab.StartSpokeAsync(spoke);
+        await process.WaitForOutputAsync("long-poll", TunnelLab.Patience);
 
-        // The pairing cache cannot be written (a directory stands where the file goes): pairing succeeds, storing it
-        // fails, and the loop that paired dies. The spoke must not stay up, healthy-looking and unpaired.
-        Directory.CreateDirectory(Path.Combine(lab.StateDir(spoke), "pairing.json"));
-        var process = await lab.StartSpokeAsync(spoke, waitForPairing: false);
+        // The hub forgets the spoke, so its sync loop pairs again; storing that pairing fails (a directory now stands
+        // where the cache file goes) and the loop dies. The spoke must not stay up, healthy-looking and unsynced.
+        var cache = Path.Combine(lab.StateDir(spoke), "pairing.json");
+        File.Delete(cache);
+        Directory.CreateDirectory(cache);
+        using (var client = lab.Hub.CreateHttpClient())
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri("http://127.0.0.1:8082/api/peers/v1/spoke1"));
+            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:s3cret-pass")));
+            using var response = await client.SendAsync(request);
+            response.StatusCode.Should().Be(HttpStatusCode.NoContent);
+        }
 
         (await process.WaitForExitAsync(TunnelLab.Patience)).Should().BeTrue("a dead loop ends the process; output:\n" + process.Output);
         process.ExitCode.Should().Be(1);
