@@ -168,7 +168,7 @@ public sealed partial class KubernetesSink(
         }
 
         _clashes[(kind.Name, name)] = clash;
-        LogNotOurs(kind.Name, options.Namespace, name, owner, wantedBy.Peer, wantedBy.App);
+        LogNotOurs(kind.Name, options.Namespace, name, owner, wantedBy.App, wantedBy.Peer);
         if (events is not null)
         {
             await events.RecordAsync(
@@ -264,7 +264,7 @@ public sealed partial class KubernetesSink(
     private partial void LogNameClash(string kind, string name);
 
     [LoggerMessage(EventId = 1604, Level = LogLevel.Warning, Message = "{Kind} {Namespace}/{Name} is not ours ({Owner}); it is left alone, and remote app {App} of peer {Peer} gets no object of that kind here")]
-    private partial void LogNotOurs(string kind, string @namespace, string name, string owner, string peer, string app);
+    private partial void LogNotOurs(string kind, string @namespace, string name, string owner, string app, string peer);
 
     /// <summary>What the sink does differently per kind: the patch that makes an object ours as wanted, and its pod selector.</summary>
     private sealed record Kind<T>(string Name, Func<T, T, JsonObject?> Patch, Func<T, IReadOnlyDictionary<string, string>?> Selector);

@@ -71,7 +71,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
             .Should().BeEquivalentTo([("Service", "wormhole-server", "Warning", 1), ("NetworkPolicy", "wormhole-server", "Warning", 1)]);
         warnings.Should().OnlyContain(e => ((string)e["message"]!).Contains("app 'server' of peer 'wormhole'", StringComparison.Ordinal));
         log.Lines.Where(l => l.EventId == 1604).Should().HaveCount(2, "one line per clashing object, not one per pass")
-            .And.OnlyContain(l => l.Message.Contains("wormhole-server", StringComparison.Ordinal) && l.Message.Contains("peer wormhole", StringComparison.Ordinal));
+            .And.OnlyContain(l => l.Message.Contains(" wormhole/wormhole-server is not ours", StringComparison.Ordinal) && l.Message.Contains("app server of peer wormhole", StringComparison.Ordinal));
 
         _api.Get("services", Ns, "client-nginx-nginx").Should().NotBeNull("the other remote app is exposed as usual");
         _api.Get("networkpolicies", Ns, "client-nginx-nginx").Should().NotBeNull();
