@@ -21,9 +21,12 @@ namespace Wormhole.Tunnel.Kubernetes;
 /// until it goes away or changes; the pass still succeeds, as there is nothing a retry could fix.
 /// </para>
 /// <para>
-/// Objects of a peer we still know wait for <c>startupGrace</c> after start before they go, so a restart does not
-/// delete (and re-create with a new ClusterIP) the Services its peers are about to re-sync; objects of unknown peers
-/// go at once.
+/// The grace after a restart: an unwanted object of ours that existed at start (it was in this sink's first list of
+/// its kind), of a peer that is still paired and has not reported its apps since start, waits until that peer's
+/// first sync or <c>startupGrace</c> after start, whichever comes first — so a restart does not delete (and re-create
+/// with a new ClusterIP) the Services its peers are about to re-sync. Once a peer is in
+/// <see cref="Plan.ReportedPeers"/>, its app set is authoritative and its unwanted objects go at once. Objects made
+/// after the start, and objects of peers that are not paired, never wait.
 /// </para>
 /// </summary>
 public sealed partial class KubernetesSink(
@@ -47,6 +50,11 @@ public sealed partial class KubernetesSink(
     // Clashes already reported, by (kind, name): what the clash was (the object's uid, the peer and app wanting the name).
     private readonly Dictionary<(string Kind, string Name), string> _clashes = [];
 
+    // For the grace: our objects in the first list of each kind (name → exposed-peer label), and the peers (as label
+    // values) that have reported their apps since start.
+    private readonly Dictionary<string, Dictionary<string, string?>> _atStart = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _reportedSinceStart = new(StringComparer.Ordinal);
+
     public async Task<TimeSpan?> ApplyAsync(Plan plan, CancellationToken cancellationToken)
     {
         var desired = GeneratedObjects.Build(plan, options);
@@ -57,6 +65,11 @@ public sealed partial class KubernetesSink(
         }
 
         var graceLeft = _started + startupGrace - time.GetUtcNow();
+        if (graceLeft > TimeSpan.Zero)
+        {
+            _reportedSinceStart.UnionWith(plan.ReportedPeers.Select(KubeNames.LabelValue));
+        }
+
         var services = await SyncAsync(desired.Services, Services, wantedBy, graceLeft, cancellationToken);
         var policies = await SyncAsync(desired.NetworkPolicies, Policies, wantedBy, graceLeft, cancellationToken);
         return services is null ? policies : policies is null || services < policies ? services : policies;
@@ -70,6 +83,12 @@ public sealed partial class KubernetesSink(
         var listed = (await client.ListAsync<T>(options.Namespace, Selector, cancellationToken)).Items;
         var ours = listed.Where(o => OwnerOf(o, kind) is null).ToDictionary(o => o.Metadata.Name!, StringComparer.Ordinal);
         var others = listed.Where(o => OwnerOf(o, kind) is not null).ToDictionary(o => o.Metadata.Name!, StringComparer.Ordinal);
+        if (!_atStart.TryGetValue(kind.Name, out var atStart))
+        {
+            atStart = ours.ToDictionary(kv => kv.Key, kv => PeerOf(kv.Value), StringComparer.Ordinal);
+            _atStart[kind.Name] = atStart;
+        }
+
         var wanted = new HashSet<string>(StringComparer.Ordinal);
         var clashes = new HashSet<string>(StringComparer.Ordinal);
         TimeSpan? retry = null;
@@ -122,8 +141,9 @@ public sealed partial class KubernetesSink(
 
         foreach (var name in ours.Keys.Where(n => !wanted.Contains(n)))
         {
-            var peer = ours[name].Metadata.Labels?.GetValueOrDefault(KubeNames.ExposedPeer);
-            if (graceLeft > TimeSpan.Zero && peer is not null && isKnownPeer(peer))
+            var peer = PeerOf(ours[name]);
+            if (graceLeft > TimeSpan.Zero && peer is not null && atStart.TryGetValue(name, out var peerAtStart) && peerAtStart == peer
+                && !_reportedSinceStart.Contains(peer) && isKnownPeer(peer))
             {
                 retry = retry is null || graceLeft < retry ? graceLeft : retry;
                 continue;
@@ -137,6 +157,8 @@ public sealed partial class KubernetesSink(
 
         return retry;
     }
+
+    private static string? PeerOf(IKubeObject value) => value.Metadata.Labels?.GetValueOrDefault(KubeNames.ExposedPeer);
 
     /// <summary>Null when the object is ours (see the class summary); otherwise why it is not, for the clash report.</summary>
     private string? OwnerOf<T>(T value, Kind<T> kind)

@@ -133,6 +133,50 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
         log.Lines.Should().Contain(l => l.EventId == 1604 && l.Message.Contains("client-db", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task After_a_restart_objects_from_before_it_wait_for_their_peers_first_sync_and_no_longer()
+    {
+        // The previous run made objects for four peers.
+        await NewSink("server", HubPods, new RecordingLogger()).ApplyAsync(
+            PlanOf(("client", "web", 25001), ("client", "old", 25002), ("silent", "app", 25003), ("unpaired", "app", 25004)),
+            CancellationToken.None);
+        var webUid = (string)_api.Get("services", Ns, "client-web")!["metadata"]!["uid"]!;
+
+        // Restarted: nobody has synced yet, so the plan wants nothing.
+        var sink = NewSink("server", HubPods, new RecordingLogger(), grace: TimeSpan.FromSeconds(15), isKnownPeer: p => p != "unpaired");
+        (await sink.ApplyAsync(Plan.Empty, CancellationToken.None)).Should().Be(TimeSpan.FromSeconds(15), "a pass is due when the grace ends");
+        Names().Should().BeEquivalentTo(["client-web", "client-old", "silent-app"], "objects of paired peers wait; those of a peer that is not paired go at once");
+
+        // client's first sync after the start: its app set is authoritative at once, well within the grace.
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await sink.ApplyAsync(PlanOf(("client", "web", 25001)), CancellationToken.None);
+        Names().Should().BeEquivalentTo(["client-web", "silent-app"], "client no longer offers 'old'");
+        ((string)_api.Get("services", Ns, "client-web")!["metadata"]!["uid"]!).Should().Be(webUid, "kept in place, same ClusterIP");
+
+        // Withdrawn later within the grace: gone at once too.
+        await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None);
+        Names().Should().BeEquivalentTo(["silent-app"]);
+
+        // A paired peer that stays silent loses its objects when the grace ends.
+        _time.Advance(TimeSpan.FromSeconds(14));
+        (await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None)).Should().BeNull();
+        Names().Should().BeEmpty();
+        _api.List("networkpolicies", Ns).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Objects_made_after_the_start_are_deleted_at_once_within_the_grace()
+    {
+        var sink = NewSink("server", HubPods, new RecordingLogger(), grace: TimeSpan.FromSeconds(15));
+        await sink.ApplyAsync(PlanOf(("client", "nginx-nginx", 25001)), CancellationToken.None);
+        Names().Should().Equal("client-nginx-nginx");
+
+        _time.Advance(TimeSpan.FromSeconds(2));
+        (await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None)).Should().BeNull("nothing waits");
+        Names().Should().BeEmpty("exposed=no in the first 15 s after a start takes effect at once");
+        _api.List("networkpolicies", Ns).Should().BeEmpty();
+    }
+
     private KubernetesSink NewSink(string instance, IReadOnlyDictionary<string, string> podLabels, RecordingLogger log, TimeSpan? grace = null, Func<string, bool>? isKnownPeer = null) =>
         new(
             _client,
@@ -143,10 +187,15 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
             new EventRecorder(_client, "wormhole-" + instance, _time, log),
             log);
 
+    /// <summary>A plan as the planner builds it: the remote apps, and their peers as the peers that reported.</summary>
     private static Plan PlanOf(params (string Peer, string App, int Port)[] apps) => Plan.Empty with
     {
         RemoteListeners = [.. apps.Select(a => new RemoteListener(a.Peer, a.App, a.Port, IPAddress.Parse("10.188.0.2"), 20000, 80, ""))],
+        ReportedPeers = [.. apps.Select(a => a.Peer).Distinct().Order(StringComparer.Ordinal)],
     };
+
+    /// <summary>The names of the Services in our namespace.</summary>
+    private List<string> Names() => [.. _api.List("services", Ns).Select(s => (string)s["metadata"]!["name"]!)];
 
     /// <summary>The object as stored (resourceVersion included), for before/after comparisons.</summary>
     private string Snapshot(string resource, string name) =>
