@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -112,6 +113,45 @@ public class KubernetesTests
         await k.ClientProcess.StopAsync();
         var again = await k.Lab.StartSpokeAsync(k.Lab.Network["client"], extra: k.Client.Flags("application=wormhole-client"), waitForPairing: false, appsFile: false);
         await again.WaitForOutputAsync("using IP from the cache", TunnelLab.Patience);
+    }
+
+    [RootFact]
+    public async Task Unexpose_within_the_first_15_s_of_a_hubs_life_is_applied_within_1_s()
+    {
+        await using var k = await KubeLab.StartAsync();
+        await ExposeNginxAsync(k);
+
+        // A restart: the hub's grace (15 s) starts again, and the objects are from before its start.
+        var uid = (string)(await k.Server.GetAsync("svc", Ns, "client-nginx-nginx"))!["metadata"]!["uid"]!;
+        await k.HubProcess.StopAsync();
+        var sinceStart = Stopwatch.StartNew();
+        await k.StartHubAsync();
+        var grace = TimeSpan.FromSeconds(15);
+        var synced = await TunnelLab.EventuallyAsync(
+            async () => (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/apps")).AsArray().Count == 1, "the spoke has synced with the restarted hub");
+        sinceStart.Elapsed.Should().BeLessThan(
+            grace - TimeSpan.FromSeconds(1),
+            "the spoke has to sync with the restarted hub early enough in its 15 s grace to change something within it (it took {0:0.0} s after the hub's start-up)",
+            synced.TotalSeconds);
+        ((string)(await k.Server.GetAsync("svc", Ns, "client-nginx-nginx"))!["metadata"]!["uid"]!).Should().Be(uid, "kept in place across the restart");
+
+        var took = await UnexposeNginxAsync(k);
+        Timings.Record("kubectl annotate exposed=no within a restarted hub's first 15 s -> generated Service and NetworkPolicy gone", [took]);
+        took.Should().BeLessThan(TimeSpan.FromSeconds(1), "the peer has synced since the start, so its app set is authoritative");
+        sinceStart.Elapsed.Should().BeLessThan(grace, "all of this happened within the hub's grace");
+    }
+
+    [RootFact]
+    public async Task Unexpose_within_the_first_15_s_of_a_new_hubs_life_is_applied_within_1_s()
+    {
+        var sinceStart = Stopwatch.StartNew();
+        await using var k = await KubeLab.StartAsync();
+        await ExposeNginxAsync(k);
+
+        var took = await UnexposeNginxAsync(k);
+        Timings.Record("kubectl annotate exposed=no within a new hub's first 15 s -> generated Service and NetworkPolicy gone", [took]);
+        took.Should().BeLessThan(TimeSpan.FromSeconds(1), "the hub made these objects itself after its start: no grace applies");
+        sinceStart.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(15), "all of this happened within the hub's grace");
     }
 
     [RootFact]
@@ -273,6 +313,25 @@ public class KubernetesTests
         events.Should().Contain(e => (string)e!["type"]! == "Normal" && (string)e["involvedObject"]!["name"]! == "nginx" && ((string)e["message"]!).Contains("client-nginx-nginx"));
         (await k.Server.ServiceNamesAsync(Ns)).Should().Equal("client-nginx-nginx");
         k.ClientProcess.HasExited.Should().BeFalse();
+    }
+
+    private static async Task ExposeNginxAsync(KubeLab k)
+    {
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
+        await TunnelLab.EventuallyAsync(
+            async () => await k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx") && await k.Server.GetAsync("networkpolicy", Ns, "client-nginx-nginx") is not null,
+            "the generated Service and NetworkPolicy exist");
+    }
+
+    /// <summary>Annotates exposed=no; returns how long from just before kubectl starts until both generated objects are gone.</summary>
+    private static async Task<TimeSpan> UnexposeNginxAsync(KubeLab k)
+    {
+        var clock = Stopwatch.StartNew();
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/exposed=no");
+        await TunnelLab.EventuallyAsync(
+            async () => !await k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx") && await k.Server.GetAsync("networkpolicy", Ns, "client-nginx-nginx") is null,
+            "the generated Service and NetworkPolicy are gone");
+        return clock.Elapsed;
     }
 
     /// <summary>The WormholeNameClash events about wormhole-server in the hub's namespace.</summary>
