@@ -62,7 +62,7 @@ public sealed class CommonCli
 
     public Option<string> PeerTtl { get; } = new("--peer-ttl") { Description = "Withdraw a peer's apps when its syncs stop for this long (e.g. 60s, 2m)", DefaultValueFactory = _ => "60s" };
 
-    public Option<string> GcGrace { get; } = new("--kubernetes-gc-grace") { Description = "After a start, keep generated objects of known peers this long before deleting unwanted ones (lets peers re-sync)", DefaultValueFactory = _ => "15s" };
+    public Option<string> GcGrace { get; } = new("--kubernetes-gc-grace") { Description = "After a start, generated objects from before it, of peers still paired, wait for the peer's first sync but at most this long before unwanted ones are deleted (kept in place: same ClusterIP)", DefaultValueFactory = _ => "15s" };
 
     public Option<string> LogFormat { get; } = new("--log-format") { Description = "Log format: console or json", DefaultValueFactory = _ => "console" };
 

@@ -6,18 +6,24 @@ using Microsoft.Extensions.Logging;
 namespace Wormhole.Tunnel.Kubernetes;
 
 /// <summary>
-/// Writes core/v1 Events about a Service (what <c>kubectl describe svc</c> shows). The same event again bumps its
-/// count instead of adding a new object. Failures are logged, never thrown: events are advice, not state.
+/// Writes core/v1 Events about an object — a Service or a NetworkPolicy (what <c>kubectl describe</c> shows). The
+/// same event again bumps its count instead of adding a new object. Failures are logged, never thrown: events are
+/// advice, not state.
 /// </summary>
-public sealed partial class EventRecorder(IKubernetesClient client, string component, TimeProvider time, ILogger<EventRecorder> logger)
+public sealed partial class EventRecorder(IKubernetesClient client, string component, TimeProvider time, ILogger logger)
 {
     public const string Normal = "Normal";
     public const string Warning = "Warning";
 
-    public async Task RecordAsync(Service about, string type, string reason, string message, CancellationToken cancellationToken)
+    /// <param name="about">The object as the API returned it (its uid and namespace name the event's subject).</param>
+    public async Task RecordAsync<T>(T about, string type, string reason, string message, CancellationToken cancellationToken)
+        where T : IKubeObject
     {
         var meta = about.Metadata;
         var ns = meta.Namespace ?? "default";
+        var resource = KubeResource.For<T>();
+        var apiVersion = about.ApiVersion ?? (resource.Group.Length == 0 ? resource.Version : $"{resource.Group}/{resource.Version}");
+        var kind = about.Kind ?? typeof(T).Name;
         if (message.Length > 1024)
         {
             message = message[..1021] + "...";
@@ -34,7 +40,7 @@ public sealed partial class EventRecorder(IKubernetesClient client, string compo
                     new KubeEvent
                     {
                         Metadata = new ObjectMeta { Name = name, Namespace = ns },
-                        InvolvedObject = new ObjectReference { ApiVersion = "v1", Kind = "Service", Namespace = ns, Name = meta.Name, Uid = meta.Uid },
+                        InvolvedObject = new ObjectReference { ApiVersion = apiVersion, Kind = kind, Namespace = ns, Name = meta.Name, Uid = meta.Uid },
                         Reason = reason,
                         Message = message,
                         Type = type,
@@ -56,17 +62,17 @@ public sealed partial class EventRecorder(IKubernetesClient client, string compo
                     cancellationToken);
             }
 
-            LogRecorded(type, reason, ns, meta.Name!, message);
+            LogRecorded(type, reason, kind, ns, meta.Name!, message);
         }
         catch (Exception ex) when (ex is KubeApiException or HttpRequestException or TimeoutException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            LogFailed(ns, meta.Name!, ex.Message);
+            LogFailed(kind, ns, meta.Name!, ex.Message);
         }
     }
 
-    [LoggerMessage(EventId = 1700, Level = LogLevel.Information, Message = "{Type} event {Reason} on Service {Namespace}/{Name}: {Message}")]
-    private partial void LogRecorded(string type, string reason, string @namespace, string name, string message);
+    [LoggerMessage(EventId = 1700, Level = LogLevel.Information, Message = "{Type} event {Reason} on {Kind} {Namespace}/{Name}: {Message}")]
+    private partial void LogRecorded(string type, string reason, string kind, string @namespace, string name, string message);
 
-    [LoggerMessage(EventId = 1701, Level = LogLevel.Warning, Message = "Could not record an event on Service {Namespace}/{Name}: {Reason}")]
-    private partial void LogFailed(string @namespace, string name, string reason);
+    [LoggerMessage(EventId = 1701, Level = LogLevel.Warning, Message = "Could not record an event on {Kind} {Namespace}/{Name}: {Reason}")]
+    private partial void LogFailed(string kind, string @namespace, string name, string reason);
 }

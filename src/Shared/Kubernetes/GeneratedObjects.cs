@@ -5,7 +5,12 @@ using Wormhole.Tunnel.Planning;
 namespace Wormhole.Tunnel.Kubernetes;
 
 /// <summary>Where and how generated objects are made (from --kubernetes-namespace, --kubernetes-labels, --network-policies).</summary>
-public sealed record KubernetesSinkOptions(string Namespace, IReadOnlyDictionary<string, string> PodLabels, bool NetworkPolicies);
+/// <param name="Instance">This side's --name: every generated object is labelled with it (see <see cref="KubernetesSink"/>).</param>
+public sealed record KubernetesSinkOptions(string Namespace, IReadOnlyDictionary<string, string> PodLabels, bool NetworkPolicies, string Instance)
+{
+    /// <summary>The value of the <see cref="KubeNames.Instance"/> label on our objects.</summary>
+    public string InstanceLabel => KubeNames.LabelValue(Instance);
+}
 
 /// <summary>The Services and NetworkPolicies one plan wants, built by pure functions (reference §4.5, names §4.6).</summary>
 public sealed record GeneratedObjects(IReadOnlyList<Service> Services, IReadOnlyList<NetworkPolicy> NetworkPolicies)
@@ -25,6 +30,7 @@ public sealed record GeneratedObjects(IReadOnlyList<Service> Services, IReadOnly
                 [KubeNames.ExposedBy] = KubeNames.ExposedByValue,
                 [KubeNames.ExposedApp] = KubeNames.LabelValue(listener.App),
                 [KubeNames.ExposedPeer] = KubeNames.LabelValue(listener.Peer),
+                [KubeNames.Instance] = options.InstanceLabel,
                 [ManagedBy] = ManagedByValue,
             };
             services.Add(new Service

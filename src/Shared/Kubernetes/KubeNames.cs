@@ -17,6 +17,9 @@ public static partial class KubeNames
     public const string ExposedApp = LabelPrefix + "exposed-app";
     public const string ExposedPeer = LabelPrefix + "exposed-peer";
     public const string ConsumesApp = LabelPrefix + "network-policy-consumes-app";
+
+    /// <summary>On generated objects: the <c>--name</c> of the side that made them (as a label value).</summary>
+    public const string Instance = LabelPrefix + "instance";
     public const string ExposedByValue = "wormhole";
 
     /// <summary>The generated object name for <paramref name="app"/> of <paramref name="peer"/>: a DNS-1035 label.</summary>

@@ -8,10 +8,26 @@ namespace Wormhole.Tunnel.Kubernetes;
 
 /// <summary>
 /// Makes the generated Services and NetworkPolicies in our namespace exactly those of the plan: creates, patches in
-/// place (a Service keeps its ClusterIP), and deletes every object labelled <c>exposed-by=wormhole</c> that the plan
-/// does not want — the one rule behind garbage collection at start, after peer removal and after expiry. Objects of
-/// a peer we still know wait for <c>startupGrace</c> after start before they go, so a restart does not delete (and
-/// re-create with a new ClusterIP) the Services its peers are about to re-sync; objects of unknown peers go at once.
+/// place (a Service keeps its ClusterIP), and deletes every object of ours that the plan does not want — the one rule
+/// behind garbage collection at start, after peer removal and after expiry.
+/// <para>
+/// Ours means: labelled <c>wormhole.glothriel.github.com/exposed-by=wormhole</c> and
+/// <c>wormhole.glothriel.github.com/instance=&lt;this side's --name&gt;</c>. An object labelled exposed-by=wormhole
+/// without an instance label (made before objects carried it, or by glothriel/wormhole) is ours only when its selector
+/// — a Service's <c>spec.selector</c>, a NetworkPolicy's <c>spec.podSelector.matchLabels</c> — equals our pod labels,
+/// i.e. it points at our pods; the next patch adopts it (it gains the instance label). Nothing else is ever patched or
+/// deleted, so several sides can share a namespace. When a remote app's object name is taken by an object that is not
+/// ours, that app gets no object of that kind here: a Warning Event on the object and a log line name the clash, once
+/// until it goes away or changes; the pass still succeeds, as there is nothing a retry could fix.
+/// </para>
+/// <para>
+/// The grace after a restart: an unwanted object of ours that existed at start (it was in this sink's first list of
+/// its kind), of a peer that is still paired and has not reported its apps since start, waits until that peer's
+/// first sync or <c>startupGrace</c> after start, whichever comes first — so a restart does not delete (and re-create
+/// with a new ClusterIP) the Services its peers are about to re-sync. Once a peer is in
+/// <see cref="Plan.ReportedPeers"/>, its app set is authoritative and its unwanted objects go at once. Objects made
+/// after the start, and objects of peers that are not paired, never wait.
+/// </para>
 /// </summary>
 public sealed partial class KubernetesSink(
     IKubernetesClient client,
@@ -19,84 +35,171 @@ public sealed partial class KubernetesSink(
     TimeProvider time,
     TimeSpan startupGrace,
     Func<string, bool> isKnownPeer,
-    ILogger<KubernetesSink> logger) : IPlanSink
+    EventRecorder? events,
+    ILogger logger) : IPlanSink
 {
+    /// <summary>The reason of the Warning Event on an object whose name a remote app wants but that is not ours.</summary>
+    public const string NameClashReason = "WormholeNameClash";
+
     private static readonly string Selector = $"{KubeNames.ExposedBy}={KubeNames.ExposedByValue}";
+    private static readonly TimeSpan RetrySoon = TimeSpan.FromSeconds(1);
+    private static readonly Kind<Service> Services = new("Service", ServicePatch, s => s.Spec.Selector);
+    private static readonly Kind<NetworkPolicy> Policies = new("NetworkPolicy", PolicyPatch, p => p.Spec.PodSelector.MatchLabels);
     private readonly DateTimeOffset _started = time.GetUtcNow();
+
+    // Clashes already reported, by (kind, name): what the clash was (the object's uid, the peer and app wanting the name).
+    private readonly Dictionary<(string Kind, string Name), string> _clashes = [];
+
+    // For the grace: our objects in the first list of each kind (name → exposed-peer label), and the peers (as label
+    // values) that have reported their apps since start.
+    private readonly Dictionary<string, Dictionary<string, string?>> _atStart = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _reportedSinceStart = new(StringComparer.Ordinal);
 
     public async Task<TimeSpan?> ApplyAsync(Plan plan, CancellationToken cancellationToken)
     {
         var desired = GeneratedObjects.Build(plan, options);
+        var wantedBy = new Dictionary<string, RemoteListener>(StringComparer.Ordinal);
+        foreach (var listener in plan.RemoteListeners)
+        {
+            wantedBy.TryAdd(KubeNames.ObjectName(listener.Peer, listener.App), listener);
+        }
+
         var graceLeft = _started + startupGrace - time.GetUtcNow();
-        var deferred = false;
-        deferred |= await SyncAsync(desired.Services, ServicePatch, graceLeft, cancellationToken);
-        deferred |= await SyncAsync(desired.NetworkPolicies, PolicyPatch, graceLeft, cancellationToken);
-        return deferred ? graceLeft : null;
+        if (graceLeft > TimeSpan.Zero)
+        {
+            _reportedSinceStart.UnionWith(plan.ReportedPeers.Select(KubeNames.LabelValue));
+        }
+
+        var services = await SyncAsync(desired.Services, Services, wantedBy, graceLeft, cancellationToken);
+        var policies = await SyncAsync(desired.NetworkPolicies, Policies, wantedBy, graceLeft, cancellationToken);
+        return services is null ? policies : policies is null || services < policies ? services : policies;
     }
 
-    /// <summary>Returns true when deletions were deferred by the startup grace.</summary>
-    private async Task<bool> SyncAsync<T>(IReadOnlyList<T> desired, Func<T, T, JsonObject?> patchFor, TimeSpan graceLeft, CancellationToken cancellationToken)
+    /// <summary>Returns when to pass again (deletions deferred by the startup grace, an object that vanished mid-pass), or null.</summary>
+    private async Task<TimeSpan?> SyncAsync<T>(
+        IReadOnlyList<T> desired, Kind<T> kind, Dictionary<string, RemoteListener> wantedBy, TimeSpan graceLeft, CancellationToken cancellationToken)
         where T : class, IKubeObject
     {
-        var existing = (await client.ListAsync<T>(options.Namespace, Selector, cancellationToken)).Items
-            .ToDictionary(o => o.Metadata.Name!, StringComparer.Ordinal);
+        var listed = (await client.ListAsync<T>(options.Namespace, Selector, cancellationToken)).Items;
+        var ours = listed.Where(o => OwnerOf(o, kind) is null).ToDictionary(o => o.Metadata.Name!, StringComparer.Ordinal);
+        var others = listed.Where(o => OwnerOf(o, kind) is not null).ToDictionary(o => o.Metadata.Name!, StringComparer.Ordinal);
+        if (!_atStart.TryGetValue(kind.Name, out var atStart))
+        {
+            atStart = ours.ToDictionary(kv => kv.Key, kv => PeerOf(kv.Value), StringComparer.Ordinal);
+            _atStart[kind.Name] = atStart;
+        }
+
         var wanted = new HashSet<string>(StringComparer.Ordinal);
+        var clashes = new HashSet<string>(StringComparer.Ordinal);
+        TimeSpan? retry = null;
         foreach (var value in desired)
         {
             var name = value.Metadata.Name!;
             if (!wanted.Add(name))
             {
-                LogNameClash(typeof(T).Name, name);
+                LogNameClash(kind.Name, name);
                 continue;
             }
 
-            if (!existing.TryGetValue(name, out var current))
+            var current = ours.GetValueOrDefault(name) ?? others.GetValueOrDefault(name);
+            if (current is null)
             {
-                await CreateAsync(value, patchFor, cancellationToken);
+                try
+                {
+                    await client.CreateAsync(value, cancellationToken);
+                    LogCreated(kind.Name, name);
+                    continue;
+                }
+                catch (KubeApiException ex) when (ex.Code == 409)
+                {
+                    // It exists without the exposed-by label, so the list did not show it: whose is it?
+                    current = await client.GetAsync<T>(options.Namespace, name, cancellationToken);
+                    if (current is null)
+                    {
+                        retry = RetrySoon;
+                        continue;
+                    }
+                }
             }
-            else if (patchFor(current, value) is { } patch)
+
+            if (OwnerOf(current, kind) is { } owner)
+            {
+                clashes.Add(name);
+                await ReportClashAsync(current, kind, owner, wantedBy[name], cancellationToken);
+            }
+            else if (kind.Patch(current, value) is { } patch)
             {
                 await client.MergePatchAsync<T>(options.Namespace, name, patch, cancellationToken);
-                LogUpdated(typeof(T).Name, name);
+                LogUpdated(kind.Name, name);
             }
         }
 
-        var deferred = false;
-        foreach (var name in existing.Keys.Where(n => !wanted.Contains(n)))
+        foreach (var gone in _clashes.Keys.Where(k => k.Kind == kind.Name && !clashes.Contains(k.Name)).ToList())
         {
-            var peer = existing[name].Metadata.Labels?.GetValueOrDefault(KubeNames.ExposedPeer);
-            if (graceLeft > TimeSpan.Zero && peer is not null && isKnownPeer(peer))
+            _clashes.Remove(gone);
+        }
+
+        foreach (var name in ours.Keys.Where(n => !wanted.Contains(n)))
+        {
+            var peer = PeerOf(ours[name]);
+            if (graceLeft > TimeSpan.Zero && peer is not null && atStart.TryGetValue(name, out var peerAtStart) && peerAtStart == peer
+                && !_reportedSinceStart.Contains(peer) && isKnownPeer(peer))
             {
-                deferred = true;
+                retry = retry is null || graceLeft < retry ? graceLeft : retry;
                 continue;
             }
 
             if (await client.DeleteAsync<T>(options.Namespace, name, cancellationToken))
             {
-                LogDeleted(typeof(T).Name, name);
+                LogDeleted(kind.Name, name);
             }
         }
 
-        return deferred;
+        return retry;
     }
 
-    private async Task CreateAsync<T>(T value, Func<T, T, JsonObject?> patchFor, CancellationToken cancellationToken)
-        where T : class, IKubeObject
+    private static string? PeerOf(IKubeObject value) => value.Metadata.Labels?.GetValueOrDefault(KubeNames.ExposedPeer);
+
+    /// <summary>Null when the object is ours (see the class summary); otherwise why it is not, for the clash report.</summary>
+    private string? OwnerOf<T>(T value, Kind<T> kind)
+        where T : IKubeObject
     {
-        try
+        var labels = value.Metadata.Labels;
+        if (labels is null || labels.GetValueOrDefault(KubeNames.ExposedBy) != KubeNames.ExposedByValue)
         {
-            await client.CreateAsync(value, cancellationToken);
-            LogCreated(typeof(T).Name, value.Metadata.Name!);
+            return $"it is not labelled {KubeNames.ExposedBy}={KubeNames.ExposedByValue}";
         }
-        catch (KubeApiException ex) when (ex.Code == 409)
+
+        if (labels.TryGetValue(KubeNames.Instance, out var instance))
         {
-            // It exists without our label (made by hand?): take it over; the missing labels alone make a patch.
-            var current = await client.GetAsync<T>(options.Namespace, value.Metadata.Name!, cancellationToken);
-            if (current is not null && patchFor(current, value) is { } patch)
-            {
-                await client.MergePatchAsync<T>(options.Namespace, value.Metadata.Name!, patch, cancellationToken);
-                LogUpdated(typeof(T).Name, value.Metadata.Name!);
-            }
+            return instance == options.InstanceLabel ? null : $"it is labelled {KubeNames.Instance}={instance}";
+        }
+
+        return MapEquals(kind.Selector(value), options.PodLabels) ? null : $"it has no {KubeNames.Instance} label and selects other pods than ours";
+    }
+
+    /// <summary>A Warning Event on the object and a log line, once per clash (until it goes away or changes).</summary>
+    private async Task ReportClashAsync<T>(T current, Kind<T> kind, string owner, RemoteListener wantedBy, CancellationToken cancellationToken)
+        where T : IKubeObject
+    {
+        var name = current.Metadata.Name!;
+        var clash = $"{current.Metadata.Uid}|{wantedBy.Peer}|{wantedBy.App}";
+        if (_clashes.TryGetValue((kind.Name, name), out var reported) && reported == clash)
+        {
+            return;
+        }
+
+        _clashes[(kind.Name, name)] = clash;
+        LogNotOurs(kind.Name, options.Namespace, name, owner, wantedBy.App, wantedBy.Peer);
+        if (events is not null)
+        {
+            await events.RecordAsync(
+                current,
+                EventRecorder.Warning,
+                NameClashReason,
+                $"{kind.Name} {name} is left alone: it was not made by wormhole '{options.Instance}' ({owner}). Remote app '{wantedBy.App}' of peer " +
+                $"'{wantedBy.Peer}' maps to this name and gets no {kind.Name} here; rename the app on that peer (annotation {KubeNames.LabelPrefix}name) or this object.",
+                cancellationToken);
         }
     }
 
@@ -138,7 +241,7 @@ public sealed partial class KubernetesSink(
         };
     }
 
-    private static bool MapEquals(Dictionary<string, string>? a, Dictionary<string, string>? b) =>
+    private static bool MapEquals(IReadOnlyDictionary<string, string>? a, IReadOnlyDictionary<string, string>? b) =>
         (a?.Count ?? 0) == (b?.Count ?? 0) && (a is null || a.All(kv => b!.TryGetValue(kv.Key, out var v) && v == kv.Value));
 
     private static bool LabelsCover(Dictionary<string, string>? current, Dictionary<string, string>? wanted) =>
@@ -181,6 +284,12 @@ public sealed partial class KubernetesSink(
 
     [LoggerMessage(EventId = 1603, Level = LogLevel.Warning, Message = "Two remote apps map to the same {Kind} name {Name}; only the first is created")]
     private partial void LogNameClash(string kind, string name);
+
+    [LoggerMessage(EventId = 1604, Level = LogLevel.Warning, Message = "{Kind} {Namespace}/{Name} is not ours ({Owner}); it is left alone, and remote app {App} of peer {Peer} gets no object of that kind here")]
+    private partial void LogNotOurs(string kind, string @namespace, string name, string owner, string app, string peer);
+
+    /// <summary>What the sink does differently per kind: the patch that makes an object ours as wanted, and its pod selector.</summary>
+    private sealed record Kind<T>(string Name, Func<T, T, JsonObject?> Patch, Func<T, IReadOnlyDictionary<string, string>?> Selector);
 }
 
 /// <summary>JSON options matching the apiserver's conventions (camelCase, nulls left out).</summary>

@@ -36,13 +36,18 @@ public sealed record RemoteListener(string Peer, string App, int Port, IPAddress
 public sealed record PlanProblem(string Peer, string App, string Reason);
 
 /// <summary>The whole desired state of one side, built by <see cref="Planner.Build"/>.</summary>
+/// <param name="ReportedPeers">
+/// The peers whose app lists are known (they have synced, with zero apps too; ordinal order): for these,
+/// <see cref="RemoteListeners"/> is exactly what they offer, so whatever of theirs it lacks is withdrawn for certain.
+/// </param>
 public sealed record Plan(
     ImmutableArray<LocalListener> LocalListeners,
     ImmutableArray<RemoteListener> RemoteListeners,
     ImmutableArray<AppDescriptor> Advertised,
-    ImmutableArray<PlanProblem> Problems)
+    ImmutableArray<PlanProblem> Problems,
+    ImmutableArray<string> ReportedPeers)
 {
-    public static readonly Plan Empty = new([], [], [], []);
+    public static readonly Plan Empty = new([], [], [], [], []);
 
     /// <summary>Remote apps as /api/apps/v1 shows them without Kubernetes: <c>localhost:&lt;listener port&gt;</c>.</summary>
     public IEnumerable<AppDescriptor> Exposed =>

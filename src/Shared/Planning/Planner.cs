@@ -93,7 +93,8 @@ public static class Planner
             remotes.Add(new RemoteListener(c.Peer, c.App.Name, port, c.Address, c.PeerPort, c.App.OriginalPort, c.App.TargetLabels ?? ""));
         }
 
-        return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable());
+        var reported = input.RemoteApps.Select(p => p.Peer).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
+        return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable(), reported);
     }
 
     private static Dictionary<TKey, int> AssignPorts<T, TKey>(

@@ -56,8 +56,8 @@ public sealed partial class SideHost : IAsyncDisposable
             var events = new EventRecorder(_kubernetes, "wormhole-" + settings.Name, time, loggerFactory.CreateLogger<EventRecorder>());
             LocalApps = new KubernetesAppSource(_kubernetes, settings.Name, Signal, events, time, loggerFactory);
             var podLabels = KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!;
-            SinkOptions = new KubernetesSinkOptions(settings.KubernetesNamespace!, podLabels, settings.NetworkPolicies);
-            sinks.Add(new KubernetesSink(_kubernetes, SinkOptions, time, settings.GcGrace, isKnownPeer ?? (_ => true), loggerFactory.CreateLogger<KubernetesSink>()));
+            SinkOptions = new KubernetesSinkOptions(settings.KubernetesNamespace!, podLabels, settings.NetworkPolicies, settings.Name);
+            sinks.Add(new KubernetesSink(_kubernetes, SinkOptions, time, settings.GcGrace, isKnownPeer ?? (_ => true), events, loggerFactory.CreateLogger<KubernetesSink>()));
         }
         else
         {

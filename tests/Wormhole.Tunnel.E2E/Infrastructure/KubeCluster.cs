@@ -37,9 +37,13 @@ public sealed class KubeCluster
         return cluster;
     }
 
-    /// <summary>The flags that make a hub or spoke use this cluster.</summary>
-    public IEnumerable<string> Flags(string podLabels, bool networkPolicies = true, string gcGrace = "0s") =>
-        new[] { "--kubernetes", "--kubeconfig", Kubeconfig, "--kubernetes-namespace", "wormhole", "--kubernetes-labels", podLabels, "--kubernetes-gc-grace", gcGrace }
+    /// <summary>
+    /// The flags that make a hub or spoke use this cluster, as the chart passes them: its defaults (no
+    /// --kubernetes-gc-grace: 15 s) plus --network-policies (networkPolicies.enabled), since glothriel/wormhole's
+    /// integration tests, which these mirror, check the generated NetworkPolicy.
+    /// </summary>
+    public IEnumerable<string> Flags(string podLabels, bool networkPolicies = true) =>
+        new[] { "--kubernetes", "--kubeconfig", Kubeconfig, "--kubernetes-namespace", "wormhole", "--kubernetes-labels", podLabels }
             .Concat(networkPolicies ? ["--network-policies"] : []);
 
     public Task<ProcessResult> TryKubectlAsync(params string[] args) =>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -115,6 +116,45 @@ public class KubernetesTests
     }
 
     [RootFact]
+    public async Task Unexpose_within_the_first_15_s_of_a_hubs_life_is_applied_within_1_s()
+    {
+        await using var k = await KubeLab.StartAsync();
+        await ExposeNginxAsync(k);
+
+        // A restart: the hub's grace (15 s) starts again, and the objects are from before its start.
+        var uid = (string)(await k.Server.GetAsync("svc", Ns, "client-nginx-nginx"))!["metadata"]!["uid"]!;
+        await k.HubProcess.StopAsync();
+        var sinceStart = Stopwatch.StartNew();
+        await k.StartHubAsync();
+        var grace = TimeSpan.FromSeconds(15);
+        var synced = await TunnelLab.EventuallyAsync(
+            async () => (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/apps")).AsArray().Count == 1, "the spoke has synced with the restarted hub");
+        sinceStart.Elapsed.Should().BeLessThan(
+            grace - TimeSpan.FromSeconds(1),
+            "the spoke has to sync with the restarted hub early enough in its 15 s grace to change something within it (it took {0:0.0} s after the hub's start-up)",
+            synced.TotalSeconds);
+        ((string)(await k.Server.GetAsync("svc", Ns, "client-nginx-nginx"))!["metadata"]!["uid"]!).Should().Be(uid, "kept in place across the restart");
+
+        var took = await UnexposeNginxAsync(k);
+        Timings.Record("kubectl annotate exposed=no within a restarted hub's first 15 s -> generated Service and NetworkPolicy gone", [took]);
+        took.Should().BeLessThan(TimeSpan.FromSeconds(1), "the peer has synced since the start, so its app set is authoritative");
+        sinceStart.Elapsed.Should().BeLessThan(grace, "all of this happened within the hub's grace");
+    }
+
+    [RootFact]
+    public async Task Unexpose_within_the_first_15_s_of_a_new_hubs_life_is_applied_within_1_s()
+    {
+        var sinceStart = Stopwatch.StartNew();
+        await using var k = await KubeLab.StartAsync();
+        await ExposeNginxAsync(k);
+
+        var took = await UnexposeNginxAsync(k);
+        Timings.Record("kubectl annotate exposed=no within a new hub's first 15 s -> generated Service and NetworkPolicy gone", [took]);
+        took.Should().BeLessThan(TimeSpan.FromSeconds(1), "the hub made these objects itself after its start: no grace applies");
+        sinceStart.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(15), "all of this happened within the hub's grace");
+    }
+
+    [RootFact]
     public async Task Client_metadata_shows_in_peers_v2()
     {
         await using var k = await KubeLab.StartAsync(clientMetadata: """{"testFoo":"testBar"}""");
@@ -175,7 +215,34 @@ public class KubernetesTests
                 wormhole.glothriel.github.com/exposed-by: wormhole
                 wormhole.glothriel.github.com/exposed-peer: gone-peer
             spec:
+              selector: {application: wormhole-server}
               ports: [{port: 80, targetPort: 25001}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: gone-peer-new-app
+              namespace: {{Ns}}
+              labels:
+                wormhole.glothriel.github.com/exposed-by: wormhole
+                wormhole.glothriel.github.com/exposed-peer: gone-peer
+                wormhole.glothriel.github.com/instance: server
+            spec:
+              selector: {application: wormhole-server}
+              ports: [{port: 80, targetPort: 25002}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: another-sides-app
+              namespace: {{Ns}}
+              labels:
+                wormhole.glothriel.github.com/exposed-by: wormhole
+                wormhole.glothriel.github.com/exposed-peer: gone-peer
+                wormhole.glothriel.github.com/instance: another-side
+            spec:
+              selector: {application: wormhole-another-side}
+              ports: [{port: 80, targetPort: 25003}]
             ---
             apiVersion: v1
             kind: Service
@@ -187,8 +254,66 @@ public class KubernetesTests
             """);
         await k.HubProcess.StopAsync();
         await k.StartHubAsync();
-        await TunnelLab.EventuallyAsync(async () => !await k.Server.ServiceExistsAsync(Ns, "gone-peer-old-app"), "the orphan is deleted");
-        (await k.Server.ServiceExistsAsync(Ns, "not-ours")).Should().BeTrue("only objects labelled exposed-by=wormhole are ours");
+
+        // One without an instance label (glothriel/wormhole's) is ours because it selects our pods; one with ours is ours.
+        await TunnelLab.EventuallyAsync(
+            async () => !await k.Server.ServiceExistsAsync(Ns, "gone-peer-old-app") && !await k.Server.ServiceExistsAsync(Ns, "gone-peer-new-app"),
+            "the orphans are deleted");
+        (await k.Server.ServiceExistsAsync(Ns, "not-ours")).Should().BeTrue("only objects labelled exposed-by=wormhole can be ours");
+        (await k.Server.ServiceExistsAsync(Ns, "another-sides-app")).Should().BeTrue("it belongs to another side sharing the namespace");
+    }
+
+    [RootFact]
+    public async Task A_peer_app_named_like_the_hubs_own_chart_service_leaves_it_untouched_with_a_warning_event()
+    {
+        // A spoke paired as "wormhole" offering an app "server" wants the name wormhole-server: what the chart calls the
+        // hub's public Service (and, with networkPolicies.enabled, its own NetworkPolicy) for release "server".
+        await using var k = await KubeLab.StartAsync(spoke: "wormhole");
+        await k.Server.ApplyAsync($$$"""
+            apiVersion: v1
+            kind: Service
+            metadata:
+              name: wormhole-server
+              namespace: {{{Ns}}}
+              labels: {app.kubernetes.io/instance: server, app.kubernetes.io/managed-by: Helm, app.kubernetes.io/part-of: wormhole}
+            spec:
+              type: LoadBalancer
+              selector: {application: wormhole-server}
+              ports:
+                - {name: peering, port: 8080, targetPort: peering, protocol: TCP}
+                - {name: data, port: 51820, targetPort: wireguard, protocol: UDP}
+            ---
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata:
+              name: wormhole-server
+              namespace: {{{Ns}}}
+              labels: {app.kubernetes.io/instance: server, app.kubernetes.io/managed-by: Helm, app.kubernetes.io/part-of: wormhole}
+            spec:
+              podSelector: {matchLabels: {application: wormhole-server}}
+              policyTypes: [Ingress]
+              ingress: [{ports: [{protocol: TCP, port: 8082}, {protocol: TCP, port: 8080}, {protocol: UDP, port: 51820}]}]
+            """);
+        var service = (await k.Server.GetAsync("svc", Ns, "wormhole-server"))!.ToJsonString();
+        var policy = (await k.Server.GetAsync("networkpolicy", Ns, "wormhole-server"))!.ToJsonString();
+
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes", "wormhole.glothriel.github.com/name=server");
+        await TunnelLab.EventuallyAsync(async () => (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/apps")).AsArray().Count == 1, "the hub plans the app 'server'");
+
+        // Another app of the same peer still works; its Service appearing means the pass with the clash is done.
+        await k.Client.KubectlAsync("annotate", "svc", "nginx-two-ports", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes", "wormhole.glothriel.github.com/ports=http");
+        await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "wormhole-nginx-nginx-two-ports"), "the other app's Service appears");
+        var targetPort = (await k.Server.GetAsync("svc", Ns, "wormhole-nginx-nginx-two-ports"))!["spec"]!["ports"]![0]!["targetPort"]!.GetValue<int>();
+        (await TunnelLab.FetchAsync(k.Lab.Hub, targetPort)).Should().Be("Hello world from the client cluster!");
+
+        (await k.Server.GetAsync("svc", Ns, "wormhole-server"))!.ToJsonString().Should().Be(service, "the chart's Service is untouched: same spec, labels and resourceVersion");
+        (await k.Server.GetAsync("networkpolicy", Ns, "wormhole-server"))!.ToJsonString().Should().Be(policy);
+        var events = await ClashEventsAsync(k);
+        events.Select(e => ((string)e["involvedObject"]!["kind"]!, (string)e["type"]!, (int)e["count"]!))
+            .Should().BeEquivalentTo([("Service", "Warning", 1), ("NetworkPolicy", "Warning", 1)], "one Warning per clashing object, not repeated by later passes");
+        events.Should().OnlyContain(e => ((string)e["message"]!).Contains("app 'server' of peer 'wormhole'", StringComparison.Ordinal));
+        k.HubProcess.Output.Should().Contain("Service wormhole/wormhole-server is not ours").And.Contain("remote app server of peer wormhole");
+        k.HubProcess.HasExited.Should().BeFalse();
     }
 
     [RootFact]
@@ -208,9 +333,35 @@ public class KubernetesTests
         (await k.Server.ServiceNamesAsync(Ns)).Should().Equal("client-nginx-nginx");
         k.ClientProcess.HasExited.Should().BeFalse();
     }
+
+    private static async Task ExposeNginxAsync(KubeLab k)
+    {
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
+        await TunnelLab.EventuallyAsync(
+            async () => await k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx") && await k.Server.GetAsync("networkpolicy", Ns, "client-nginx-nginx") is not null,
+            "the generated Service and NetworkPolicy exist");
+    }
+
+    /// <summary>Annotates exposed=no; returns how long from just before kubectl starts until both generated objects are gone.</summary>
+    private static async Task<TimeSpan> UnexposeNginxAsync(KubeLab k)
+    {
+        var clock = Stopwatch.StartNew();
+        await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "--overwrite", "wormhole.glothriel.github.com/exposed=no");
+        await TunnelLab.EventuallyAsync(
+            async () => !await k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx") && await k.Server.GetAsync("networkpolicy", Ns, "client-nginx-nginx") is null,
+            "the generated Service and NetworkPolicy are gone");
+        return clock.Elapsed;
+    }
+
+    /// <summary>The WormholeNameClash events about wormhole-server in the hub's namespace.</summary>
+    private static async Task<List<JsonNode>> ClashEventsAsync(KubeLab k) =>
+        JsonNode.Parse(await k.Server.KubectlAsync("get", "events", "-n", Ns, "-o", "json"))!["items"]!.AsArray()
+            .Where(e => (string?)e!["reason"] == "WormholeNameClash" && (string?)e["involvedObject"]!["name"] == "wormhole-server")
+            .Select(e => e!)
+            .ToList();
 }
 
-/// <summary>The two-cluster setup: emulators, mock Services with a backend, hub "server" and spoke "client".</summary>
+/// <summary>The two-cluster setup: emulators, mock Services with a backend, hub "server" and spoke "client" (by default).</summary>
 public sealed class KubeLab : IAsyncDisposable
 {
     private KubeLab(TunnelLab lab)
@@ -232,13 +383,14 @@ public sealed class KubeLab : IAsyncDisposable
 
     private bool BasicAuth { get; init; }
 
-    public static async Task<KubeLab> StartAsync(string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true)
+    /// <param name="spoke">The spoke's site and peer name (its --name).</param>
+    public static async Task<KubeLab> StartAsync(string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true, string spoke = "client")
     {
-        var lab = new TunnelLab(await TestNetwork.CreateAsync("hub", "client")) { HubName = "server" };
+        var lab = new TunnelLab(await TestNetwork.CreateAsync("hub", spoke)) { HubName = "server" };
         var k = new KubeLab(lab) { BasicAuth = basicAuth };
         try
         {
-            var client = lab.Network["client"];
+            var client = lab.Network[spoke];
             k.Server = await KubeCluster.StartAsync(lab, lab.Hub);
             k.Client = await KubeCluster.StartAsync(lab, client);
             k.ClientBackendPort = await MockServicesAsync(lab, client, k.Client, "Hello world from the client cluster!");
@@ -246,7 +398,7 @@ public sealed class KubeLab : IAsyncDisposable
             await k.StartHubAsync();
             if (startSpoke)
             {
-                var extra = k.Client.Flags("application=wormhole-client").ToList();
+                var extra = k.Client.Flags($"application=wormhole-{spoke}").ToList();
                 if (clientMetadata is not null)
                 {
                     extra.AddRange(["--client-metadata", clientMetadata]);

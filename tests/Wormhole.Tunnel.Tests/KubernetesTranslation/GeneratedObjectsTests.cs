@@ -16,7 +16,7 @@ public class GeneratedObjectsTests
             new RemoteListener("1client", "Custom_App", 25002, IPAddress.Parse("10.188.0.3"), 20001, 8080, "")),
     };
 
-    private static readonly KubernetesSinkOptions Options = new("wormhole", new Dictionary<string, string> { ["application"] = "wormhole-server" }, NetworkPolicies: true);
+    private static readonly KubernetesSinkOptions Options = new("wormhole", new Dictionary<string, string> { ["application"] = "wormhole-server" }, NetworkPolicies: true, Instance: "server");
 
     [Fact]
     public void Services_and_network_policies_match_the_golden_file()

@@ -65,6 +65,7 @@ public class PlannerGoldenTests
         ["remoteListeners"] = new JsonArray(plan.RemoteListeners.Select(r => (JsonNode)$"{r.Peer}/{r.App} :{r.Port} -> {r.PeerAddress}:{r.PeerPort} originalPort={r.OriginalPort}").ToArray()),
         ["exposed"] = new JsonArray(plan.Exposed.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer}").ToArray()),
         ["problems"] = new JsonArray(plan.Problems.Select(p => (JsonNode)$"{p.Peer}/{p.App}: {p.Reason}").ToArray()),
+        ["reportedPeers"] = new JsonArray(plan.ReportedPeers.Select(p => (JsonNode)p).ToArray()),
     };
 
     private static string SourceDir([CallerFilePath] string path = "") => Path.GetDirectoryName(Path.GetDirectoryName(path))!;
