@@ -136,7 +136,7 @@ namespace Wormhole.Tunnel.Client
         {
             await EstablishAsync(stop);
             var loop = new SyncLoop(
-                _hub, () => _pairing!, TryRepairAsync, _side.Reconciler, _side.RemoteApps, _settings.Common.Name, _settings.Metadata,
+                _hub, () => _pairing!, TryRepairAsync, RenewTunnelAsync, _side.Reconciler, _side.RemoteApps, _settings.Common.Name, _settings.Metadata,
                 _side.Metrics, _side.Time, _logger);
             await loop.RunAsync(stop);
         }
@@ -219,10 +219,38 @@ namespace Wormhole.Tunnel.Client
 
             var c = _settings.Common;
             await _side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, _keys.PrivateKey, $"{pairing.AssignedIp}/32", null, [$"{pairing.InternalServerIp}/32"]), cancellationToken);
-            await _side.WireGuard.SetPeersAsync([new WgPeer(pairing.WireGuard.PublicKey, [$"{pairing.InternalServerIp}/32"], pairing.WireGuard.Endpoint, 10)], cancellationToken);
+            await _side.WireGuard.SetPeersAsync([HubPeer(pairing)], cancellationToken);
             _pairing = pairing;
             _side.Reconciler.TunnelAddress = IPAddress.Parse(pairing.AssignedIp);
             LogWireGuardUp(_logger, c.WgInterface, _side.WireGuard.Backend ?? "?", pairing.AssignedIp, pairing.WireGuard.Endpoint ?? "?");
+        }
+
+        private static WgPeer HubPeer(PairingResponse pairing) =>
+            new(pairing.WireGuard.PublicKey, [$"{pairing.InternalServerIp}/32"], pairing.WireGuard.Endpoint, 10);
+
+        /// <summary>
+        /// Drops the WireGuard session with the hub (the peer removed and set again), so the next packet starts a fresh
+        /// handshake. A hub that restarted has a new interface that knows nothing of the old session and answers none
+        /// of its packets; left alone, WireGuard gives up on that session only after about 15 s of silence — the length
+        /// of the restarted hub's grace for our generated objects.
+        /// </summary>
+        private async Task RenewTunnelAsync(CancellationToken stop)
+        {
+            if (_pairing is not { } pairing)
+            {
+                return;
+            }
+
+            try
+            {
+                await _side.WireGuard.SetPeersAsync([], stop);
+                await _side.WireGuard.SetPeersAsync([HubPeer(pairing)], stop);
+                LogTunnelRenewed(_logger);
+            }
+            catch (WireGuardCommandException ex)
+            {
+                LogTunnelRenewFailed(_logger, ex.Message);
+            }
         }
 
         /// <summary>One pairing attempt from inside the sync loop (the hub forgot us, or the tunnel has been dead for a while).</summary>
@@ -258,6 +286,12 @@ namespace Wormhole.Tunnel.Client
 
         [LoggerMessage(EventId = 3006, Level = LogLevel.Information, Message = "WireGuard interface {Interface} up ({Backend}), address {Address}, hub endpoint {Endpoint}")]
         private static partial void LogWireGuardUp(ILogger logger, string @interface, string backend, string address, string endpoint);
+
+        [LoggerMessage(EventId = 3011, Level = LogLevel.Information, Message = "Renewed the WireGuard session with the hub (the next packet starts a new handshake)")]
+        private static partial void LogTunnelRenewed(ILogger logger);
+
+        [LoggerMessage(EventId = 3012, Level = LogLevel.Warning, Message = "Could not renew the WireGuard session with the hub: {Reason}")]
+        private static partial void LogTunnelRenewFailed(ILogger logger, string reason);
 
         [LoggerMessage(EventId = 3009, Level = LogLevel.Critical, Message = "Spoke cannot run: {Reason}")]
         private static partial void LogFatal(ILogger logger, string reason);

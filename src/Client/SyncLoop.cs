@@ -19,6 +19,7 @@ internal sealed partial class SyncLoop(
     HubClient hub,
     Func<PairingResponse> pairing,
     Func<CancellationToken, Task> repair,
+    Func<CancellationToken, Task> renewTunnel,
     Reconciler reconciler,
     RemoteAppStore remoteApps,
     string name,
@@ -84,6 +85,12 @@ internal sealed partial class SyncLoop(
                     if (ex.PeerUnknown || failures % 3 == 0)
                     {
                         await repair(stop);
+                    }
+                    else if (ex.Status is null or HttpStatusCode.ServiceUnavailable)
+                    {
+                        // Unreachable, starting or stopping: the hub may be a new process with a new WireGuard
+                        // interface that knows nothing of our session.
+                        await renewTunnel(stop);
                     }
 
                     var delay = TimeSpan.FromMilliseconds(Math.Min(5000, 250 * Math.Pow(2, Math.Min(failures, 5))) * (0.5 + Random.Shared.NextDouble() / 2));

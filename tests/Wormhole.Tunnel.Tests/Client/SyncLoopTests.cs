@@ -30,7 +30,7 @@ public class SyncLoopTests
         var pairing = new PairingResponse(
             "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
             new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.Url.ToString() });
-        var loop = new SyncLoop(client, () => pairing, _ => Task.CompletedTask, reconciler, remote, "spoke1", null, metrics, TimeProvider.System, NullLogger.Instance);
+        var loop = new SyncLoop(client, () => pairing, _ => Task.CompletedTask, _ => Task.CompletedTask, reconciler, remote, "spoke1", null, metrics, TimeProvider.System, NullLogger.Instance);
         var run = Task.Run(() => loop.RunAsync(stop.Token));
 
         await Eventually.TrueAsync(() => loop.Rounds >= 1_000 || run.IsCompleted, "1,000 rounds (warm-up)", TimeSpan.FromSeconds(60));
