@@ -32,6 +32,6 @@ public static partial class Names
     public static bool IsValidAppName(string? name) =>
         name is { Length: > 0 and <= 253 } && name.All(c => c is > ' ' and < (char)127 && c != '/' && c != '\\');
 
-    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    [GeneratedRegex(@"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\z")]
     private static partial Regex Dns1123Label();
 }

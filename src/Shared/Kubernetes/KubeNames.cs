@@ -105,12 +105,12 @@ public static partial class KubeNames
         return prefix.Length == 0 ? "w-" + hash : $"{prefix}-{hash}";
     }
 
-    [GeneratedRegex("^[a-z]([-a-z0-9]*[a-z0-9])?$")]
+    [GeneratedRegex("\\A[a-z]([-a-z0-9]*[a-z0-9])?\\z")]
     private static partial Regex Dns1035();
 
-    [GeneratedRegex("^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+    [GeneratedRegex("\\A(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\\z")]
     private static partial Regex LabelValuePattern();
 
-    [GeneratedRegex("^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
+    [GeneratedRegex("\\A([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\z")]
     private static partial Regex LabelKeyPattern();
 }

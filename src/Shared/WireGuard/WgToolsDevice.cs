@@ -519,7 +519,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         return prefix <= (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
     }
 
-    [GeneratedRegex(@"^[A-Za-z0-9_.\-]{1,15}$")]
+    [GeneratedRegex(@"\A[A-Za-z0-9_.\-]{1,15}\z")]
     private static partial Regex InterfaceNamePattern();
 
     [GeneratedRegex(@"\btun\b")]

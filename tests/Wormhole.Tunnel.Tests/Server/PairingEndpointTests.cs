@@ -171,6 +171,22 @@ public sealed class PairingEndpointTests
     }
 
     [Fact]
+    public async Task A_name_with_a_final_newline_is_refused_next_to_the_plain_name_and_stores_nothing()
+    {
+        await using var hub = await HubFixture.StartAsync();
+        await hub.PairAsync("spoke1");
+        var fileBefore = File.ReadAllBytes(hub.PeersFile.Path);
+
+        using var response = await hub.PostPairingAsync("spoke1\n", HubFixture.NewKey()).WaitAsync(Prompt);
+
+        response.StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        (await response.Content.ReadAsStringAsync()).Should().Contain("DNS label");
+        hub.Registry.List().Select(p => p.Name).Should().Equal("spoke1");
+        File.ReadAllBytes(hub.PeersFile.Path).Should().Equal(fileBefore);
+        hub.WireGuard.Peers.Should().ContainSingle();
+    }
+
+    [Fact]
     public async Task Pairing_with_a_public_key_that_is_not_a_wireguard_key_is_a_bad_request()
     {
         await using var hub = await HubFixture.StartAsync();
