@@ -57,6 +57,8 @@ internal static partial class HubEndpoints
                     return Fail(StatusCodes.Status409Conflict, "key_mismatch", result.Reason!);
                 case PairingOutcome.PoolExhausted:
                     return Fail(StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!);
+                case PairingOutcome.Unavailable:
+                    return Fail(StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!);
                 default:
                     LogBadPairing(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", result.Reason!);
                     return Fail(StatusCodes.Status400BadRequest, "bad_request", result.Reason!);
@@ -117,8 +119,13 @@ internal static partial class HubEndpoints
                 return Fail(peer.Name, StatusCodes.Status403Forbidden, $"sync refused: peer '{message.Peer}' must sync from its own tunnel address");
             }
 
+            // Metadata first: when it cannot be stored, the sync changes nothing.
+            if (await registry.UpdateMetadataAsync(peer.Name, message.Metadata, context.RequestAborted) is { } storeFailure)
+            {
+                return Fail(peer.Name, StatusCodes.Status503ServiceUnavailable, $"the hub cannot store this sync: {storeFailure}");
+            }
+
             remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => new Apps.AppDescriptor(a.Name, a.Address, peer.Name, a.OriginalPort, a.TargetLabels ?? "")).ToList());
-            await registry.UpdateMetadataAsync(peer.Name, message.Metadata, context.RequestAborted);
 
             if (context.Request.Headers.TryGetValue(SyncHeaders.Wait, out var known))
             {

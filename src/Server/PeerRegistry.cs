@@ -17,17 +17,23 @@ internal enum PairingOutcome
     InvalidKey,
     KeyMismatch,
     PoolExhausted,
+
+    /// <summary>WireGuard or the peers file refused the change; nothing was changed (the client is not at fault).</summary>
+    Unavailable,
 }
 
 internal sealed record PairingResult(PairingOutcome Outcome, StoredPeer? Peer, string? Reason);
 
 /// <summary>
 /// The hub's spokes: name ↔ public key ↔ tunnel address, persisted before any answer is given, mirrored into WireGuard.
-/// All changes are serialised; reads see an immutable snapshot.
+/// All changes are serialised; reads see an immutable snapshot. A change is stored, then given to WireGuard; when
+/// WireGuard refuses it, the file is put back as it was and the in-memory list never saw the change.
 /// </summary>
+/// <param name="hubPublicKey">The hub's own WireGuard public key: no spoke may pair with it.</param>
 internal sealed partial class PeerRegistry(
     JsonStateFile<StoredPeers> file,
     AddressPool pool,
+    string hubPublicKey,
     IWireGuardDevice wireGuard,
     RemoteAppStore remoteApps,
     ILogger<PeerRegistry> logger,
@@ -74,9 +80,9 @@ internal sealed partial class PeerRegistry(
             return new PairingResult(PairingOutcome.InvalidName, null, "the peer name must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit");
         }
 
-        if (!WgKeys.IsValidKey(publicKey))
+        if (KeyRefusal(publicKey) is { } keyRefusal)
         {
-            return new PairingResult(PairingOutcome.InvalidKey, null, "the WireGuard public key is not 32 bytes of base64");
+            return new PairingResult(PairingOutcome.InvalidKey, null, keyRefusal);
         }
 
         await _gate.WaitAsync(cancellationToken);
@@ -91,7 +97,11 @@ internal sealed partial class PeerRegistry(
                     return new PairingResult(PairingOutcome.KeyMismatch, null, $"peer '{name}' is already paired with another public key; delete it on the hub (DELETE /api/peers/v1/{name}) to pair again");
                 }
 
-                await ApplyWireGuardAsync(_peers, cancellationToken);
+                if (await TryApplyWireGuardAsync(_peers) is { } again)
+                {
+                    return new PairingResult(PairingOutcome.Unavailable, null, again);
+                }
+
                 return new PairingResult(PairingOutcome.Paired, existing, null);
             }
 
@@ -110,9 +120,12 @@ internal sealed partial class PeerRegistry(
 
             var peer = new StoredPeer(name, address.ToString(), publicKey);
             var updated = _peers.Append(peer).ToList();
-            await file.WriteAsync(new StoredPeers(updated), cancellationToken);
-            _peers = updated;
-            await ApplyWireGuardAsync(updated, cancellationToken);
+            if (await CommitAsync(updated, applyWireGuard: true) is { } failure)
+            {
+                LogChangeFailed(name, failure);
+                return new PairingResult(PairingOutcome.Unavailable, null, $"the hub could not add peer '{name}': {failure}");
+            }
+
             return new PairingResult(PairingOutcome.Paired, peer, null);
         }
         finally
@@ -121,21 +134,23 @@ internal sealed partial class PeerRegistry(
         }
     }
 
-    /// <summary>Stores the metadata of a peer's sync when it changed (not a disk write per sync).</summary>
-    public async Task UpdateMetadataAsync(string name, JsonElement? metadata, CancellationToken cancellationToken)
+    /// <summary>
+    /// Stores the metadata of a peer's sync when it changed (not a disk write per sync). Null when stored (or
+    /// unchanged), else why the peers file could not be written (then nothing changed).
+    /// </summary>
+    public async Task<string?> UpdateMetadataAsync(string name, JsonElement? metadata, CancellationToken cancellationToken)
     {
         var current = Find(name);
         if (current is null || JsonEquals(current.Metadata, metadata))
         {
-            return;
+            return null;
         }
 
         await _gate.WaitAsync(cancellationToken);
         try
         {
             var updated = _peers.Select(p => p.Name == name ? p with { Metadata = metadata?.Clone() } : p).ToList();
-            await file.WriteAsync(new StoredPeers(updated), cancellationToken);
-            _peers = updated;
+            return await CommitAsync(updated, applyWireGuard: false);
         }
         finally
         {
@@ -170,9 +185,12 @@ internal sealed partial class PeerRegistry(
             }
 
             var updated = _peers.Where(p => p.Name != name).ToList();
-            await file.WriteAsync(new StoredPeers(updated), cancellationToken);
-            _peers = updated;
-            await ApplyWireGuardAsync(updated, cancellationToken);
+            if (await CommitAsync(updated, applyWireGuard: true) is { } failure)
+            {
+                LogChangeFailed(name, failure);
+                throw new PeerDirectoryException($"the hub could not delete peer '{name}': {failure}");
+            }
+
             remoteApps.Remove(name);
             LogDeleted(name);
             return true;
@@ -197,6 +215,80 @@ internal sealed partial class PeerRegistry(
         }
     }
 
+    /// <summary>Why <paramref name="publicKey"/> cannot be a spoke's key, or null when it can.</summary>
+    private string? KeyRefusal(string? publicKey)
+    {
+        if (!WgKeys.IsValidKey(publicKey))
+        {
+            return "the WireGuard public key is not 32 bytes in canonical base64 (44 characters, as `wg pubkey` prints it)";
+        }
+
+        if (publicKey == WgKeys.ZeroKey)
+        {
+            return "the WireGuard public key is all zeros";
+        }
+
+        return publicKey == hubPublicKey ? "the WireGuard public key is the hub's own" : null;
+    }
+
+    /// <summary>
+    /// Stores <paramref name="updated"/>, then gives it to WireGuard; only when both worked does <see cref="List"/>
+    /// show it. A refusal puts the peers file back byte for byte and WireGuard back to the current list. Null on
+    /// success, else the reason. Not cancellable once started: a client that hangs up must not leave the file and
+    /// WireGuard half changed.
+    /// </summary>
+    private async Task<string?> CommitAsync(List<StoredPeer> updated, bool applyWireGuard)
+    {
+        byte[]? before;
+        try
+        {
+            before = applyWireGuard && File.Exists(file.Path) ? await File.ReadAllBytesAsync(file.Path, CancellationToken.None) : null;
+            await file.WriteAsync(new StoredPeers(updated), CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return $"the peers file cannot be written ({ex.Message})";
+        }
+
+        if (applyWireGuard && await TryApplyWireGuardAsync(updated) is { } refused)
+        {
+            try
+            {
+                if (before is null)
+                {
+                    File.Delete(file.Path);
+                }
+                else
+                {
+                    await AtomicFile.WriteAsync(file.Path, before, CancellationToken.None);
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                LogRollbackFailed(file.Path, ex.Message);
+            }
+
+            _ = await TryApplyWireGuardAsync(_peers);
+            return refused;
+        }
+
+        _peers = updated;
+        return null;
+    }
+
+    private async Task<string?> TryApplyWireGuardAsync(IReadOnlyList<StoredPeer> peers)
+    {
+        try
+        {
+            await ApplyWireGuardAsync(peers, CancellationToken.None);
+            return null;
+        }
+        catch (Exception ex)
+        {
+            return $"WireGuard refused the peer list ({ex.Message})";
+        }
+    }
+
     private Task ApplyWireGuardAsync(IReadOnlyList<StoredPeer> peers, CancellationToken cancellationToken) =>
         wireGuard.SetPeersAsync(peers.Select(p => new WgPeer(p.PublicKey, [$"{p.Ip}/32"])).ToList(), cancellationToken);
 
@@ -212,4 +304,10 @@ internal sealed partial class PeerRegistry(
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Deleted peer {Name}: removed from WireGuard, its apps withdrawn")]
     private partial void LogDeleted(string name);
+
+    [LoggerMessage(EventId = 2003, Level = LogLevel.Error, Message = "Change of peer {Name} not made, the peer list is as before: {Reason}")]
+    private partial void LogChangeFailed(string name, string reason);
+
+    [LoggerMessage(EventId = 2004, Level = LogLevel.Error, Message = "Could not put the peers file {Path} back after WireGuard refused a change: {Reason}")]
+    private partial void LogRollbackFailed(string path, string reason);
 }

@@ -133,7 +133,7 @@ namespace Wormhole.Tunnel.Server
             {
                 var keys = await side.PrepareAsync(stop);
                 var pool = new AddressPool(settings.InternalHost, settings.SubnetMask);
-                registry = new PeerRegistry(side.State.Peers, pool, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>(), side.Reconciler);
+                registry = new PeerRegistry(side.State.Peers, pool, keys.PublicKey, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>(), side.Reconciler);
                 registry.Load();
 
                 await side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);

@@ -16,7 +16,10 @@ public interface IPeerDirectory
 {
     IReadOnlyList<StoredPeer> List();
 
-    /// <summary>Forgets the peer: WireGuard, store, its apps and what they made (generated Services, listeners).</summary>
+    /// <summary>
+    /// Forgets the peer: WireGuard, store, its apps and what they made (generated Services, listeners). Throws
+    /// <see cref="PeerDirectoryException"/> when WireGuard or the store refused the change (then nothing changed).
+    /// </summary>
     Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken);
 }
 
@@ -28,6 +31,24 @@ public sealed record PeerDeletion(bool Found, string? Pending)
     public static readonly PeerDeletion Deleted = new(true, null);
 
     public static PeerDeletion Incomplete(string pending) => new(true, pending);
+}
+
+/// <summary>A change to the peer list that WireGuard or the state file refused; nothing was changed.</summary>
+public sealed class PeerDirectoryException : Exception
+{
+    public PeerDirectoryException()
+    {
+    }
+
+    public PeerDirectoryException(string message)
+        : base(message)
+    {
+    }
+
+    public PeerDirectoryException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
 }
 
 public sealed record BasicAuthCredentials(string Username, string Password);
@@ -92,7 +113,17 @@ public static class AdminApi
                     return Error(StatusCodes.Status401Unauthorized, "Unauthorized: Invalid credentials");
                 }
 
-                var deletion = await peers.DeleteAsync(name, context.RequestAborted);
+                PeerDeletion deletion;
+                try
+                {
+                    deletion = await peers.DeleteAsync(name, context.RequestAborted);
+                }
+                catch (PeerDirectoryException ex)
+                {
+                    // Not the caller's fault (WireGuard or the disk refused); the peer is still there, retry later.
+                    return Error(StatusCodes.Status503ServiceUnavailable, ex.Message);
+                }
+
                 if (!deletion.Found)
                 {
                     return Error(StatusCodes.Status500InternalServerError, "peer does not exist");

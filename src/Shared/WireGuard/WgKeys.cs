@@ -48,7 +48,14 @@ public static class WgKeys
         return publicKey;
     }
 
-    /// <summary>True for a WireGuard key: 32 bytes in padded base64, i.e. 44 characters ending in '='.</summary>
+    /// <summary>The all-zero key: decodes fine, but is no one's public key (WireGuard treats it as "no key").</summary>
+    public const string ZeroKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    /// <summary>
+    /// True for a WireGuard key: 32 bytes in canonical padded base64, i.e. exactly what encoding those bytes gives
+    /// (44 characters ending in '='). The last digit before '=' carries 2 unused bits; a spelling with those bits set
+    /// decodes to the same bytes but is refused by <c>wg</c>, so it is refused here too.
+    /// </summary>
     public static bool IsValidKey(string? base64)
     {
         if (base64 is null || base64.Length != 44 || base64[43] != '=' || base64[42] == '=')
@@ -57,7 +64,13 @@ public static class WgKeys
         }
 
         Span<byte> bytes = stackalloc byte[33];
-        return Convert.TryFromBase64String(base64, bytes, out var written) && written == 32;
+        if (!Convert.TryFromBase64String(base64, bytes, out var written) || written != 32)
+        {
+            return false;
+        }
+
+        Span<char> canonical = stackalloc char[44];
+        return Convert.TryToBase64Chars(bytes[..32], canonical, out var chars) && chars == 44 && canonical.SequenceEqual(base64);
     }
 
     internal static string Redact(string text, string secret) =>

@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Metrics;
@@ -36,6 +37,9 @@ internal sealed class HubFixture : IAsyncDisposable
 
     public static readonly IPAddress HubAddress = IPAddress.Loopback;
 
+    /// <summary>The admin API's basic-auth credentials (DELETE /api/peers/v1/{name}).</summary>
+    public static readonly BasicAuthCredentials AdminCredentials = new("admin", "fixture-password");
+
     private readonly CancellationTokenSource _stop = new();
     private readonly List<WebApplication> _servers = [];
     private readonly bool _ownsStateDir;
@@ -54,10 +58,10 @@ internal sealed class HubFixture : IAsyncDisposable
         Proxy = new RecordingProxyTable();
         Reconciler = new Reconciler(
             new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
-        Registry = new PeerRegistry(PeersFile, Pool, WireGuard, RemoteApps, NullLogger<PeerRegistry>.Instance, Reconciler);
+        HubPublicKey = NewKey();
+        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, WireGuard, RemoteApps, NullLogger<PeerRegistry>.Instance, Reconciler);
         Metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.Hub.{Guid.NewGuid():N}");
         Codec = new PairingCodec(InviteToken);
-        HubPublicKey = NewKey();
     }
 
     public string StateDir { get; }
@@ -92,6 +96,9 @@ internal sealed class HubFixture : IAsyncDisposable
     public Uri PairingUrl { get; private set; } = null!;
 
     public Uri SyncUrl { get; private set; } = null!;
+
+    /// <summary>The admin API over the real registry, with <see cref="AdminCredentials"/>.</summary>
+    public HttpClient Admin { get; private set; } = null!;
 
     /// <summary>What the pairing response must name as the sync server.</summary>
     public string SyncServerAddress { get; private set; } = "";
@@ -223,6 +230,7 @@ internal sealed class HubFixture : IAsyncDisposable
             await server.DisposeAsync();
         }
 
+        Admin?.Dispose();
         Metrics.Dispose();
         _stop.Dispose();
         if (_ownsStateDir)
@@ -260,6 +268,19 @@ internal sealed class HubFixture : IAsyncDisposable
         var pairing = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
             app.MapPairing(Codec, Registry, Identity, Metrics, endpointLogger));
         PairingUrl = new Uri(await LoopbackHost.StartAsync(pairing, _servers), "/pairing");
+
+        var admin = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
+            app.MapAdminApi(() => [], Registry, AdminCredentials));
+        Admin = new HttpClient { BaseAddress = await LoopbackHost.StartAsync(admin, _servers), Timeout = TimeSpan.FromSeconds(30) };
+    }
+
+    /// <summary>DELETE /api/peers/v1/{name} on the admin API with the right credentials.</summary>
+    public async Task<HttpResponseMessage> DeletePeerAsync(string name)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri("/api/peers/v1/" + Uri.EscapeDataString(name), UriKind.Relative));
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue(
+            "Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{AdminCredentials.Username}:{AdminCredentials.Password}")));
+        return await Admin.SendAsync(request);
     }
 }
 
@@ -376,14 +397,22 @@ internal sealed class RecordingWireGuard(string peersFilePath) : IWireGuardDevic
 
     public Task UpAsync(WgInterfaceConfig config, CancellationToken ct) => Task.CompletedTask;
 
+    /// <summary>While set, every SetPeersAsync throws as `wg set` does when it refuses the peer list (and applies nothing).</summary>
+    public string? Refuse { get; set; }
+
     public Task SetPeersAsync(IReadOnlyCollection<WgPeer> peers, CancellationToken ct)
     {
         var file = File.Exists(peersFilePath) ? File.ReadAllText(peersFilePath) : null;
         lock (_lock)
         {
+            _calls++;
+            if (Refuse is { } reason)
+            {
+                throw new WireGuardCommandException("wg set", 1, reason);
+            }
+
             _peers = peers.ToList();
             _peersFileAtLastCall = file;
-            _calls++;
         }
 
         return Task.CompletedTask;

@@ -199,6 +199,95 @@ public sealed class PairingEndpointTests
     }
 
     [Fact]
+    public async Task A_key_spelled_non_canonically_is_a_bad_request_stores_nothing_and_never_reaches_wireguard()
+    {
+        await using var hub = await HubFixture.StartAsync();
+        var callsBefore = hub.WireGuard.Calls;
+
+        using var response = await hub.PostPairingAsync("evil", WireGuard.WgKeysTests.NonCanonical(HubFixture.NewKey())).WaitAsync(Prompt);
+
+        response.StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        (await response.Content.ReadAsStringAsync()).Should().Contain("canonical base64");
+        hub.Registry.List().Should().BeEmpty();
+        File.Exists(hub.PeersFile.Path).Should().BeFalse();
+        hub.WireGuard.Calls.Should().Be(callsBefore, "WireGuard is not asked about a key the registry refuses");
+        (await hub.PairAsync("honest")).AssignedIp.Should().Be("127.0.0.2", "the hub keeps pairing");
+    }
+
+    [Theory]
+    [InlineData("hub", "the hub's own")]
+    [InlineData("zero", "all zeros")]
+    public async Task The_hubs_own_key_or_the_zero_key_is_a_bad_request(string which, string reason)
+    {
+        await using var hub = await HubFixture.StartAsync();
+        var key = which == "hub" ? hub.HubPublicKey : WgKeys.ZeroKey;
+
+        using var response = await hub.PostPairingAsync("alpha", key).WaitAsync(Prompt);
+
+        response.StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        (await response.Content.ReadAsStringAsync()).Should().Contain(reason);
+        hub.Registry.List().Should().BeEmpty();
+        File.Exists(hub.PeersFile.Path).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task When_wireguard_refuses_a_new_peer_the_answer_is_503_and_the_stored_peers_are_as_before()
+    {
+        await using var hub = await HubFixture.StartAsync();
+        var alpha = HubFixture.NewKey();
+        await hub.PairAsync("alpha", alpha);
+        var fileBefore = File.ReadAllBytes(hub.PeersFile.Path);
+        var apiBefore = await hub.Admin.GetStringAsync(new Uri("/api/peers", UriKind.Relative));
+        hub.WireGuard.Refuse = "Invalid argument";
+
+        using var response = await hub.PostPairingAsync("beta", HubFixture.NewKey()).WaitAsync(Prompt);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (await response.Content.ReadAsStringAsync()).Should().Contain("beta").And.Contain("WireGuard").And.Contain("Invalid argument");
+        File.ReadAllBytes(hub.PeersFile.Path).Should().Equal(fileBefore, "the peers file is put back as it was");
+        (await hub.Admin.GetStringAsync(new Uri("/api/peers", UriKind.Relative))).Should().Be(apiBefore);
+        hub.Registry.List().Select(p => p.Name).Should().Equal("alpha");
+
+        hub.WireGuard.Refuse = null;
+        (await hub.PairAsync("beta")).AssignedIp.Should().Be("127.0.0.3", "the refused attempt took no address");
+        hub.WireGuard.Peers.Select(p => p.PublicKey).Should().Contain(alpha);
+    }
+
+    [Fact]
+    public async Task When_wireguard_refuses_the_first_peer_no_peers_file_is_left_behind()
+    {
+        await using var hub = await HubFixture.StartAsync();
+        hub.WireGuard.Refuse = "Invalid argument";
+
+        using var response = await hub.PostPairingAsync("alpha", HubFixture.NewKey()).WaitAsync(Prompt);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        File.Exists(hub.PeersFile.Path).Should().BeFalse();
+        hub.Registry.List().Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task When_wireguard_refuses_a_deletion_the_answer_is_503_and_the_peer_stays()
+    {
+        await using var hub = await HubFixture.StartAsync();
+        await hub.PairAsync("alpha");
+        var fileBefore = File.ReadAllBytes(hub.PeersFile.Path);
+        hub.WireGuard.Refuse = "Operation not permitted";
+
+        using var response = await hub.DeletePeerAsync("alpha");
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (await response.Content.ReadAsStringAsync()).Should().Contain("alpha").And.Contain("Operation not permitted");
+        File.ReadAllBytes(hub.PeersFile.Path).Should().Equal(fileBefore);
+        hub.Registry.List().Select(p => p.Name).Should().Equal("alpha");
+
+        hub.WireGuard.Refuse = null;
+        using var retry = await hub.DeletePeerAsync("alpha");
+        retry.StatusCode.Should().Be(HttpStatusCode.NoContent);
+        hub.Registry.List().Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task When_the_pool_is_exhausted_another_peer_gets_503_with_a_clear_message()
     {
         await using var hub = await HubFixture.StartAsync(prefixLength: 30);
@@ -317,7 +406,7 @@ public sealed class PairingEndpointTests
         var remote = new RemoteAppStore(signal, TimeProvider.System);
         var reconciler = new Reconciler(
             new ReconcilerOptions(HubFixture.HubName, TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
-        return new PeerRegistry(file, new AddressPool(HubFixture.HubAddress, 24), new RecordingWireGuard(file.Path), remote, NullLogger<PeerRegistry>.Instance, reconciler);
+        return new PeerRegistry(file, new AddressPool(HubFixture.HubAddress, 24), HubFixture.NewKey(), new RecordingWireGuard(file.Path), remote, NullLogger<PeerRegistry>.Instance, reconciler);
     }
 
     private static List<StoredPeer> StoredPeersIn(string peersJson) =>
