@@ -1,8 +1,11 @@
+using System.Buffers;
 using System.Net;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.State;
@@ -29,6 +32,12 @@ internal sealed record PairingResult(PairingOutcome Outcome, StoredPeer? Peer, s
 /// All changes are serialised; reads see an immutable snapshot. A change is stored, then given to WireGuard; when
 /// WireGuard refuses it, the file is put back as it was and the in-memory list never saw the change.
 /// </summary>
+/// <remarks>
+/// An entry of peers.json the hub cannot use (see <see cref="Load"/>) is skipped, not fatal: it is logged, listed by
+/// <see cref="ListInvalid"/> (<c>GET /api/peers/v1/invalid</c>), written back byte for byte on every later change (so
+/// a later version that can read it finds it again), keeps its name and address from being given to another spoke,
+/// and is removed only by <c>DELETE /api/peers/v1/{name}</c> or by editing the file.
+/// </remarks>
 /// <param name="hubPublicKey">The hub's own WireGuard public key: no spoke may pair with it.</param>
 internal sealed partial class PeerRegistry(
     JsonStateFile<StoredPeers> file,
@@ -41,22 +50,75 @@ internal sealed partial class PeerRegistry(
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile IReadOnlyList<StoredPeer> _peers = [];
+    private volatile IReadOnlyList<SkippedEntry> _skipped = [];
 
     public IReadOnlyList<StoredPeer> List() => _peers;
 
+    /// <summary>The entries of peers.json that <see cref="Load"/> skipped, in file order.</summary>
+    public IReadOnlyList<InvalidStoredPeer> ListInvalid() => _skipped.Select(s => s.Info).ToList();
+
+    /// <summary>
+    /// Reads peers.json. A file that is not JSON, or whose <c>peers</c> is not a list, stops the hub
+    /// (<see cref="StateCorruptException"/>): nothing in it can be trusted. One entry the hub cannot use (not an
+    /// object, a name that is no DNS label, an address outside the pool, a key that is not canonical, all zeros or
+    /// the hub's, a name, address or key an earlier entry already has) is skipped with an error log naming it; the
+    /// other peers are served.
+    /// </summary>
     public void Load()
     {
-        var stored = file.Read();
-        var peers = stored?.Peers ?? [];
-        foreach (var peer in peers)
+        var bytes = file.ReadBytes();
+        var peers = new List<StoredPeer>();
+        var skipped = new List<SkippedEntry>();
+        if (bytes is not null)
         {
-            if (!IPAddress.TryParse(peer.Ip, out var ip) || !pool.Contains(ip) || !WgKeys.IsValidKey(peer.PublicKey) || string.IsNullOrEmpty(peer.Name))
+            JsonDocument document;
+            try
             {
-                throw new StateCorruptException(file.Path, $"peer '{peer.Name}' has an address outside the pool or an invalid key");
+                document = JsonDocument.Parse(bytes);
+            }
+            catch (JsonException ex)
+            {
+                throw new StateCorruptException(file.Path, $"not valid JSON at byte {ex.BytePositionInLine ?? 0} of line {(ex.LineNumber ?? 0) + 1}");
+            }
+
+            using (document)
+            {
+                var root = document.RootElement;
+                if (root.ValueKind != JsonValueKind.Object)
+                {
+                    throw new StateCorruptException(file.Path, "the top level is not an object with a 'peers' list");
+                }
+
+                if (root.TryGetProperty("peers", out var list) && list.ValueKind != JsonValueKind.Null)
+                {
+                    if (list.ValueKind != JsonValueKind.Array)
+                    {
+                        throw new StateCorruptException(file.Path, "'peers' is not a list");
+                    }
+
+                    var index = 0;
+                    foreach (var entry in list.EnumerateArray())
+                    {
+                        var (peer, reason) = ReadEntry(entry, peers);
+                        if (peer is not null)
+                        {
+                            peers.Add(peer);
+                        }
+                        else
+                        {
+                            var info = new InvalidStoredPeer(StringProperty(entry, "name"), StringProperty(entry, "ip"), StringProperty(entry, "public_key"), reason!);
+                            skipped.Add(new SkippedEntry(info, JsonMarshal.GetRawUtf8Value(entry).ToArray()));
+                            LogSkippedEntry(index + 1, file.Path, LogText.Of(info.Name), reason!);
+                        }
+
+                        index++;
+                    }
+                }
             }
         }
 
         _peers = peers;
+        _skipped = skipped;
     }
 
     public StoredPeer? FindByAddress(IPAddress address)
@@ -105,13 +167,19 @@ internal sealed partial class PeerRegistry(
                 return new PairingResult(PairingOutcome.Paired, existing, null);
             }
 
+            if (_skipped.FirstOrDefault(s => s.Info.Name == name) is { } stale)
+            {
+                return new PairingResult(PairingOutcome.KeyMismatch, null, $"peer '{name}' has a stored entry the hub cannot use ({stale.Info.Reason}); delete it on the hub (DELETE /api/peers/v1/{name}) to pair again");
+            }
+
             var byKey = _peers.FirstOrDefault(p => p.PublicKey == publicKey);
             if (byKey is not null)
             {
                 return new PairingResult(PairingOutcome.KeyMismatch, null, $"this public key is already paired as peer '{byKey.Name}'");
             }
 
-            var address = pool.Allocate(_peers.Select(p => IPAddress.Parse(p.Ip)));
+            // Addresses of skipped entries stay taken: a later fix that reads them again must not find them reused.
+            var address = pool.Allocate(_peers.Select(p => IPAddress.Parse(p.Ip)).Concat(SkippedAddresses()));
             if (address is null)
             {
                 LogPoolExhausted(name, pool.HubAddress.ToString(), pool.PrefixLength);
@@ -120,7 +188,7 @@ internal sealed partial class PeerRegistry(
 
             var peer = new StoredPeer(name, address.ToString(), publicKey);
             var updated = _peers.Append(peer).ToList();
-            if (await CommitAsync(updated, applyWireGuard: true) is { } failure)
+            if (await CommitAsync(updated, _skipped, applyWireGuard: true) is { } failure)
             {
                 LogChangeFailed(name, failure);
                 return new PairingResult(PairingOutcome.Unavailable, null, $"the hub could not add peer '{name}': {failure}");
@@ -150,7 +218,7 @@ internal sealed partial class PeerRegistry(
         try
         {
             var updated = _peers.Select(p => p.Name == name ? p with { Metadata = metadata?.Clone() } : p).ToList();
-            return await CommitAsync(updated, applyWireGuard: false);
+            return await CommitAsync(updated, _skipped, applyWireGuard: false);
         }
         finally
         {
@@ -179,20 +247,32 @@ internal sealed partial class PeerRegistry(
         await _gate.WaitAsync(cancellationToken);
         try
         {
-            if (Find(name) is null)
+            var peer = Find(name);
+            var keptSkipped = _skipped.Where(s => s.Info.Name != name).ToList();
+            var skippedRemoved = _skipped.Count - keptSkipped.Count;
+            if (peer is null && skippedRemoved == 0)
             {
                 return false;
             }
 
             var updated = _peers.Where(p => p.Name != name).ToList();
-            if (await CommitAsync(updated, applyWireGuard: true) is { } failure)
+            if (await CommitAsync(updated, keptSkipped, applyWireGuard: peer is not null) is { } failure)
             {
-                LogChangeFailed(name, failure);
-                throw new PeerDirectoryException($"the hub could not delete peer '{name}': {failure}");
+                LogChangeFailed(LogText.Of(name), failure);
+                throw new PeerDirectoryException($"the hub could not delete peer '{LogText.Of(name)}': {failure}");
             }
 
-            remoteApps.Remove(name);
-            LogDeleted(name);
+            if (peer is not null)
+            {
+                remoteApps.Remove(name);
+                LogDeleted(name);
+            }
+
+            if (skippedRemoved > 0)
+            {
+                LogSkippedDeleted(skippedRemoved, LogText.Of(name), file.Path);
+            }
+
             return true;
         }
         finally
@@ -237,13 +317,13 @@ internal sealed partial class PeerRegistry(
     /// success, else the reason. Not cancellable once started: a client that hangs up must not leave the file and
     /// WireGuard half changed.
     /// </summary>
-    private async Task<string?> CommitAsync(List<StoredPeer> updated, bool applyWireGuard)
+    private async Task<string?> CommitAsync(List<StoredPeer> updated, IReadOnlyList<SkippedEntry> skipped, bool applyWireGuard)
     {
         byte[]? before;
         try
         {
             before = applyWireGuard && File.Exists(file.Path) ? await File.ReadAllBytesAsync(file.Path, CancellationToken.None) : null;
-            await file.WriteAsync(new StoredPeers(updated), CancellationToken.None);
+            await AtomicFile.WriteAsync(file.Path, Serialize(updated, skipped), CancellationToken.None);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -273,8 +353,106 @@ internal sealed partial class PeerRegistry(
         }
 
         _peers = updated;
+        _skipped = skipped;
         return null;
     }
+
+    /// <summary>peers.json: the usable peers, then every skipped entry exactly as it was read.</summary>
+    private static byte[] Serialize(IReadOnlyList<StoredPeer> peers, IReadOnlyList<SkippedEntry> skipped)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            writer.WriteStartObject();
+            writer.WritePropertyName("peers");
+            writer.WriteStartArray();
+            foreach (var peer in peers)
+            {
+                JsonSerializer.Serialize(writer, peer, StateJsonContext.Default.StoredPeer);
+            }
+
+            foreach (var entry in skipped)
+            {
+                writer.WriteRawValue(entry.Raw, skipInputValidation: true);
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>One entry of peers.json as a usable peer, or null and why it cannot be used.</summary>
+    private (StoredPeer? Peer, string? Reason) ReadEntry(JsonElement entry, List<StoredPeer> earlier)
+    {
+        if (entry.ValueKind != JsonValueKind.Object)
+        {
+            return (null, $"the entry is {entry.ValueKind.ToString().ToLowerInvariant()}, not an object");
+        }
+
+        StoredPeer? peer;
+        try
+        {
+            peer = entry.Deserialize(StateJsonContext.Default.StoredPeer);
+            if (peer is not null)
+            {
+                // What cannot be written back (e.g. metadata that is not valid UTF-8) cannot be kept either.
+                _ = JsonSerializer.SerializeToUtf8Bytes(peer, StateJsonContext.Default.StoredPeer);
+            }
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
+        {
+            return (null, $"the entry is not a peer ({LogText.Of(ex.Message.Split(". ")[0])})");
+        }
+
+        if (peer is null || !Names.IsValidPeerName(peer.Name))
+        {
+            return (null, $"the name '{LogText.Of(peer?.Name)}' is not a DNS label");
+        }
+
+        if (!IPAddress.TryParse(peer.Ip, out var ip) || ip.ToString() != peer.Ip || !pool.Contains(ip))
+        {
+            return (null, $"the address '{LogText.Of(peer.Ip)}' is not an address of the pool {pool.HubAddress}/{pool.PrefixLength}");
+        }
+
+        if (KeyRefusal(peer.PublicKey) is { } keyRefusal)
+        {
+            return (null, keyRefusal);
+        }
+
+        if (earlier.Any(p => p.Name == peer.Name))
+        {
+            return (null, $"an earlier entry has the same name '{peer.Name}'");
+        }
+
+        if (earlier.FirstOrDefault(p => p.Ip == peer.Ip || p.PublicKey == peer.PublicKey) is { } twin)
+        {
+            return (null, $"an earlier entry (peer '{twin.Name}') has the same {(twin.Ip == peer.Ip ? "address" : "public key")}");
+        }
+
+        return (peer, null);
+    }
+
+    private IEnumerable<IPAddress> SkippedAddresses() =>
+        _skipped.Select(s => IPAddress.TryParse(s.Info.Ip, out var ip) ? ip : null).OfType<IPAddress>();
+
+    private static string? StringProperty(JsonElement entry, string name)
+    {
+        try
+        {
+            return entry.ValueKind == JsonValueKind.Object && entry.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+                ? value.GetString()
+                : null;
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>A skipped entry: what the admin API shows, and its bytes as read (written back unchanged).</summary>
+    private sealed record SkippedEntry(InvalidStoredPeer Info, byte[] Raw);
 
     private async Task<string?> TryApplyWireGuardAsync(IReadOnlyList<StoredPeer> peers)
     {
@@ -307,6 +485,12 @@ internal sealed partial class PeerRegistry(
 
     [LoggerMessage(EventId = 2003, Level = LogLevel.Error, Message = "Change of peer {Name} not made, the peer list is as before: {Reason}")]
     private partial void LogChangeFailed(string name, string reason);
+
+    [LoggerMessage(EventId = 2005, Level = LogLevel.Error, Message = "Skipped entry #{Index} of {Path} (peer {Name}): {Reason}. The other peers are served; the entry stays in the file as it is, GET /api/peers/v1/invalid lists it, DELETE /api/peers/v1/{Name} removes it")]
+    private partial void LogSkippedEntry(int index, string path, string name, string reason);
+
+    [LoggerMessage(EventId = 2006, Level = LogLevel.Information, Message = "Removed {Count} skipped entry(ies) of peer {Name} from {Path}")]
+    private partial void LogSkippedDeleted(int count, string name, string path);
 
     [LoggerMessage(EventId = 2004, Level = LogLevel.Error, Message = "Could not put the peers file {Path} back after WireGuard refused a change: {Reason}")]
     private partial void LogRollbackFailed(string path, string reason);

@@ -16,6 +16,9 @@ public interface IPeerDirectory
 {
     IReadOnlyList<StoredPeer> List();
 
+    /// <summary>Entries of the peers file the hub skipped at start because it cannot use them.</summary>
+    IReadOnlyList<InvalidStoredPeer> ListInvalid();
+
     /// <summary>
     /// Forgets the peer: WireGuard, store, its apps and what they made (generated Services, listeners). Throws
     /// <see cref="PeerDirectoryException"/> when WireGuard or the store refused the change (then nothing changed).
@@ -51,6 +54,13 @@ public sealed class PeerDirectoryException : Exception
     }
 }
 
+/// <summary>A peers-file entry the hub skipped: its fields where they are strings, and why it was skipped.</summary>
+public sealed record InvalidStoredPeer(
+    [property: JsonPropertyName("name")] string? Name,
+    [property: JsonPropertyName("ip")] string? Ip,
+    [property: JsonPropertyName("public_key")] string? PublicKey,
+    [property: JsonPropertyName("reason")] string Reason);
+
 public sealed record BasicAuthCredentials(string Username, string Password);
 
 public sealed record PeerV1([property: JsonPropertyName("name")] string Name, [property: JsonPropertyName("ip")] string Ip, [property: JsonPropertyName("public_key")] string PublicKey);
@@ -64,6 +74,7 @@ public sealed record HealthMessage([property: JsonPropertyName("message")] strin
 [JsonSerializable(typeof(List<SyncApp>))]
 [JsonSerializable(typeof(List<PeerV1>))]
 [JsonSerializable(typeof(List<PeerV2>))]
+[JsonSerializable(typeof(List<InvalidStoredPeer>))]
 [JsonSerializable(typeof(ApiError))]
 [JsonSerializable(typeof(HealthMessage))]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
@@ -100,6 +111,12 @@ public static class AdminApi
             app.MapGet("/api/peers/v1", V1);
             app.MapGet("/api/peers", V1);
             app.MapGet("/api/peers/v2", () => Json(peers.List().OrderBy(p => p.Name, StringComparer.Ordinal).Select(p => new PeerV2(p.Name, p.Metadata)).ToList(), Context.ListPeerV2));
+
+            // Not in the reference. The entries of peers.json the hub skipped at start (it serves the others):
+            // [{name, ip, public_key, reason}] in file order, each field null where the entry has no such string.
+            // Its own path, so /api/peers/v1 stays the reference's array of usable peers. DELETE /api/peers/v1/{name}
+            // removes a skipped entry as it removes a peer.
+            app.MapGet("/api/peers/v1/invalid", () => Json(peers.ListInvalid().ToList(), Context.ListInvalidStoredPeer));
             app.MapDelete("/api/peers/v1/{name}", async (string name, HttpContext context) =>
             {
                 if (basicAuth is null)

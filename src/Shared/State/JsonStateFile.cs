@@ -37,6 +37,24 @@ public sealed class JsonStateFile<T>(string path, JsonTypeInfo<T> type)
         }
     }
 
+    /// <summary>The file's bytes, or null when it does not exist. Throws <see cref="StateCorruptException"/> when it cannot be read.</summary>
+    public byte[]? ReadBytes()
+    {
+        if (!File.Exists(Path))
+        {
+            return null;
+        }
+
+        try
+        {
+            return File.ReadAllBytes(Path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new StateCorruptException(Path, ex.Message);
+        }
+    }
+
     public Task WriteAsync(T value, CancellationToken cancellationToken = default) =>
         AtomicFile.WriteAsync(Path, JsonSerializer.SerializeToUtf8Bytes(value, type), cancellationToken);
 }

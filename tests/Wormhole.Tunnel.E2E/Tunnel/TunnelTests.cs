@@ -227,6 +227,43 @@ public class TunnelTests
     }
 
     [RootFact]
+    public async Task A_hub_over_a_peers_file_with_a_bad_entry_starts_serves_the_good_peer_and_shows_the_bad_one()
+    {
+        await using var lab = await TunnelLab.CreateAsync();
+        var good = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+        var canonical = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+        var nonCanonical = canonical[..42] + (char)(canonical[42] + 1) + "="; // same bytes, unused bits set: `wg` refuses it
+        var subnet = lab.HubTunnelAddress.ToString()[..^1];
+        Directory.CreateDirectory(lab.StateDir(lab.Hub));
+        File.WriteAllText(
+            Path.Combine(lab.StateDir(lab.Hub), "peers.json"),
+            $"{{\"peers\": [{{\"name\": \"evil\", \"ip\": \"{subnet}2\", \"public_key\": \"{nonCanonical}\"}}, {{\"name\": \"good\", \"ip\": \"{subnet}3\", \"public_key\": \"{good}\"}}]}}");
+
+        var hub = await lab.StartHubAsync(["--basic-auth-username", "admin", "--basic-auth-password", "s3cret-pass"]);
+
+        hub.Output.Should().Contain("Skipped entry #1").And.Contain("evil");
+        var peers = (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray();
+        peers.Should().ContainSingle().Which!["name"]!.GetValue<string>().Should().Be("good");
+        var invalid = (await TunnelLab.ApiAsync(lab.Hub, "/api/peers/v1/invalid")).AsArray();
+        invalid.Should().ContainSingle().Which!["name"]!.GetValue<string>().Should().Be("evil");
+        (await lab.Hub.RunCheckedAsync("wg", "show", lab.Hub.WgInterfaceName, "peers")).StandardOutput.Trim().Should().Be(good);
+
+        using var client = lab.Hub.CreateHttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri("http://127.0.0.1:8082/api/peers/v1/evil"));
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:s3cret-pass")));
+        using (var deleted = await client.SendAsync(request))
+        {
+            deleted.StatusCode.Should().Be(HttpStatusCode.NoContent);
+        }
+
+        (await TunnelLab.ApiAsync(lab.Hub, "/api/peers/v1/invalid")).AsArray().Should().BeEmpty();
+        var stored = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(lab.StateDir(lab.Hub), "peers.json")))!["peers"]!.AsArray();
+        stored.Select(p => (string)p!["name"]!).Should().Equal("good");
+        ((string)stored[0]!["public_key"]!).Should().Be(good);
+        hub.HasExited.Should().BeFalse();
+    }
+
+    [RootFact]
     public async Task Sigterm_removes_the_wireguard_interface()
     {
         await using var lab = await TunnelLab.CreateAsync("spoke1");

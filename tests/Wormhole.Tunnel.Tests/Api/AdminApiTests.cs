@@ -156,6 +156,25 @@ public sealed class AdminApiTests
     }
 
     [Fact]
+    public async Task Skipped_peers_file_entries_are_listed_on_their_own_path_and_not_among_the_peers()
+    {
+        await using var api = await AdminApiHost.StartAsync();
+        api.Peers.Set(new StoredPeer("good", "10.188.0.3", "good-key"));
+        api.Peers.SetInvalid(
+            new InvalidStoredPeer("evil", "10.188.0.2", "evil-key", "the WireGuard public key is not canonical"),
+            new InvalidStoredPeer(null, null, null, "the entry is number, not an object"));
+
+        using var response = await api.Http.GetAsync(new Uri("/api/peers/v1/invalid", UriKind.Relative));
+
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        response.Content.Headers.ContentType!.ToString().Should().Be(JsonUtf8);
+        (await response.Content.ReadAsStringAsync()).Should().Be(
+            "[{\"name\":\"evil\",\"ip\":\"10.188.0.2\",\"public_key\":\"evil-key\",\"reason\":\"the WireGuard public key is not canonical\"}," +
+            "{\"name\":null,\"ip\":null,\"public_key\":null,\"reason\":\"the entry is number, not an object\"}]");
+        (await api.Http.GetStringAsync(new Uri("/api/peers/v1", UriKind.Relative))).Should().Be("[{\"name\":\"good\",\"ip\":\"10.188.0.3\",\"public_key\":\"good-key\"}]");
+    }
+
+    [Fact]
     public async Task Delete_without_configured_credentials_is_a_server_misconfiguration()
     {
         await using var api = await AdminApiHost.StartAsync(basicAuth: null);
@@ -339,6 +358,7 @@ internal sealed class FakePeerDirectory : IPeerDirectory
     private readonly Lock _lock = new();
     private readonly List<string> _deleteCalls = [];
     private List<StoredPeer> _peers = [];
+    private List<InvalidStoredPeer> _invalid = [];
 
     /// <summary>Every name DeleteAsync was called with, found or not.</summary>
     public IReadOnlyList<string> DeleteCalls
@@ -365,6 +385,22 @@ internal sealed class FakePeerDirectory : IPeerDirectory
         lock (_lock)
         {
             return _peers.ToList();
+        }
+    }
+
+    public IReadOnlyList<InvalidStoredPeer> ListInvalid()
+    {
+        lock (_lock)
+        {
+            return _invalid.ToList();
+        }
+    }
+
+    public void SetInvalid(params InvalidStoredPeer[] entries)
+    {
+        lock (_lock)
+        {
+            _invalid = [.. entries];
         }
     }
 

@@ -20,6 +20,7 @@ using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
+using Wormhole.Tunnel.Tests.Hosting;
 using Wormhole.Tunnel.WireGuard;
 
 namespace Wormhole.Tunnel.Tests.Server;
@@ -59,12 +60,15 @@ internal sealed class HubFixture : IAsyncDisposable
         Reconciler = new Reconciler(
             new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
         HubPublicKey = NewKey();
-        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, WireGuard, RemoteApps, NullLogger<PeerRegistry>.Instance, Reconciler);
+        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, WireGuard, RemoteApps, Logs.For<PeerRegistry>(), Reconciler);
         Metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.Hub.{Guid.NewGuid():N}");
         Codec = new PairingCodec(InviteToken);
     }
 
     public string StateDir { get; }
+
+    /// <summary>What the registry and the pairing and sync endpoints logged.</summary>
+    public RecordingLog Logs { get; } = new();
 
     public JsonStateFile<StoredPeers> PeersFile { get; }
 
@@ -258,7 +262,7 @@ internal sealed class HubFixture : IAsyncDisposable
             StartReconciler();
         }
 
-        var endpointLogger = NullLogger.Instance;
+        var endpointLogger = Logs.For("Endpoints");
         var sync = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, app =>
             app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger, _stop.Token));
         SyncUrl = new Uri(await LoopbackHost.StartAsync(sync, _servers), "/sync");
