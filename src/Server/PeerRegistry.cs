@@ -9,6 +9,7 @@ using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.WireGuard;
 
 namespace Wormhole.Tunnel.Server;
@@ -325,7 +326,7 @@ internal sealed partial class PeerRegistry(
             before = applyWireGuard && File.Exists(file.Path) ? await File.ReadAllBytesAsync(file.Path, CancellationToken.None) : null;
             await AtomicFile.WriteAsync(file.Path, Serialize(updated, skipped), CancellationToken.None);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
         {
             return $"the peers file cannot be written ({ex.Message})";
         }
@@ -395,11 +396,6 @@ internal sealed partial class PeerRegistry(
         try
         {
             peer = entry.Deserialize(StateJsonContext.Default.StoredPeer);
-            if (peer is not null)
-            {
-                // What cannot be written back (e.g. metadata that is not valid UTF-8) cannot be kept either.
-                _ = JsonSerializer.SerializeToUtf8Bytes(peer, StateJsonContext.Default.StoredPeer);
-            }
         }
         catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
         {
@@ -429,6 +425,14 @@ internal sealed partial class PeerRegistry(
         if (earlier.FirstOrDefault(p => p.Ip == peer.Ip || p.PublicKey == peer.PublicKey) is { } twin)
         {
             return (null, $"an earlier entry (peer '{twin.Name}') has the same {(twin.Ip == peer.Ip ? "address" : "public key")}");
+        }
+
+        // Metadata an older version stored without checking (not UTF-8) would break every later write of the file:
+        // the peer is served without it; its next sync brings it again.
+        if (SyncCodec.MetadataProblem(peer.Metadata, checkSize: false) is { } metadataProblem)
+        {
+            LogMetadataDropped(peer.Name, file.Path, metadataProblem);
+            peer = peer with { Metadata = null };
         }
 
         return (peer, null);
@@ -488,6 +492,9 @@ internal sealed partial class PeerRegistry(
 
     [LoggerMessage(EventId = 2005, Level = LogLevel.Error, Message = "Skipped entry #{Index} of {Path} (peer {Name}): {Reason}. The other peers are served; the entry stays in the file as it is, GET /api/peers/v1/invalid lists it, DELETE /api/peers/v1/{Name} removes it")]
     private partial void LogSkippedEntry(int index, string path, string name, string reason);
+
+    [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Peer {Name} in {Path}: its stored metadata is ignored ({Reason}); its next sync stores it again")]
+    private partial void LogMetadataDropped(string name, string path, string reason);
 
     [LoggerMessage(EventId = 2006, Level = LogLevel.Information, Message = "Removed {Count} skipped entry(ies) of peer {Name} from {Path}")]
     private partial void LogSkippedDeleted(int count, string name, string path);

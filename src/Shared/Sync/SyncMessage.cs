@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Unicode;
 using Wormhole.Tunnel.Apps;
 
 namespace Wormhole.Tunnel.Sync;
@@ -57,6 +59,13 @@ public static class SyncCodec
     /// <summary>The largest sync body accepted (8 MiB ≈ 55,000 apps); larger bodies are refused with 413.</summary>
     public const long MaxBodyBytes = 8L * 1024 * 1024;
 
+    /// <summary>
+    /// The largest <c>Metadata</c> accepted, as compact JSON (16 KiB; the reference's spokes send a few
+    /// <c>--client-metadata</c> key=value pairs). The hub stores it in peers.json and serves it on /api/peers/v2;
+    /// a sync with more is refused with 400.
+    /// </summary>
+    public const int MaxMetadataBytes = 16 * 1024;
+
     public static byte[] Encode(string peer, JsonElement? metadata, IEnumerable<AppDescriptor> apps)
     {
         var message = new SyncMessage
@@ -78,6 +87,14 @@ public static class SyncCodec
     /// <summary>Parses and validates a message; null plus one sentence on any problem.</summary>
     public static SyncMessage? Decode(ReadOnlySpan<byte> body, out string? error)
     {
+        // The JSON reader does not check the bytes inside strings; what is not UTF-8 fails only when written back
+        // (the metadata into peers.json), long after the sync was accepted.
+        if (!Utf8.IsValid(body))
+        {
+            error = "the sync body is not valid UTF-8";
+            return null;
+        }
+
         SyncMessage? message;
         try
         {
@@ -92,6 +109,12 @@ public static class SyncCodec
         if (message is null)
         {
             error = "the sync body is empty";
+            return null;
+        }
+
+        if (MetadataProblem(message.Metadata, checkSize: true) is { } problem)
+        {
+            error = problem;
             return null;
         }
 
@@ -119,6 +142,38 @@ public static class SyncCodec
 
         error = null;
         return message;
+    }
+
+    /// <summary>
+    /// Why the metadata cannot be stored, or null: its text must be UTF-8, it must write back as JSON (no unpaired
+    /// surrogate in an escape) and, with <paramref name="checkSize"/>, fit <see cref="MaxMetadataBytes"/>.
+    /// </summary>
+    internal static string? MetadataProblem(JsonElement? metadata, bool checkSize)
+    {
+        if (metadata is not { } value)
+        {
+            return null;
+        }
+
+        if (!Utf8.IsValid(System.Runtime.InteropServices.JsonMarshal.GetRawUtf8Value(value)))
+        {
+            return "the sync metadata is not valid UTF-8";
+        }
+
+        var buffer = new ArrayBufferWriter<byte>();
+        try
+        {
+            using var writer = new Utf8JsonWriter(buffer);
+            value.WriteTo(writer);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+        {
+            return "the sync metadata cannot be stored as JSON (a string that is not valid Unicode)";
+        }
+
+        return checkSize && buffer.WrittenCount > MaxMetadataBytes
+            ? $"the sync metadata is {buffer.WrittenCount} bytes; at most {MaxMetadataBytes} are accepted"
+            : null;
     }
 
     private static string Truncate(string? s) => s is null ? "" : s.Length <= 64 ? s : s[..64] + "…";

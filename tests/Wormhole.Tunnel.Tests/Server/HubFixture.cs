@@ -204,6 +204,15 @@ internal sealed class HubFixture : IAsyncDisposable
         return await http.SendAsync(request, cancellationToken);
     }
 
+    /// <summary>Posts raw sync bytes from <paramref name="from"/> (for bodies a string cannot hold, such as invalid UTF-8).</summary>
+    public async Task<HttpResponseMessage> PostSyncBytesAsync(string from, byte[] body)
+    {
+        using var http = ClientFrom(from);
+        using var content = new ByteArrayContent(body);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/octet-stream");
+        return await http.PostAsync(SyncUrl, content);
+    }
+
     /// <summary>Sets what the hub offers and waits until the reconciler advertises exactly that.</summary>
     public async Task SetLocalAppsAsync(params LocalApp[] apps)
     {

@@ -165,6 +165,26 @@ public sealed class PeersFileTests : IDisposable
     }
 
     [Fact]
+    public async Task Stored_metadata_that_is_not_utf8_is_ignored_and_the_peer_served()
+    {
+        byte[] file = [.. Encoding.UTF8.GetBytes("{\"peers\": [{\"name\": \"good\", \"ip\": \"127.0.0.3\", \"public_key\": \"" + _good + "\", \"metadata\": {\"team\": \""), 0xC3, 0x28, .. "\"}}]}"u8];
+        File.WriteAllBytes(PeersPath, file);
+
+        await using var hub = await HubFixture.StartAsync(stateDir: _dir);
+
+        hub.Registry.List().Should().ContainSingle().Which.Metadata.Should().BeNull();
+        hub.Logs.WithEvent(2007).Should().ContainSingle().Which.Message.Should().Contain("good").And.Contain("UTF-8");
+        using var v2 = await hub.Admin.GetAsync(new Uri("/api/peers/v2", UriKind.Relative));
+        v2.StatusCode.Should().Be(HttpStatusCode.OK);
+        using (var sync = await hub.PostSyncAsync("127.0.0.3", "{\"Peer\":\"good\",\"Metadata\":{\"team\":\"b\"},\"Apps\":[]}"))
+        {
+            sync.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        System.Text.Unicode.Utf8.IsValid(File.ReadAllBytes(PeersPath)).Should().BeTrue("the next write stores the new metadata");
+    }
+
+    [Fact]
     public async Task A_peers_file_that_is_not_json_still_stops_the_hub_and_is_left_untouched()
     {
         var corrupt = Encoding.UTF8.GetBytes("{\"peers\": {\"name\": \"alpha\"}}");

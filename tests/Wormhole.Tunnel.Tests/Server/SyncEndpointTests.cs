@@ -156,6 +156,42 @@ public sealed class SyncEndpointTests
         hub.AppsOf("alpha")!.Apps.Select(a => a.Name).Should().Equal("web");
     }
 
+    public static TheoryData<string, string> BadMetadata => new()
+    {
+        // A JSON string holding the bytes 0xC3 0x28: not UTF-8.
+        { "invalid UTF-8", "{\"Peer\":\"alpha\",\"Metadata\":{\"team\":\"\u00c3(\"},\"Apps\":[]}" },
+        { "unpaired surrogate", "{\"Peer\":\"alpha\",\"Metadata\":{\"team\":\"\\ud800\"},\"Apps\":[]}" },
+        { "too large", "{\"Peer\":\"alpha\",\"Metadata\":{\"pad\":\"" + new string('x', SyncCodec.MaxMetadataBytes) + "\"},\"Apps\":[]}" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadMetadata))]
+    public async Task A_sync_with_metadata_the_hub_cannot_store_is_a_bad_request_and_changes_nothing(string what, string body)
+    {
+        await using var hub = await HubFixture.StartAsync();
+        await hub.PairAsync("alpha");
+        using (var ok = await hub.PostSyncAsync(Alpha, Sync("alpha", AppJson("web", $"{Alpha}:20000"))))
+        {
+            ok.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        var fileBefore = File.ReadAllBytes(hub.PeersFile.Path);
+        var bytes = Encoding.Latin1.GetBytes(body);
+
+        for (var attempt = 0; attempt < 2; attempt++)
+        {
+            using var refused = await hub.PostSyncBytesAsync(Alpha, bytes);
+            refused.StatusCode.Should().Be(HttpStatusCode.BadRequest, what);
+            (await refused.Content.ReadAsStringAsync()).Should().ContainAny("UTF-8", "Unicode", "metadata");
+        }
+
+        File.ReadAllBytes(hub.PeersFile.Path).Should().Equal(fileBefore, "no metadata update");
+        hub.AppsOf("alpha")!.Apps.Select(a => a.Name).Should().Equal(["web"], "no app update");
+        using var good = await hub.PostSyncAsync(Alpha, new JsonObject { ["Peer"] = "alpha", ["Metadata"] = new JsonObject { ["team"] = "ok" }, ["Apps"] = new JsonArray() }.ToJsonString());
+        good.StatusCode.Should().Be(HttpStatusCode.OK, "the next good sync is taken");
+        hub.Registry.Find("alpha")!.Metadata!.Value.GetProperty("team").GetString().Should().Be("ok");
+    }
+
     [Fact]
     public async Task A_sync_body_over_the_limit_is_refused_with_413_and_keeps_the_apps_synced_before()
     {

@@ -62,4 +62,25 @@ public class SyncCodecTests
         error.Should().BeNull();
         decoded!.Apps!.Select(a => a.Name).Should().Equal(apps.Select(a => a.Name));
     }
+
+    [Fact]
+    public void A_body_that_is_not_utf8_is_refused()
+    {
+        byte[] body = [.. "{\"Peer\":\"a\",\"Metadata\":{\"k\":\""u8, 0xC3, 0x28, .. "\"},\"Apps\":[]}"u8];
+
+        SyncCodec.Decode(body, out var error).Should().BeNull();
+        error.Should().Contain("UTF-8");
+    }
+
+    [Fact]
+    public void Metadata_up_to_the_cap_is_accepted_and_over_it_refused()
+    {
+        // {"p":"…"} is 8 bytes plus the padding.
+        var fits = "{\"Peer\":\"a\",\"Metadata\":{\"p\":\"" + new string('x', SyncCodec.MaxMetadataBytes - 8) + "\"}}";
+        var over = "{\"Peer\":\"a\",\"Metadata\":{\"p\":\"" + new string('x', SyncCodec.MaxMetadataBytes - 7) + "\"}}";
+
+        SyncCodec.Decode(Encoding.UTF8.GetBytes(fits), out var none).Should().NotBeNull(none);
+        SyncCodec.Decode(Encoding.UTF8.GetBytes(over), out var error).Should().BeNull();
+        error.Should().Contain("metadata").And.Contain(SyncCodec.MaxMetadataBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
 }
