@@ -20,7 +20,9 @@ internal static partial class HubEndpoints
 
     public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger)
     {
-        app.Map("/pairing", async (HttpContext context) =>
+        // POST only (the reference's spokes POST): any other method, CONNECT included, is a 405 from routing before a
+        // body is read. Kestrel cannot read the body of a CONNECT request and the handler would answer 500.
+        app.MapPost("/pairing", async (HttpContext context) =>
         {
             byte[] body;
             try
@@ -77,7 +79,9 @@ internal static partial class HubEndpoints
     {
         // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
         app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));
-        app.Map("/sync", async (HttpContext context) =>
+
+        // POST only, as /pairing.
+        app.MapPost("/sync", async (HttpContext context) =>
         {
             var source = context.Connection.RemoteIpAddress ?? IPAddress.None;
             var peer = registry.FindByAddress(source);

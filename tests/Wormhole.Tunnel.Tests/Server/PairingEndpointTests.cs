@@ -287,6 +287,24 @@ public sealed class PairingEndpointTests
         hub.Registry.List().Should().BeEmpty();
     }
 
+    [Theory]
+    [InlineData("CONNECT")]
+    [InlineData("GET")]
+    [InlineData("PUT")]
+    [InlineData("TRACE")]
+    [InlineData("FOO")]
+    public async Task Another_method_than_post_is_a_405_even_with_a_valid_pairing_body(string method)
+    {
+        await using var hub = await HubFixture.StartAsync();
+        var body = hub.Codec.EncodeRequest(new PairingRequest("alpha", new PairingWireGuard(HubFixture.NewKey()), []));
+
+        var status = await RawHttp.StatusAsync(hub.PairingUrl, $"{method} /pairing HTTP/1.1\r\nHost: hub\r\nContent-Length: {body.Length}\r\n\r\n", body);
+
+        status.Should().Be(405);
+        hub.Registry.List().Should().BeEmpty();
+        (await hub.PairAsync("alpha")).AssignedIp.Should().Be("127.0.0.2");
+    }
+
     [Fact]
     public async Task When_the_pool_is_exhausted_another_peer_gets_503_with_a_clear_message()
     {

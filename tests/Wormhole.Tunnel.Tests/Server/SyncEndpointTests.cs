@@ -192,6 +192,25 @@ public sealed class SyncEndpointTests
         hub.Registry.Find("alpha")!.Metadata!.Value.GetProperty("team").GetString().Should().Be("ok");
     }
 
+    [Theory]
+    [InlineData("CONNECT")]
+    [InlineData("GET")]
+    [InlineData("DELETE")]
+    [InlineData("FOO")]
+    public async Task Another_method_than_post_is_a_405_even_from_the_peer_with_a_valid_body(string method)
+    {
+        await using var hub = await HubFixture.StartAsync();
+        await hub.PairAsync("alpha");
+        var body = Encoding.UTF8.GetBytes(Sync("alpha", AppJson("web", $"{Alpha}:20000")));
+
+        var status = await RawHttp.StatusAsync(hub.SyncUrl, $"{method} /sync HTTP/1.1\r\nHost: hub\r\nContent-Length: {body.Length}\r\n\r\n", body, from: Alpha);
+
+        status.Should().Be(405);
+        hub.AppsOf("alpha").Should().BeNull("nothing was synced");
+        using var ok = await hub.PostSyncAsync(Alpha, Sync("alpha", AppJson("web", $"{Alpha}:20000")));
+        ok.StatusCode.Should().Be(HttpStatusCode.OK);
+    }
+
     [Fact]
     public async Task A_sync_body_over_the_limit_is_refused_with_413_and_keeps_the_apps_synced_before()
     {
