@@ -1,4 +1,6 @@
+using System.Text;
 using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
 using YamlDotNet.Core;
@@ -8,10 +10,15 @@ namespace Wormhole.Tunnel.Apps;
 
 /// <summary>
 /// The standalone source: a YAML file (<c>apps: [{name, address}]</c>) reloaded whenever it changes (inotify on its
-/// folder, plus a cheap poll for file systems that do not report). An invalid file keeps the previous apps and says why.
+/// folder, plus a cheap poll for file systems that do not report). It must be a regular file (symbolic links to one,
+/// such as a ConfigMap mount, are fine) of at most <see cref="MaxBytes"/>. A file that is invalid or cannot be read
+/// keeps the previous apps and says why: again on every change, and whenever the reason changes (not on every poll).
 /// </summary>
 public sealed partial class AppsFileSource(string path, ReconcileSignal signal, ILogger<AppsFileSource> logger, TimeProvider time) : ILocalAppSource
 {
+    /// <summary>The largest apps file read (1 MiB, thousands of apps); a larger one is refused.</summary>
+    public const int MaxBytes = 1024 * 1024;
+
     private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(2);
 
     // A write that truncates then fills the file (`echo … > apps.yaml`) raises events before it is complete; reading
@@ -21,6 +28,8 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
     private volatile IReadOnlyList<LocalApp> _current = [];
     private string? _lastContent;
     private bool _lastValid = true;
+    private string? _lastProblem;
+    private volatile bool _changed;
 
     public IReadOnlyList<LocalApp> Current => _current;
 
@@ -49,34 +58,96 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
 
     private bool LoadLocked()
     {
+        // A change event since the last load: a problem is told again even when it is the same as before.
+        var changed = _changed;
+        _changed = false;
         string content;
         try
         {
-            content = File.Exists(path) ? File.ReadAllText(path) : "";
+            switch (RegularFile.TryRead(path, MaxBytes, out var bytes, out var refusal))
+            {
+                case RegularFileOutcome.Missing:
+                    content = "";
+                    break;
+                case RegularFileOutcome.Refused:
+                    return Problem(changed, unreadable: true, refusal!);
+                default:
+                    // As File.ReadAllText decodes: UTF-8 unless a byte order mark says otherwise.
+                    using (var reader = new StreamReader(new MemoryStream(bytes), Encoding.UTF8, detectEncodingFromByteOrderMarks: true))
+                    {
+                        content = reader.ReadToEnd();
+                    }
+
+                    break;
+            }
         }
-        catch (IOException ex)
+        catch (Exception ex)
         {
-            LogUnreadable(path, ex.Message);
-            return false;
+            return Problem(changed, unreadable: true, ex.Message);
         }
 
-        if (content == _lastContent)
+        if (content == _lastContent && !changed)
         {
             return _lastValid;
         }
 
-        _lastContent = content;
-        _lastValid = TryParse(content, out var apps, out var error);
-        if (!_lastValid)
+        bool valid;
+        IReadOnlyList<LocalApp> apps;
+        string? error;
+        try
         {
-            LogInvalid(path, error!);
-            return false;
+            valid = TryParse(content, out apps, out error);
+        }
+        catch (Exception ex)
+        {
+            (valid, apps, error) = (false, [], $"it cannot be parsed ({ex.Message})");
         }
 
-        _current = apps;
-        LogLoaded(path, apps.Count);
-        signal.Request();
+        if (!valid)
+        {
+            var edited = content != _lastContent;
+            _lastContent = content;
+            return Problem(changed || edited, unreadable: false, error!);
+        }
+
+        var loaded = content != _lastContent || !_lastValid;
+        _lastContent = content;
+        _lastValid = true;
+        _lastProblem = null;
+        if (loaded)
+        {
+            _current = apps;
+            LogLoaded(path, apps.Count);
+            signal.Request();
+        }
+
         return true;
+    }
+
+    /// <summary>Keeps the previous apps; logs why when the reason is new or the file changed since.</summary>
+    private bool Problem(bool changed, bool unreadable, string reason)
+    {
+        if (unreadable)
+        {
+            // The next readable content is compared afresh.
+            _lastContent = null;
+        }
+
+        if (changed || reason != _lastProblem)
+        {
+            _lastProblem = reason;
+            if (unreadable)
+            {
+                LogUnreadable(path, LogText.Of(reason, 512));
+            }
+            else
+            {
+                LogInvalid(path, LogText.Of(reason, 512));
+            }
+        }
+
+        _lastValid = false;
+        return false;
     }
 
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -89,11 +160,19 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
             NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
         };
         var changed = new ReconcileSignal();
-        FileSystemEventHandler onChange = (_, _) => changed.Request();
+        FileSystemEventHandler onChange = (_, _) =>
+        {
+            _changed = true;
+            changed.Request();
+        };
         watcher.Changed += onChange;
         watcher.Created += onChange;
         watcher.Deleted += onChange;
-        watcher.Renamed += (_, _) => changed.Request();
+        watcher.Renamed += (_, _) =>
+        {
+            _changed = true;
+            changed.Request();
+        };
         watcher.EnableRaisingEvents = true;
 
         using var poll = time.CreateTimer(_ => changed.Request(), null, PollInterval, PollInterval);
@@ -101,7 +180,15 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
         {
             await changed.WaitAsync(cancellationToken);
             await Task.Delay(Settle, time, cancellationToken);
-            Load();
+            try
+            {
+                Load();
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // Load reports its own problems; this is a last guard so the watcher never stops for good.
+                LogUnreadable(path, LogText.Of(ex.Message, 512));
+            }
         }
     }
 
