@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
@@ -31,14 +32,13 @@ internal static partial class HubEndpoints
             }
             catch (BadHttpRequestException ex)
             {
-                return Fail(ex.StatusCode, "bad_request", "the pairing body is too large or incomplete");
+                return Fail(context, null, ex.StatusCode, "bad_request", "the pairing body is too large or incomplete");
             }
 
             var request = codec.DecodeRequest(body, out var error);
             if (request is null)
             {
-                LogBadPairing(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", error!);
-                return Fail(StatusCodes.Status400BadRequest, "bad_request", error!);
+                return Fail(context, null, StatusCodes.Status400BadRequest, "bad_request", error!);
             }
 
             var result = await registry.PairAsync(request.Name, request.WireGuard.PublicKey, context.RequestAborted);
@@ -56,21 +56,23 @@ internal static partial class HubEndpoints
                         new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.SyncServerAddress });
                     return Results.Bytes(codec.EncodeResponse(response), "application/octet-stream");
                 case PairingOutcome.KeyMismatch:
-                    return Fail(StatusCodes.Status409Conflict, "key_mismatch", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status409Conflict, "key_mismatch", result.Reason!);
                 case PairingOutcome.PoolExhausted:
-                    return Fail(StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!);
                 case PairingOutcome.Unavailable:
-                    return Fail(StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!);
                 default:
-                    LogBadPairing(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", result.Reason!);
-                    return Fail(StatusCodes.Status400BadRequest, "bad_request", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status400BadRequest, "bad_request", result.Reason!);
             }
         });
 
-        IResult Fail(int status, string outcome, string reason)
+        // Every refusal: one log line (the name as the client sent it, escaped and cut), the metric, the reason.
+        IResult Fail(HttpContext context, string? name, int status, string outcome, string reason)
         {
             metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
-            return Results.Text(reason + "\n", "text/plain; charset=utf-8", statusCode: status);
+            var safeReason = LogText.Of(reason, 512);
+            LogPairingRefused(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", name is null ? "?" : LogText.Of(name), status, safeReason);
+            return Results.Text(safeReason + "\n", "text/plain; charset=utf-8", statusCode: status);
         }
     }
 
@@ -120,7 +122,7 @@ internal static partial class HubEndpoints
                     return Fail(peer.Name, StatusCodes.Status404NotFound, "peer does not exist");
                 }
 
-                return Fail(peer.Name, StatusCodes.Status403Forbidden, $"sync refused: peer '{message.Peer}' must sync from its own tunnel address");
+                return Fail(peer.Name, StatusCodes.Status403Forbidden, $"sync refused: peer '{LogText.Of(message.Peer)}' must sync from its own tunnel address");
             }
 
             // Metadata first: when it cannot be stored, the sync changes nothing.
@@ -155,8 +157,9 @@ internal static partial class HubEndpoints
         IResult Fail(string peer, int status, string reason)
         {
             metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", peer), new KeyValuePair<string, object?>("reason", status.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-            LogSyncRefused(logger, peer, status, reason);
-            return Results.Text(reason, "text/plain; charset=utf-8", statusCode: status);
+            var safeReason = LogText.Of(reason, 512);
+            LogSyncRefused(logger, peer, status, safeReason);
+            return Results.Text(safeReason, "text/plain; charset=utf-8", statusCode: status);
         }
     }
 
@@ -171,8 +174,8 @@ internal static partial class HubEndpoints
     [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Pairing request from {Name}, assigned IP {Ip}")]
     private static partial void LogPaired(ILogger logger, string name, string ip);
 
-    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Refused pairing request from {Source}: {Reason}")]
-    private static partial void LogBadPairing(ILogger logger, string source, string reason);
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Refused pairing request from {Source} for peer {Name} with status {Status}: {Reason}")]
+    private static partial void LogPairingRefused(ILogger logger, string source, string name, int status, string reason);
 
     [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "Refused sync from peer {Peer} with status {Status}: {Reason}")]
     private static partial void LogSyncRefused(ILogger logger, string peer, int status, string reason);

@@ -156,7 +156,6 @@ internal sealed partial class PeerRegistry(
             {
                 if (existing.PublicKey != publicKey)
                 {
-                    LogKeyMismatch(name);
                     return new PairingResult(PairingOutcome.KeyMismatch, null, $"peer '{name}' is already paired with another public key; delete it on the hub (DELETE /api/peers/v1/{name}) to pair again");
                 }
 
@@ -183,7 +182,6 @@ internal sealed partial class PeerRegistry(
             var address = pool.Allocate(_peers.Select(p => IPAddress.Parse(p.Ip)).Concat(SkippedAddresses()));
             if (address is null)
             {
-                LogPoolExhausted(name, pool.HubAddress.ToString(), pool.PrefixLength);
                 return new PairingResult(PairingOutcome.PoolExhausted, null, $"the hub's address pool ({pool.HubAddress}/{pool.PrefixLength}) is exhausted; delete unused peers or use a larger --wg-subnet-mask");
             }
 
@@ -478,11 +476,8 @@ internal sealed partial class PeerRegistry(
         (a is null || a.Value.ValueKind == JsonValueKind.Null) && (b is null || b.Value.ValueKind == JsonValueKind.Null)
         || (a is not null && b is not null && JsonElement.DeepEquals(a.Value, b.Value));
 
-    [LoggerMessage(EventId = 2000, Level = LogLevel.Warning, Message = "Refused pairing of peer {Name}: it is already paired with a different public key (delete the peer to pair it again)")]
-    private partial void LogKeyMismatch(string name);
-
-    [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "Refused pairing of peer {Name}: the address pool {Hub}/{Prefix} is exhausted")]
-    private partial void LogPoolExhausted(string name, string hub, int prefix);
+    // EventIds 2000 and 2001 (key mismatch, pool exhausted) are retired: the pairing endpoint logs every refusal
+    // once (2101), rate-limited.
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Deleted peer {Name}: removed from WireGuard, its apps withdrawn")]
     private partial void LogDeleted(string name);

@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 
@@ -186,7 +187,7 @@ public sealed partial class Reconciler(
 
         foreach (var problem in plan.Problems.Except(previous.Problems))
         {
-            LogProblem(problem.Peer, problem.App, problem.Reason);
+            LogProblem(LogText.Of(problem.Peer), LogText.Of(problem.App), LogText.Of(problem.Reason, 512));
         }
 
         LogChanges(previous, plan);
@@ -268,12 +269,12 @@ public sealed partial class Reconciler(
 
         foreach (var r in plan.RemoteListeners.Except(previous.RemoteListeners))
         {
-            LogRemoteExposed(r.App, r.Peer, r.Port);
+            LogRemoteExposed(LogText.Of(r.App), LogText.Of(r.Peer), r.Port);
         }
 
         foreach (var r in previous.RemoteListeners.Where(p => !plan.RemoteListeners.Any(n => n.App == p.App && n.Peer == p.Peer)))
         {
-            LogRemoteWithdrawn(r.App, r.Peer);
+            LogRemoteWithdrawn(LogText.Of(r.App), LogText.Of(r.Peer));
         }
     }
 

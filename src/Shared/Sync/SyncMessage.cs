@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.Unicode;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Hosting;
 
 namespace Wormhole.Tunnel.Sync;
 
@@ -102,7 +103,7 @@ public static class SyncCodec
         }
         catch (JsonException ex)
         {
-            error = $"the sync body is not valid JSON ({ex.Message.Split('.')[0]})";
+            error = $"the sync body is not valid JSON ({LogText.Of(ex.Message.Split('.')[0])})";
             return null;
         }
 
@@ -176,5 +177,6 @@ public static class SyncCodec
             : null;
     }
 
-    private static string Truncate(string? s) => s is null ? "" : s.Length <= 64 ? s : s[..64] + "…";
+    /// <summary>A remote value quoted in an error (which is logged and answered): escaped and cut to 64 characters.</summary>
+    private static string Truncate(string? s) => s is null ? "" : LogText.Of(s, 64);
 }

@@ -58,7 +58,7 @@ internal sealed class HubFixture : IAsyncDisposable
         LocalApps = new MutableLocalApps(Signal);
         Proxy = new RecordingProxyTable();
         Reconciler = new Reconciler(
-            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, Logs.For<Reconciler>());
         HubPublicKey = NewKey();
         Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, WireGuard, RemoteApps, Logs.For<PeerRegistry>(), Reconciler);
         Metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.Hub.{Guid.NewGuid():N}");
@@ -67,7 +67,7 @@ internal sealed class HubFixture : IAsyncDisposable
 
     public string StateDir { get; }
 
-    /// <summary>What the registry and the pairing and sync endpoints logged.</summary>
+    /// <summary>What the registry, the reconciler and the pairing and sync endpoints logged.</summary>
     public RecordingLog Logs { get; } = new();
 
     public JsonStateFile<StoredPeers> PeersFile { get; }
