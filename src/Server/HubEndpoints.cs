@@ -19,8 +19,14 @@ internal static partial class HubEndpoints
 {
     public static readonly TimeSpan MaxLongPoll = TimeSpan.FromSeconds(25);
 
-    public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger)
+    /// <param name="time">Clock of the refusal-log rate limiter (tests pass a manual one).</param>
+    public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger, TimeProvider? time = null)
     {
+        // A flood of refused pairings (90,000 in 10 s wrote 17 MB of log) gives one line per outcome per interval
+        // plus a count; the metric still counts every one.
+        var refusals = new LogRateLimiter(time ?? TimeProvider.System, LogRateLimiter.DefaultInterval, (outcome, count, interval) =>
+            LogPairingRefusalsSuppressed(logger, count, outcome, interval.TotalSeconds));
+
         // POST only (the reference's spokes POST): any other method, CONNECT included, is a 405 from routing before a
         // body is read. Kestrel cannot read the body of a CONNECT request and the handler would answer 500.
         app.MapPost("/pairing", async (HttpContext context) =>
@@ -71,14 +77,23 @@ internal static partial class HubEndpoints
         {
             metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
             var safeReason = LogText.Of(reason, 512);
-            LogPairingRefused(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", name is null ? "?" : LogText.Of(name), status, safeReason);
+            if (refusals.ShouldLog(outcome))
+            {
+                LogPairingRefused(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", name is null ? "?" : LogText.Of(name), status, safeReason);
+            }
+
             return Results.Text(safeReason + "\n", "text/plain; charset=utf-8", statusCode: status);
         }
     }
 
     /// <param name="stopping">Cancelled when the hub stops: held long-polls end at once (503) instead of holding the shutdown.</param>
-    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger, CancellationToken stopping)
+    /// <param name="time">Clock of the refusal-log rate limiter (tests pass a manual one).</param>
+    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger, CancellationToken stopping, TimeProvider? time = null)
     {
+        // Refused syncs: one line per interval per paired peer (and one for senders that are no peer) plus a count.
+        var refusals = new LogRateLimiter(time ?? TimeProvider.System, LogRateLimiter.DefaultInterval, (peer, count, interval) =>
+            LogSyncRefusalsSuppressed(logger, count, peer, interval.TotalSeconds));
+
         // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
         app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));
 
@@ -158,7 +173,11 @@ internal static partial class HubEndpoints
         {
             metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", peer), new KeyValuePair<string, object?>("reason", status.ToString(System.Globalization.CultureInfo.InvariantCulture)));
             var safeReason = LogText.Of(reason, 512);
-            LogSyncRefused(logger, peer, status, safeReason);
+            if (refusals.ShouldLog(peer))
+            {
+                LogSyncRefused(logger, peer, status, safeReason);
+            }
+
             return Results.Text(safeReason, "text/plain; charset=utf-8", statusCode: status);
         }
     }
@@ -179,4 +198,10 @@ internal static partial class HubEndpoints
 
     [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "Refused sync from peer {Peer} with status {Status}: {Reason}")]
     private static partial void LogSyncRefused(ILogger logger, string peer, int status, string reason);
+
+    [LoggerMessage(EventId = 2103, Level = LogLevel.Warning, Message = "…and {Count} more pairing request(s) refused as {Outcome} in the last {Seconds} s (one line per {Seconds} s is logged)")]
+    private static partial void LogPairingRefusalsSuppressed(ILogger logger, int count, string outcome, double seconds);
+
+    [LoggerMessage(EventId = 2104, Level = LogLevel.Warning, Message = "…and {Count} more sync(s) from peer {Peer} refused in the last {Seconds} s (one line per {Seconds} s is logged)")]
+    private static partial void LogSyncRefusalsSuppressed(ILogger logger, int count, string peer, double seconds);
 }

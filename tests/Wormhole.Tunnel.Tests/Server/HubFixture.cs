@@ -46,8 +46,9 @@ internal sealed class HubFixture : IAsyncDisposable
     private readonly bool _ownsStateDir;
     private Task _reconcileLoop = Task.CompletedTask;
 
-    private HubFixture(string stateDir, bool ownsStateDir, int prefixLength)
+    private HubFixture(string stateDir, bool ownsStateDir, int prefixLength, TimeProvider logClock)
     {
+        LogClock = logClock;
         StateDir = stateDir;
         _ownsStateDir = ownsStateDir;
         PeersFile = new StateDirectory(stateDir).Peers;
@@ -69,6 +70,9 @@ internal sealed class HubFixture : IAsyncDisposable
 
     /// <summary>What the registry, the reconciler and the pairing and sync endpoints logged.</summary>
     public RecordingLog Logs { get; } = new();
+
+    /// <summary>The clock of the endpoints' refusal-log rate limiters.</summary>
+    public TimeProvider LogClock { get; }
 
     public JsonStateFile<StoredPeers> PeersFile { get; }
 
@@ -110,10 +114,11 @@ internal sealed class HubFixture : IAsyncDisposable
     /// <param name="prefixLength">The pool is 127.0.0.1/prefixLength (30 leaves room for exactly one spoke).</param>
     /// <param name="stateDir">An existing state directory (a "restart"); by default a fresh temp one, deleted on dispose.</param>
     /// <param name="startReconciler">False leaves the reconcile loop stopped (no plan applied yet) until <see cref="StartReconciler"/>.</param>
-    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null, bool startReconciler = true)
+    /// <param name="logClock">The clock of the refusal-log rate limiters (a manual one to test them); the system's by default.</param>
+    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null, bool startReconciler = true, TimeProvider? logClock = null)
     {
         var owns = stateDir is null;
-        var hub = new HubFixture(stateDir ?? NewTempDir(), owns, prefixLength);
+        var hub = new HubFixture(stateDir ?? NewTempDir(), owns, prefixLength, logClock ?? TimeProvider.System);
         try
         {
             await hub.StartCoreAsync(startReconciler);
@@ -273,13 +278,13 @@ internal sealed class HubFixture : IAsyncDisposable
 
         var endpointLogger = Logs.For("Endpoints");
         var sync = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, app =>
-            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger, _stop.Token));
+            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger, _stop.Token, LogClock));
         SyncUrl = new Uri(await LoopbackHost.StartAsync(sync, _servers), "/sync");
         SyncServerAddress = $"http://{HubAddress}:{SyncUrl.Port}";
 
         Identity = new HubIdentity(HubName, HubAddress, HubPublicKey, HubEndpoint, SyncServerAddress);
         var pairing = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
-            app.MapPairing(Codec, Registry, Identity, Metrics, endpointLogger));
+            app.MapPairing(Codec, Registry, Identity, Metrics, endpointLogger, LogClock));
         PairingUrl = new Uri(await LoopbackHost.StartAsync(pairing, _servers), "/pairing");
 
         var admin = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
