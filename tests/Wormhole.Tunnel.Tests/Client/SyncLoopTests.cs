@@ -13,6 +13,7 @@ using Wormhole.Tunnel.Tests.Server;
 namespace Wormhole.Tunnel.Tests.Client;
 
 /// <summary>The spoke's sync loop over real HTTP against a hub stand-in that answers every long-poll at once.</summary>
+[Collection(MemoryMeasurements.Name)]
 public class SyncLoopTests
 {
     [Fact]
