@@ -131,10 +131,11 @@ internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposab
 
     public void Dispose() => _http.Dispose();
 
+    /// <summary>The start of an answer's body for a log line: control characters escaped, cut short.</summary>
     private static string ShortText(byte[] body)
     {
         var text = System.Text.Encoding.UTF8.GetString(body, 0, Math.Min(body.Length, 300)).Trim();
-        return text.Length == 0 ? "(no body)" : text.ReplaceLineEndings(" ");
+        return text.Length == 0 ? "(no body)" : Hosting.LogText.Of(text, 300);
     }
 }
 

@@ -76,7 +76,7 @@ internal static partial class HubEndpoints
         IResult Fail(HttpContext context, string? name, int status, string outcome, string reason)
         {
             metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
-            var safeReason = LogText.Of(reason, 512);
+            var safeReason = LogText.Of(reason, LogText.MaxReasonLength);
             if (refusals.ShouldLog(outcome))
             {
                 LogPairingRefused(logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", name is null ? "?" : LogText.Of(name), status, safeReason);
@@ -172,7 +172,7 @@ internal static partial class HubEndpoints
         IResult Fail(string peer, int status, string reason)
         {
             metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", peer), new KeyValuePair<string, object?>("reason", status.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-            var safeReason = LogText.Of(reason, 512);
+            var safeReason = LogText.Of(reason, LogText.MaxReasonLength);
             if (refusals.ShouldLog(peer))
             {
                 LogSyncRefused(logger, peer, status, safeReason);

@@ -138,11 +138,11 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
             _lastProblem = reason;
             if (unreadable)
             {
-                LogUnreadable(path, LogText.Of(reason, 512));
+                LogUnreadable(path, LogText.Of(reason, LogText.MaxReasonLength));
             }
             else
             {
-                LogInvalid(path, LogText.Of(reason, 512));
+                LogInvalid(path, LogText.Of(reason, LogText.MaxReasonLength));
             }
         }
 
@@ -187,7 +187,7 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
                 // Load reports its own problems; this is a last guard so the watcher never stops for good.
-                LogUnreadable(path, LogText.Of(ex.Message, 512));
+                LogUnreadable(path, LogText.Of(ex.Message, LogText.MaxReasonLength));
             }
         }
     }

@@ -13,6 +13,9 @@ internal static class LogText
     /// <summary>The most characters a value keeps (after escaping) before it is cut.</summary>
     public const int MaxLength = 128;
 
+    /// <summary>The bound for a whole reason or message that quotes remote values.</summary>
+    public const int MaxReasonLength = 512;
+
     /// <summary>
     /// <paramref name="value"/> with <c>\n</c>, <c>\r</c> and <c>\t</c> written as those two characters, every other
     /// control, format or separator character and every unpaired surrogate as <c>\uXXXX</c>, cut to

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Hosting;
 
 namespace Wormhole.Tunnel.Kubernetes;
 
@@ -62,7 +63,7 @@ public sealed partial class EventRecorder(IKubernetesClient client, string compo
                     cancellationToken);
             }
 
-            LogRecorded(type, reason, kind, ns, meta.Name!, message);
+            LogRecorded(type, reason, kind, ns, meta.Name!, LogText.Of(message, LogText.MaxReasonLength));
         }
         catch (Exception ex) when (ex is KubeApiException or HttpRequestException or TimeoutException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
         {

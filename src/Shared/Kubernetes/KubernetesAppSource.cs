@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
 
@@ -122,7 +123,7 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
         _reported[key] = summary;
         foreach (var warning in warnings)
         {
-            LogWarning(key, warning);
+            LogWarning(key, LogText.Of(warning, LogText.MaxReasonLength));
             _pendingEvents.Writer.TryWrite(new PendingEvent(service, EventRecorder.Warning, "WormholeInvalidExposure", warning));
         }
 

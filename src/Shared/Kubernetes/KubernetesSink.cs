@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
 
@@ -190,7 +191,7 @@ public sealed partial class KubernetesSink(
         }
 
         _clashes[(kind.Name, name)] = clash;
-        LogNotOurs(kind.Name, options.Namespace, name, owner, wantedBy.App, wantedBy.Peer);
+        LogNotOurs(kind.Name, options.Namespace, name, owner, LogText.Of(wantedBy.App), LogText.Of(wantedBy.Peer));
         if (events is not null)
         {
             await events.RecordAsync(
