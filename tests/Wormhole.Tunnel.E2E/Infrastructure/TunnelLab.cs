@@ -156,6 +156,15 @@ public sealed class TunnelLab : IAsyncDisposable
         return JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
     }
 
+    /// <summary>DELETE /api/peers/v1/<paramref name="peer"/> on the site's admin API with basic auth <c>user:password</c>; the body is buffered.</summary>
+    public static async Task<HttpResponseMessage> DeletePeerAsync(Site site, string peer, string credentials)
+    {
+        using var client = site.CreateHttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri($"http://127.0.0.1:8082/api/peers/v1/{Uri.EscapeDataString(peer)}"));
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(credentials)));
+        return await client.SendAsync(request, HttpCompletionOption.ResponseContentRead);
+    }
+
     /// <summary>The port of the remote app <paramref name="app"/> exposed on <paramref name="site"/>, or null.</summary>
     public static async Task<int?> ExposedPortAsync(Site site, string app)
     {

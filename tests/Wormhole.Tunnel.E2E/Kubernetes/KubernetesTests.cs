@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Http.Headers;
-using System.Text;
 using System.Text.Json.Nodes;
 using Wormhole.Tunnel.E2E.Infrastructure;
 
@@ -206,10 +204,7 @@ public class KubernetesTests
         await k.Client.KubectlAsync("annotate", "svc", "nginx", "-n", "nginx", "wormhole.glothriel.github.com/exposed=yes");
         await TunnelLab.EventuallyAsync(() => k.Server.ServiceExistsAsync(Ns, "client-nginx-nginx"), "the generated Service exists");
 
-        using var client = k.Lab.Hub.CreateHttpClient();
-        using var request = new HttpRequestMessage(HttpMethod.Delete, "http://127.0.0.1:8082/api/peers/v1/client");
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("kajtek:kajtek")));
-        using (var response = await client.SendAsync(request))
+        using (var response = await TunnelLab.DeletePeerAsync(k.Lab.Hub, "client", "kajtek:kajtek"))
         {
             response.StatusCode.Should().Be(HttpStatusCode.NoContent);
         }
@@ -227,10 +222,7 @@ public class KubernetesTests
         k.Server.Process.Kill();
         await k.Server.Process.WaitForExitAsync(TimeSpan.FromSeconds(10));
 
-        using var client = k.Lab.Hub.CreateHttpClient();
-        using var request = new HttpRequestMessage(HttpMethod.Delete, "http://127.0.0.1:8082/api/peers/v1/client");
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("kajtek:kajtek")));
-        using var response = await client.SendAsync(request);
+        using var response = await TunnelLab.DeletePeerAsync(k.Lab.Hub, "client", "kajtek:kajtek");
 
         response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the Service could not be deleted, so 204 would be a lie");
         (await response.Content.ReadAsStringAsync()).Should().Contain("KubernetesSink failed");

@@ -1,7 +1,5 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Security.Cryptography;
-using System.Text;
 using Wormhole.Tunnel.E2E.Infrastructure;
 
 namespace Wormhole.Tunnel.E2E.Tunnel;
@@ -164,9 +162,7 @@ public class TunnelTests
         }
 
         (await TunnelLab.ApiAsync(lab.Hub, "/api/peers")).AsArray().Should().ContainSingle();
-        using var request = new HttpRequestMessage(HttpMethod.Delete, url);
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:s3cret-pass")));
-        using (var authorized = await client.SendAsync(request))
+        using (var authorized = await TunnelLab.DeletePeerAsync(lab.Hub, "spoke1", "admin:s3cret-pass"))
         {
             authorized.StatusCode.Should().Be(HttpStatusCode.NoContent);
         }
@@ -212,11 +208,8 @@ public class TunnelTests
         var cache = Path.Combine(lab.StateDir(spoke), "pairing.json");
         File.Delete(cache);
         Directory.CreateDirectory(cache);
-        using (var client = lab.Hub.CreateHttpClient())
+        using (var response = await TunnelLab.DeletePeerAsync(lab.Hub, "spoke1", "admin:s3cret-pass"))
         {
-            using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri("http://127.0.0.1:8082/api/peers/v1/spoke1"));
-            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:s3cret-pass")));
-            using var response = await client.SendAsync(request);
             response.StatusCode.Should().Be(HttpStatusCode.NoContent);
         }
 
@@ -248,10 +241,7 @@ public class TunnelTests
         invalid.Should().ContainSingle().Which!["name"]!.GetValue<string>().Should().Be("evil");
         (await lab.Hub.RunCheckedAsync("wg", "show", lab.Hub.WgInterfaceName, "peers")).StandardOutput.Trim().Should().Be(good);
 
-        using var client = lab.Hub.CreateHttpClient();
-        using var request = new HttpRequestMessage(HttpMethod.Delete, new Uri("http://127.0.0.1:8082/api/peers/v1/evil"));
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:s3cret-pass")));
-        using (var deleted = await client.SendAsync(request))
+        using (var deleted = await TunnelLab.DeletePeerAsync(lab.Hub, "evil", "admin:s3cret-pass"))
         {
             deleted.StatusCode.Should().Be(HttpStatusCode.NoContent);
         }
