@@ -280,8 +280,8 @@ if "control" in sections:
 if "kube" in sections:
     w("Kubernetes source: two more namespaces over WireGuard, each its own \"cluster\" with the project's kube-apiserver "
       "stand-in (`tests/Wormhole.Tunnel.KubeEmulator`: HTTPS, list/watch), hub and spoke started with `--kubernetes` "
-      "against them, chart defaults otherwise (no NetworkPolicies) except `--kubernetes-gc-grace 0s`, as in the e2e "
-      "tests (the grace only defers deletions in the first 15 s after a start). In the spoke's cluster a Service `web` (namespace `bench`, port 8088); its app address `web.bench:8088` "
+      "against them, chart defaults otherwise (no NetworkPolicies), as in the e2e "
+      "tests. In the spoke's cluster a Service `web` (namespace `bench`, port 8088); its app address `web.bench:8088` "
       "resolves through the spoke namespace's `/etc/hosts` to an nginx HTTP server there (the cluster DNS stand-in, "
       "as in the e2e tests). **Expose**: the annotation `wormhole.glothriel.github.com/exposed=yes` is set → until the "
       "hub's `/api/apps` lists `bench-web` *and* the generated Service `spoke1-bench-web` exists in the hub's cluster "
