@@ -7,6 +7,7 @@ using Wormhole.Tunnel.Cli;
 using Wormhole.Tunnel.Client;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
@@ -137,7 +138,7 @@ namespace Wormhole.Tunnel.Client
             await EstablishAsync(stop);
             var loop = new SyncLoop(
                 _hub, () => _pairing!, TryRepairAsync, RenewTunnelAsync, _side.Reconciler, _side.RemoteApps, _settings.Common.Name, _settings.Metadata,
-                _side.Metrics, _side.Time, _logger);
+                _side.Metrics, _side.Retries, _side.Time, _logger);
             await loop.RunAsync(stop);
         }
 
@@ -163,28 +164,18 @@ namespace Wormhole.Tunnel.Client
                 LogNoCache(_logger);
             }
 
-            // Exponential backoff from 0.5 s to 30 s with jitter, for as long as it takes. A plain loop rather than a Polly
-            // pipeline: Polly validates its options with DataAnnotations, which alone loads two framework assemblies
-            // into every spoke for this one retry (idle memory).
-            for (var attempt = 1; ; attempt++)
-            {
-                try
+            // Until it works: the spoke has nothing to do before it is paired.
+            var retry = _side.Retries.Build(
+                RetrySchedule.Pairing,
+                int.MaxValue,
+                ex => ex is HubCallException or WireGuardCommandException,
+                (notice, _) =>
                 {
-                    await PairOnceAsync(stop);
-                    return;
-                }
-                catch (Exception ex) when (ex is HubCallException or WireGuardCommandException)
-                {
-                    var delay = PairingRetryDelay(attempt, Random.Shared.NextDouble());
-                    LogPairingFailed(_logger, attempt, ex.Message, delay.TotalSeconds);
-                    await Task.Delay(delay, _side.Time, stop);
-                }
-            }
+                    LogPairingFailed(_logger, notice.Attempt, notice.Problem?.Message ?? "?", notice.Delay.TotalSeconds);
+                    return ValueTask.CompletedTask;
+                });
+            await retry.ExecuteAsync(token => new ValueTask(PairOnceAsync(token)), stop);
         }
-
-        /// <summary>The wait after failed pairing attempt <paramref name="attempt"/> (1-based): 0.5 s doubling up to 30 s, times 0.5–1 (<paramref name="random"/> in [0, 1)).</summary>
-        internal static TimeSpan PairingRetryDelay(int attempt, double random) =>
-            TimeSpan.FromMilliseconds(Math.Min(30_000, 500 * Math.Pow(2, Math.Min(attempt - 1, 16))) * (0.5 + (random / 2)));
 
         private async Task PairOnceAsync(CancellationToken cancellationToken)
         {

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Sync;
 
@@ -25,6 +26,7 @@ internal sealed partial class SyncLoop(
     string name,
     JsonElement? metadata,
     WormholeMetrics metrics,
+    RetryPipelines retries,
     TimeProvider time,
     ILogger logger)
 {
@@ -38,17 +40,41 @@ internal sealed partial class SyncLoop(
     {
         await reconciler.ConvergeAsync(stop);
         string? hubVersion = null;
-        var failures = 0;
+
+        // A failed sync is retried on the sync schedule until it works or a local change starts a new round; between
+        // attempts the tunnel is renewed (the hub may be a new process whose WireGuard interface knows nothing of our
+        // session) or, when the hub no longer knows us or every third failure, pairing is repaired.
+        var retry = retries.Build(RetrySchedule.Sync, int.MaxValue, ex => ex is HubCallException, async (notice, _) =>
+        {
+            var ex = (HubCallException)notice.Problem!;
+            hubVersion = null;
+            metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", pairing().Name), new KeyValuePair<string, object?>("reason", ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            LogSyncFailed(logger, notice.Attempt, ex.Message);
+            if (ex.PeerUnknown || notice.Attempt % 3 == 0)
+            {
+                await repair(stop);
+            }
+            else if (ex.Status is null or HttpStatusCode.ServiceUnavailable)
+            {
+                await renewTunnel(stop);
+            }
+        });
+
         while (!stop.IsCancellationRequested)
         {
-            var current = pairing();
             var sentVersion = reconciler.AdvertisedVersion;
             var body = SyncCodec.Encode(name, metadata, reconciler.Current.Advertised);
             using var round = CancellationTokenSource.CreateLinkedTokenSource(stop);
             try
             {
                 var localChange = reconciler.WaitForAdvertisedChangeAsync(sentVersion, Timeout.InfiniteTimeSpan, round.Token);
-                var send = hub.SyncAsync(SyncBase(current), body, hubVersion, round.Token);
+                var send = retry.ExecuteAsync(
+                    async token =>
+                    {
+                        var current = pairing();
+                        return (current, await hub.SyncAsync(SyncBase(current), body, hubVersion, token));
+                    },
+                    round.Token).AsTask();
                 if (await Task.WhenAny(send, localChange) == localChange && !send.IsCompleted)
                 {
                     await round.CancelAsync();
@@ -56,45 +82,21 @@ internal sealed partial class SyncLoop(
                     continue;
                 }
 
-                try
+                var (synced, result) = await send;
+                metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", synced.Name));
+                remoteApps.Update(
+                    result.Message.Peer,
+                    IPAddress.Parse(synced.InternalServerIp),
+                    result.Message.Apps!.Select(a => new AppDescriptor(a.Name, a.Address, result.Message.Peer, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+                if (hubVersion is null && result.HubVersion is not null)
                 {
-                    var result = await send;
-                    failures = 0;
-                    metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", current.Name));
-                    remoteApps.Update(
-                        result.Message.Peer,
-                        IPAddress.Parse(current.InternalServerIp),
-                        result.Message.Apps!.Select(a => new AppDescriptor(a.Name, a.Address, result.Message.Peer, a.OriginalPort, a.TargetLabels ?? "")).ToList());
-                    if (hubVersion is null && result.HubVersion is not null)
-                    {
-                        LogLongPoll(logger);
-                    }
-
-                    hubVersion = result.HubVersion;
-                    if (hubVersion is null)
-                    {
-                        await WaitQuietlyAsync(localChange, ReferencePollInterval, stop);
-                    }
+                    LogLongPoll(logger);
                 }
-                catch (HubCallException ex)
-                {
-                    failures++;
-                    hubVersion = null;
-                    metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", current.Name), new KeyValuePair<string, object?>("reason", ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture)));
-                    LogSyncFailed(logger, failures, ex.Message);
-                    if (ex.PeerUnknown || failures % 3 == 0)
-                    {
-                        await repair(stop);
-                    }
-                    else if (ex.Status is null or HttpStatusCode.ServiceUnavailable)
-                    {
-                        // Unreachable, starting or stopping: the hub may be a new process with a new WireGuard
-                        // interface that knows nothing of our session.
-                        await renewTunnel(stop);
-                    }
 
-                    var delay = TimeSpan.FromMilliseconds(Math.Min(5000, 250 * Math.Pow(2, Math.Min(failures, 5))) * (0.5 + Random.Shared.NextDouble() / 2));
-                    await Task.Delay(delay, time, stop);
+                hubVersion = result.HubVersion;
+                if (hubVersion is null)
+                {
+                    await WaitQuietlyAsync(localChange, ReferencePollInterval, stop);
                 }
             }
             finally

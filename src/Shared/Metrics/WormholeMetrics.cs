@@ -35,6 +35,8 @@ public sealed class WormholeMetrics : IDisposable
             "wormhole_sync_round_trips_total", description: "Sync requests answered (hub) or completed (spoke).");
         SyncFailures = _meter.CreateCounter<long>(
             "wormhole_sync_failures_total", description: "Sync requests that failed.");
+        Retries = _meter.CreateCounter<long>(
+            "wormhole_retries_total", description: "Calls to the outside retried (pairing, sync, sinks, kubernetes-watch, wireguard), per operation.");
         PairingAttempts = _meter.CreateCounter<long>(
             "wormhole_pairing_attempts_total", description: "Pairing attempts by outcome.");
     }
@@ -56,6 +58,9 @@ public sealed class WormholeMetrics : IDisposable
 
     /// <summary>Tags: peer, reason.</summary>
     public Counter<long> SyncFailures { get; }
+
+    /// <summary>Tags: operation (the retry schedule's name).</summary>
+    public Counter<long> Retries { get; }
 
     /// <summary>Tags: outcome (paired|key_mismatch|bad_request|pool_exhausted|error|cached).</summary>
     public Counter<long> PairingAttempts { get; }

@@ -5,6 +5,7 @@ using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
+using Wormhole.Tunnel.Resilience;
 
 namespace Wormhole.Tunnel.Runtime;
 
@@ -52,6 +53,9 @@ public sealed partial class Reconciler(
     private readonly TaskCompletionSource _firstApplied = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile string? _lastSinkFailure;
     private int _advertisedWaiters;
+
+    /// <summary>Where a re-scheduled pass after a sink failure is counted and logged at Debug.</summary>
+    public RetryPipelines? Retries { get; init; }
 
     public Plan Current => Volatile.Read(ref _current);
 
@@ -229,7 +233,8 @@ public sealed partial class Reconciler(
             catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
                 _sinkFailures++;
-                var backoff = TimeSpan.FromMilliseconds(Math.Min(30_000, 250 * Math.Pow(2, Math.Min(_sinkFailures, 7))));
+                var backoff = RetrySchedule.Sinks.Delay(_sinkFailures);
+                Retries?.Report(new RetryNotice(RetrySchedule.Sinks.Operation, _sinkFailures, backoff, ex));
                 // The API refusing or unreachable is one line; anything else is a bug, logged with its stack.
                 var expected = ex is Kubernetes.KubeApiException or HttpRequestException or IOException or OperationCanceledException;
                 LogSinkFailed(expected ? null : ex, sink.GetType().Name, ex.Message, backoff.TotalSeconds);

@@ -9,6 +9,7 @@ using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
+using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.WireGuard;
 
@@ -47,6 +48,7 @@ public sealed partial class SideHost : IAsyncDisposable
         _logger = loggerFactory.CreateLogger<SideHost>();
         State = new StateDirectory(settings.StateDir);
         Metrics = new WormholeMetrics();
+        Retries = new RetryPipelines(loggerFactory.CreateLogger<RetryPipelines>(), time, notice => Metrics.Retries.Add(1, new KeyValuePair<string, object?>("operation", notice.Operation)));
         Signal = new ReconcileSignal();
         RemoteApps = new RemoteAppStore(Signal, time);
         var sinks = new List<IPlanSink>();
@@ -68,8 +70,11 @@ public sealed partial class SideHost : IAsyncDisposable
 
         Proxy = new ProxyTable(new ProxyOptions { Engine = settings.ProxyEngine }, Metrics, loggerFactory.CreateLogger<ProxyTable>(), time);
         Reconciler = new Reconciler(
-            new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>(), sinks);
-        WireGuard = new WgToolsDevice(runner, loggerFactory.CreateLogger<WgToolsDevice>());
+            new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>(), sinks)
+        {
+            Retries = Retries,
+        };
+        WireGuard = new WgToolsDevice(runner, loggerFactory.CreateLogger<WgToolsDevice>(), Retries.WireGuard);
         Metrics.ObserveGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", () =>
         [
             new Measurement<long>(Reconciler.Current.LocalListeners.Length, new KeyValuePair<string, object?>("kind", "local")),
@@ -88,6 +93,9 @@ public sealed partial class SideHost : IAsyncDisposable
     public StateDirectory State { get; }
 
     public WormholeMetrics Metrics { get; }
+
+    /// <summary>The retry pipelines every call to the outside goes through (counted in wormhole_retries_total).</summary>
+    public RetryPipelines Retries { get; }
 
     public ReconcileSignal Signal { get; }
 

@@ -85,4 +85,10 @@ public sealed class WireGuardCommandException : Exception
     public int? ExitCode { get; }
 
     public string? StandardError { get; }
+
+    /// <summary>
+    /// The tool ran and failed: run again it may succeed (wireguard-go's socket busy, a link still settling). A tool that
+    /// could not be started at all is not transient.
+    /// </summary>
+    public bool IsTransient => ExitCode is not null;
 }

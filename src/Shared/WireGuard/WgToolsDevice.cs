@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
+using Polly;
 using Wormhole.Tunnel.Hosting;
 
 namespace Wormhole.Tunnel.WireGuard;
@@ -36,12 +37,16 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
     private bool _isUp;
     private bool _disposed;
 
-    public WgToolsDevice(IProcessRunner runner, ILogger<WgToolsDevice> logger)
+    private readonly ResiliencePipeline _retry;
+
+    /// <param name="retry">Runs a peer update again when wg fails (it re-reads the interface first): the side's WireGuard pipeline.</param>
+    public WgToolsDevice(IProcessRunner runner, ILogger<WgToolsDevice> logger, ResiliencePipeline? retry = null)
     {
         ArgumentNullException.ThrowIfNull(runner);
         ArgumentNullException.ThrowIfNull(logger);
         _runner = runner;
         _logger = logger;
+        _retry = retry ?? ResiliencePipeline.Empty;
     }
 
     public string? Backend { get; private set; }
@@ -130,58 +135,64 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var name = _config?.Name ?? throw new InvalidOperationException("Call UpAsync before SetPeersAsync.");
-            var current = await ReadPeersAsync(name, ct);
-            var removed = 0;
-            foreach (var key in current.Where(k => !wanted.ContainsKey(k)))
-            {
-                await RunCheckedAsync("wg", ["set", name, "peer", key, "remove"], null, null, ct);
-                LogPeerRemoved(key, name);
-                removed++;
-            }
-
-            foreach (var key in _applied.Keys.Where(k => !wanted.ContainsKey(k) || !current.Contains(k)).ToList())
-            {
-                _applied.Remove(key);
-            }
-
-            foreach (var peer in wanted.Values)
-            {
-                // A peer already on the interface exactly as wanted needs no `wg set` (pairing the n-th spoke
-                // would otherwise run n processes).
-                if (_applied.TryGetValue(peer.PublicKey, out var applied) && SamePeer(applied, peer))
-                {
-                    continue;
-                }
-
-                List<string> args = ["set", name, "peer", peer.PublicKey, "allowed-ips", string.Join(',', peer.AllowedIps)];
-                if (peer.Endpoint is { } endpoint)
-                {
-                    args.Add("endpoint");
-                    args.Add(endpoint);
-                }
-
-                if (peer.PersistentKeepaliveSeconds is { } keepalive)
-                {
-                    args.Add("persistent-keepalive");
-                    args.Add(keepalive.ToString(CultureInfo.InvariantCulture));
-                }
-                else if (current.Contains(peer.PublicKey))
-                {
-                    args.Add("persistent-keepalive");
-                    args.Add("off"); // an update clears a keepalive that is no longer wanted
-                }
-
-                await RunCheckedAsync("wg", args, null, null, ct);
-                _applied[peer.PublicKey] = peer;
-                LogPeerSet(peer.PublicKey, name, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
-            }
-
-            LogPeersReconciled(name, wanted.Count, removed);
+            await _retry.ExecuteAsync(token => new ValueTask(SetPeersCoreAsync(name, wanted, token)), ct);
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>One attempt: reads the interface's peers, removes the unwanted, sets the new or changed. Safe to run again.</summary>
+    private async Task SetPeersCoreAsync(string name, Dictionary<string, WgPeer> wanted, CancellationToken ct)
+    {
+        var current = await ReadPeersAsync(name, ct);
+        var removed = 0;
+        foreach (var key in current.Where(k => !wanted.ContainsKey(k)))
+        {
+            await RunCheckedAsync("wg", ["set", name, "peer", key, "remove"], null, null, ct);
+            LogPeerRemoved(key, name);
+            removed++;
+        }
+
+        foreach (var key in _applied.Keys.Where(k => !wanted.ContainsKey(k) || !current.Contains(k)).ToList())
+        {
+            _applied.Remove(key);
+        }
+
+        foreach (var peer in wanted.Values)
+        {
+            // A peer already on the interface exactly as wanted needs no `wg set` (pairing the n-th spoke
+            // would otherwise run n processes).
+            if (_applied.TryGetValue(peer.PublicKey, out var applied) && SamePeer(applied, peer))
+            {
+                continue;
+            }
+
+            List<string> args = ["set", name, "peer", peer.PublicKey, "allowed-ips", string.Join(',', peer.AllowedIps)];
+            if (peer.Endpoint is { } endpoint)
+            {
+                args.Add("endpoint");
+                args.Add(endpoint);
+            }
+
+            if (peer.PersistentKeepaliveSeconds is { } keepalive)
+            {
+                args.Add("persistent-keepalive");
+                args.Add(keepalive.ToString(CultureInfo.InvariantCulture));
+            }
+            else if (current.Contains(peer.PublicKey))
+            {
+                args.Add("persistent-keepalive");
+                args.Add("off"); // an update clears a keepalive that is no longer wanted
+            }
+
+            await RunCheckedAsync("wg", args, null, null, ct);
+            _applied[peer.PublicKey] = peer;
+            LogPeerSet(peer.PublicKey, name, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
+        }
+
+        LogPeersReconciled(name, wanted.Count, removed);
     }
 
     public async Task DownAsync(CancellationToken ct)

@@ -4,6 +4,8 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.E2E.Infrastructure;
+using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.WireGuard;
 
 namespace Wormhole.Tunnel.E2E.WireGuard;
@@ -221,6 +223,70 @@ public sealed class WireGuardDeviceTests
         await hub.RunCheckedAsync("ip", "link", "delete", "dev", hub.WgInterfaceName);
         var gone = async () => await first.SetPeersAsync([], ct);
         (await gone.Should().ThrowAsync<WireGuardCommandException>()).Which.Command.Should().Be($"wg show {hub.WgInterfaceName} peers");
+    }
+
+    [RootFact]
+    public async Task A_wg_set_that_fails_once_is_run_again_and_the_peer_lands_on_the_real_interface()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var peer = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var retries = new List<RetryNotice>();
+        var pipelines = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System, notice => { lock (retries) { retries.Add(notice); } });
+
+        // The one thing simulated: wireguard-go's control socket refusing the first `wg set … peer` (a tool that ran and
+        // failed). Everything else is the real wg on a real interface.
+        var flaky = new FailFirstPeerSet(hub.Runner);
+        await using var device = new WgToolsDevice(flaky, NullLogger<WgToolsDevice>.Instance, pipelines.WireGuard);
+        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, $"{TunnelPrefix()}.1/24", 51820, []), ct);
+        await device.SetPeersAsync([new WgPeer(peer.PublicKey, ["10.189.0.2/32"])], ct);
+
+        flaky.Failed.Should().Be(1, "the first attempt failed");
+        (await PeersAsync(hub, ct)).Should().Equal(peer.PublicKey);
+        retries.Should().ContainSingle().Which.Operation.Should().Be("wireguard");
+    }
+
+    [RootFact]
+    public async Task A_wg_set_that_keeps_failing_gives_up_after_three_attempts_with_the_tools_error()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var peer = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var flaky = new FailFirstPeerSet(hub.Runner, failures: int.MaxValue);
+        var pipelines = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System);
+        await using var device = new WgToolsDevice(flaky, NullLogger<WgToolsDevice>.Instance, pipelines.WireGuard);
+        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, $"{TunnelPrefix()}.1/24", 51820, []), ct);
+
+        var set = () => device.SetPeersAsync([new WgPeer(peer.PublicKey, ["10.189.0.2/32"])], ct);
+
+        (await set.Should().ThrowAsync<WireGuardCommandException>()).Which.Message.Should().Contain("control socket busy");
+        flaky.Failed.Should().Be(RetrySchedule.WireGuardAttempts);
+        (await PeersAsync(hub, ct)).Should().BeEmpty();
+    }
+
+    /// <summary>Runs every command for real, except that the first <c>failures</c> <c>wg set … peer … allowed-ips</c> fail with exit code 1.</summary>
+    private sealed class FailFirstPeerSet(IProcessRunner inner, int failures = 1) : IProcessRunner
+    {
+        private int _failed;
+
+        public int Failed => Volatile.Read(ref _failed);
+
+        public Task<ProcessResult> RunAsync(string fileName, IReadOnlyList<string> arguments, string? standardInput = null, CancellationToken cancellationToken = default)
+        {
+            if (fileName == "wg" && arguments is ["set", _, "peer", _, "allowed-ips", ..] && Volatile.Read(ref _failed) < failures)
+            {
+                Interlocked.Increment(ref _failed);
+                return Task.FromResult(new ProcessResult(1, "", "Unable to modify interface: control socket busy"));
+            }
+
+            return inner.RunAsync(fileName, arguments, standardInput, cancellationToken);
+        }
     }
 
     private static string TunnelPrefix() => $"10.188.{RandomNumberGenerator.GetInt32(1, 250)}";

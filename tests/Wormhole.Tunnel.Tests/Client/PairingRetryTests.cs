@@ -1,4 +1,4 @@
-using Wormhole.Tunnel.Client;
+using Wormhole.Tunnel.Resilience;
 
 namespace Wormhole.Tunnel.Tests.Client;
 
@@ -13,7 +13,7 @@ public class PairingRetryTests
     [InlineData(1000, 15_000, 30_000)]
     public void Pairing_retries_back_off_exponentially_from_half_a_second_to_30_seconds_with_jitter(int attempt, int minMs, int maxMs)
     {
-        Spoke.PairingRetryDelay(attempt, 0).TotalMilliseconds.Should().Be(minMs);
-        Spoke.PairingRetryDelay(attempt, 0.999999).TotalMilliseconds.Should().BeApproximately(maxMs, 1);
+        RetrySchedule.Pairing.Delay(attempt, 0).TotalMilliseconds.Should().Be(minMs);
+        RetrySchedule.Pairing.Delay(attempt, 0.999999).TotalMilliseconds.Should().BeApproximately(maxMs, 1);
     }
 }

@@ -2,10 +2,12 @@ using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Client;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
+using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.Tests.Server;
@@ -31,7 +33,7 @@ public class SyncLoopTests
         var pairing = new PairingResponse(
             "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
             new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.Url.ToString() });
-        var loop = new SyncLoop(client, () => pairing, _ => Task.CompletedTask, _ => Task.CompletedTask, reconciler, remote, "spoke1", null, metrics, TimeProvider.System, NullLogger.Instance);
+        var loop = new SyncLoop(client, () => pairing, _ => Task.CompletedTask, _ => Task.CompletedTask, reconciler, remote, "spoke1", null, metrics, new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System), TimeProvider.System, NullLogger.Instance);
         var run = Task.Run(() => loop.RunAsync(stop.Token));
 
         await Eventually.TrueAsync(() => loop.Rounds >= 1_000 || run.IsCompleted, "1,000 rounds (warm-up)", TimeSpan.FromSeconds(60));
@@ -49,6 +51,42 @@ public class SyncLoopTests
         (after - before).Should().BeLessThan(512 * 1024, "10,000 rounds must not keep memory (before: {0} B, after: {1} B)", before, after);
     }
 
+    [Fact]
+    public async Task A_hub_that_answers_503_twice_is_retried_with_the_tunnel_renewed_between_attempts_then_its_apps_arrive()
+    {
+        await using var hub = await InstantHub.StartAsync(unavailableFirst: 2, apps: [new AppDescriptor("web", "127.0.0.1:9000", "server", 9000)]);
+        var signal = new ReconcileSignal();
+        var remote = new RemoteAppStore(signal, TimeProvider.System);
+        var reconciler = new Reconciler(
+            new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+        using var stop = new CancellationTokenSource();
+        var reconcile = Task.Run(() => reconciler.RunAsync(stop.Token));
+        using var metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.SyncLoop.{Guid.NewGuid():N}");
+        using var client = new HubClient(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
+        var pairing = new PairingResponse(
+            "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
+            new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.Url.ToString() });
+        var renewed = 0;
+        var notices = new List<RetryNotice>();
+        var retries = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System, n => { lock (notices) { notices.Add(n); } });
+        var loop = new SyncLoop(
+            client, () => pairing, _ => Task.CompletedTask, _ => { Interlocked.Increment(ref renewed); return Task.CompletedTask; }, reconciler, remote, "spoke1", null, metrics, retries,
+            TimeProvider.System, NullLogger.Instance);
+        var run = Task.Run(() => loop.RunAsync(stop.Token));
+
+        await Eventually.TrueAsync(() => remote.Snapshot().Any(p => p.Apps.Any(a => a.Name == "web")) || run.IsCompleted, "the hub's app after two refusals", TimeSpan.FromSeconds(30));
+        await stop.CancelAsync();
+        await run.ContinueWith(_ => { }, TaskScheduler.Default);
+        await reconcile.ContinueWith(_ => { }, TaskScheduler.Default);
+
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        Volatile.Read(ref renewed).Should().Be(2, "each 503 renews the tunnel before the next attempt");
+        lock (notices)
+        {
+            notices.Select(n => (n.Operation, n.Attempt)).Should().Equal(("sync", 1), ("sync", 2));
+        }
+    }
+
     /// <summary>A hub stand-in: answers every sync at once with no apps and a version header (as a hub of ours whose apps keep changing).</summary>
     private sealed class InstantHub : IAsyncDisposable
     {
@@ -59,15 +97,20 @@ public class SyncLoopTests
 
         public long Requests => Interlocked.Read(ref _requests);
 
-        public static async Task<InstantHub> StartAsync()
+        public static async Task<InstantHub> StartAsync(int unavailableFirst = 0, IReadOnlyList<AppDescriptor>? apps = null)
         {
             var hub = new InstantHub();
-            var body = SyncCodec.Encode("server", null, []);
+            var body = SyncCodec.Encode("server", null, apps ?? []);
             var app = WebHost.Create(new IPEndPoint(IPAddress.Loopback, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, a =>
                 a.MapPost("/sync", async (HttpContext context) =>
                 {
                     await context.Request.Body.CopyToAsync(Stream.Null);
                     var n = Interlocked.Increment(ref hub._requests);
+                    if (n <= unavailableFirst)
+                    {
+                        return Results.StatusCode(StatusCodes.Status503ServiceUnavailable);
+                    }
+
                     context.Response.Headers[SyncHeaders.Version] = $"v{n}";
                     return Results.Bytes(body, "application/json");
                 }));
