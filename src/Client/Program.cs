@@ -1,11 +1,14 @@
 using System.CommandLine;
 using System.Net;
 using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Cli;
 using Wormhole.Tunnel.Client;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
@@ -61,21 +64,33 @@ namespace Wormhole.Tunnel.Client
     internal sealed partial class Spoke
     {
         private readonly SpokeSettings _settings;
-        private readonly SideHost _side;
+        private readonly StateDirectory _state;
+        private readonly IWireGuardDevice _wireGuard;
+        private readonly Reconciler _reconciler;
+        private readonly RemoteAppStore _remoteApps;
+        private readonly WormholeMetrics _metrics;
+        private readonly RetryPipelines _retries;
+        private readonly TimeProvider _time;
         private readonly HubClient _hub;
         private readonly WgKeyPair _keys;
         private readonly ILogger _logger;
         private readonly PairingResponse? _cached;
         private volatile PairingResponse? _pairing;
 
-        private Spoke(SpokeSettings settings, SideHost side, WgKeyPair keys, ILogger logger)
+        private Spoke(SpokeSettings settings, WgKeyPair keys, IServiceProvider services, ILogger logger)
         {
             _settings = settings;
-            _side = side;
             _keys = keys;
             _logger = logger;
+            _state = services.GetRequiredService<StateDirectory>();
+            _wireGuard = services.GetRequiredService<IWireGuardDevice>();
+            _reconciler = services.GetRequiredService<Reconciler>();
+            _remoteApps = services.GetRequiredService<RemoteAppStore>();
+            _metrics = services.GetRequiredService<WormholeMetrics>();
+            _retries = services.GetRequiredService<RetryPipelines>();
+            _time = services.GetRequiredService<TimeProvider>();
             _hub = new HubClient(settings.Server, new PairingCodec(settings.Common.InviteToken));
-            _cached = side.State.PairingCache.Read();
+            _cached = _state.PairingCache.Read();
         }
 
         /// <summary>
@@ -89,44 +104,56 @@ namespace Wormhole.Tunnel.Client
             var c = settings.Common;
             using var loggerFactory = Logging.Create(c.JsonLogs, c.Debug);
             var logger = loggerFactory.CreateLogger("Wormhole.Tunnel.Client.Spoke");
+            var runner = new ProcessRunner();
+            WebApplication? app = null;
             Spoke? spoke = null;
-            SideHost side;
             try
             {
-                side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner(), isKnownPeer: name => spoke?.HubName == name);
-            }
-            catch (Kubernetes.KubeConfigException ex)
-            {
-                LogFatal(logger, ex.Message);
-                return 1;
-            }
+                var keys = await Side.PrepareAsync(c, runner, logger, stop);
+                Listener[] listeners = [.. Side.ApiListeners(c, basicAuth: null)];
 
-            await using var sideScope = side;
-            try
-            {
-                var keys = await side.PrepareAsync(stop);
-                spoke = new Spoke(settings, side, keys, logger);
-                await side.StartApisAsync(peers: null, basicAuth: null, stop);
-                await side.RunLoopsAsync(stop, new BackgroundLoop("sync", spoke.PairAndSyncAsync));
-                return 0;
+                // The composition root: the side's parts and the spoke's pairing and sync loop.
+                var builder = WebHost.CreateBuilder(listeners, loggerFactory);
+                builder.Services.AddSide(c, TimeProvider.System, runner, sp => name => sp.GetRequiredService<Spoke>().HubName == name);
+                builder.Services.AddSingleton(sp => new Spoke(settings, keys, sp, logger));
+                builder.Services.AddSingleton(sp => new BackgroundLoop("sync", sp.GetRequiredService<Spoke>().PairAndSyncAsync));
+                app = builder.Build();
+                app.MapListeners(listeners);
+                spoke = app.Services.GetRequiredService<Spoke>();
+                var code = await Side.RunAsync(app, listeners, logger, () => { }, stop);
+                if (app.Services.GetRequiredService<ExitStatus>().Failure is { } failure)
+                {
+                    LogFatal(logger, failure);
+                }
+
+                return code;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
                 return 0;
             }
-            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException or LoopFailedException)
+            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException or Kubernetes.KubeConfigException)
             {
                 LogFatal(logger, ex.Message);
                 return 1;
             }
             finally
             {
-                // Servers and proxy listeners first, WireGuard last.
-                await side.DisposeAsync();
+                // The host and proxy listeners first, WireGuard last.
+                if (app is not null)
+                {
+                    await Side.StopAsync(app);
+                }
+
                 spoke?._hub.Dispose();
                 if (spoke?._pairing is not null)
                 {
-                    await side.WireGuard.DownAsync(CancellationToken.None);
+                    await spoke._wireGuard.DownAsync(CancellationToken.None);
+                }
+
+                if (app is not null)
+                {
+                    await app.DisposeAsync();
                 }
 
                 LogStopped(logger);
@@ -137,8 +164,8 @@ namespace Wormhole.Tunnel.Client
         {
             await EstablishAsync(stop);
             var loop = new SyncLoop(
-                _hub, () => _pairing!, TryRepairAsync, RenewTunnelAsync, _side.Reconciler, _side.RemoteApps, _settings.Common.Name, _settings.Metadata,
-                _side.Metrics, _side.Retries, _side.Time, _logger);
+                _hub, () => _pairing!, TryRepairAsync, RenewTunnelAsync, _reconciler, _remoteApps, _settings.Common.Name, _settings.Metadata,
+                _metrics, _retries, _time, _logger);
             await loop.RunAsync(stop);
         }
 
@@ -153,7 +180,7 @@ namespace Wormhole.Tunnel.Client
                 if (await ProbeAsync(cached, stop))
                 {
                     LogUsingCache(_logger, cached.InternalServerIp, cached.AssignedIp);
-                    _side.Metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "cached"));
+                    _metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "cached"));
                     return;
                 }
 
@@ -165,7 +192,7 @@ namespace Wormhole.Tunnel.Client
             }
 
             // Until it works: the spoke has nothing to do before it is paired.
-            var retry = _side.Retries.Build(
+            var retry = _retries.Build(
                 RetrySchedule.Pairing,
                 int.MaxValue,
                 ex => ex is HubCallException or WireGuardCommandException,
@@ -181,8 +208,8 @@ namespace Wormhole.Tunnel.Client
         {
             var response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
             await ApplyAsync(response, cancellationToken);
-            await _side.State.PairingCache.WriteAsync(response, cancellationToken);
-            _side.Metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
+            await _state.PairingCache.WriteAsync(response, cancellationToken);
+            _metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
             LogPaired(_logger, response.AssignedIp);
         }
 
@@ -209,11 +236,11 @@ namespace Wormhole.Tunnel.Client
             }
 
             var c = _settings.Common;
-            await _side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, _keys.PrivateKey, $"{pairing.AssignedIp}/32", null, [$"{pairing.InternalServerIp}/32"]), cancellationToken);
-            await _side.WireGuard.SetPeersAsync([HubPeer(pairing)], cancellationToken);
+            await _wireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, _keys.PrivateKey, $"{pairing.AssignedIp}/32", null, [$"{pairing.InternalServerIp}/32"]), cancellationToken);
+            await _wireGuard.SetPeersAsync([HubPeer(pairing)], cancellationToken);
             _pairing = pairing;
-            _side.Reconciler.TunnelAddress = IPAddress.Parse(pairing.AssignedIp);
-            LogWireGuardUp(_logger, c.WgInterface, _side.WireGuard.Backend ?? "?", pairing.AssignedIp, pairing.WireGuard.Endpoint ?? "?");
+            _reconciler.TunnelAddress = IPAddress.Parse(pairing.AssignedIp);
+            LogWireGuardUp(_logger, c.WgInterface, _wireGuard.Backend ?? "?", pairing.AssignedIp, pairing.WireGuard.Endpoint ?? "?");
         }
 
         private static WgPeer HubPeer(PairingResponse pairing) =>
@@ -234,8 +261,8 @@ namespace Wormhole.Tunnel.Client
 
             try
             {
-                await _side.WireGuard.SetPeersAsync([], stop);
-                await _side.WireGuard.SetPeersAsync([HubPeer(pairing)], stop);
+                await _wireGuard.SetPeersAsync([], stop);
+                await _wireGuard.SetPeersAsync([HubPeer(pairing)], stop);
                 LogTunnelRenewed(_logger);
             }
             catch (WireGuardCommandException ex)

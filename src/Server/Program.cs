@@ -1,9 +1,13 @@
 using System.CommandLine;
 using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Cli;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
@@ -115,70 +119,81 @@ namespace Wormhole.Tunnel.Server
             var c = settings.Common;
             using var loggerFactory = Logging.Create(c.JsonLogs, c.Debug);
             var logger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Hub");
-            PeerRegistry? registry = null;
-            SideHost side;
-            try
-            {
-                side = new SideHost(c, loggerFactory, TimeProvider.System, new ProcessRunner(), isKnownPeer: name => registry?.Find(name) is not null);
-            }
-            catch (Kubernetes.KubeConfigException ex)
-            {
-                LogFatal(logger, ex.Message);
-                return 1;
-            }
-
-            await using var sideScope = side;
+            var runner = new ProcessRunner();
+            WebApplication? app = null;
+            IWireGuardDevice? wireGuard = null;
             var wgUp = false;
             try
             {
-                var keys = await side.PrepareAsync(stop);
-                var pool = new AddressPool(settings.InternalHost, settings.SubnetMask);
-                registry = new PeerRegistry(side.State.Peers, pool, keys.PublicKey, side.WireGuard, side.RemoteApps, loggerFactory.CreateLogger<PeerRegistry>(), side.Reconciler);
-                registry.Load();
-
-                await side.WireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);
-                wgUp = true;
-                await registry.SyncWireGuardAsync(stop);
-                LogWireGuardUp(logger, c.WgInterface, side.WireGuard.Backend ?? "?", $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, registry.List().Count);
-                side.Reconciler.TunnelAddress = settings.InternalHost;
-
+                var keys = await Side.PrepareAsync(c, runner, logger, stop);
+                var codec = new PairingCodec(c.InviteToken);
                 var syncAddress = $"http://{settings.InternalHost}:{settings.SyncPort}";
                 var identity = new HubIdentity(c.Name, settings.InternalHost, keys.PublicKey, FormatEndpoint(settings.PublicHost, settings.WgPort), syncAddress);
-                var codec = new PairingCodec(c.InviteToken);
+                var endpointLogger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Endpoints");
+                Listener[] listeners =
+                [
+                    new("sync API", new IPEndPoint(settings.InternalHost, settings.SyncPort), SyncCodec.MaxBodyBytes, (routes, sp) => routes.MapSync(
+                        sp.GetRequiredService<PeerRegistry>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<Reconciler>(), c.Name,
+                        sp.GetRequiredService<WormholeMetrics>(), endpointLogger, sp.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping)),
+                    new("pairing API", settings.PairingListen, 64 * 1024, (routes, sp) => routes.MapPairing(
+                        codec, sp.GetRequiredService<PeerRegistry>(), identity, sp.GetRequiredService<WormholeMetrics>(), endpointLogger)),
+                    .. Side.ApiListeners(c, settings.BasicAuth),
+                ];
+
+                // The composition root: the side's parts, the peer registry and the hub's endpoints.
+                var builder = WebHost.CreateBuilder(listeners, loggerFactory);
+                builder.Services.AddSide(c, TimeProvider.System, runner, sp => name => sp.GetRequiredService<PeerRegistry>().Find(name) is not null);
+                builder.Services.AddSingleton(sp => new PeerRegistry(
+                    sp.GetRequiredService<StateDirectory>().Peers, new AddressPool(settings.InternalHost, settings.SubnetMask), keys.PublicKey,
+                    sp.GetRequiredService<IWireGuardDevice>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<ILogger<PeerRegistry>>(), sp.GetRequiredService<Reconciler>()));
+                builder.Services.AddSingleton<IPeerDirectory>(sp => sp.GetRequiredService<PeerRegistry>());
+                app = builder.Build();
+                app.MapListeners(listeners);
+
+                var registry = app.Services.GetRequiredService<PeerRegistry>();
+                registry.Load();
+                wireGuard = app.Services.GetRequiredService<IWireGuardDevice>();
+                await wireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);
+                wgUp = true;
+                await registry.SyncWireGuardAsync(stop);
+                LogWireGuardUp(logger, c.WgInterface, wireGuard.Backend ?? "?", $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, registry.List().Count);
+                app.Services.GetRequiredService<Reconciler>().TunnelAddress = settings.InternalHost;
                 if (!codec.Encrypted)
                 {
                     LogNoToken(logger);
                 }
 
-                var endpointLogger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Endpoints");
-                side.Metrics.ObserveGauge("wormhole_peers", "Paired peers.", () => [new System.Diagnostics.Metrics.Measurement<long>(registry.List().Count)]);
-                await side.StartServerAsync(
-                    WebHost.Create(new IPEndPoint(settings.InternalHost, settings.SyncPort), loggerFactory, SyncCodec.MaxBodyBytes, app =>
-                        app.MapSync(registry, side.RemoteApps, side.Reconciler, c.Name, side.Metrics, endpointLogger, stop)),
-                    "sync API",
-                    stop);
-                await side.StartServerAsync(
-                    WebHost.Create(settings.PairingListen, loggerFactory, 64 * 1024, app => app.MapPairing(codec, registry, identity, side.Metrics, endpointLogger)),
-                    "pairing API",
-                    stop);
-                await side.StartApisAsync(registry, settings.BasicAuth, stop);
-                LogStarted(logger, c.Name);
-                await side.RunLoopsAsync(stop);
-                return 0;
+                app.Services.GetRequiredService<WormholeMetrics>().ObserveGauge("wormhole_peers", "Paired peers.", () => [new System.Diagnostics.Metrics.Measurement<long>(registry.List().Count)]);
+                var code = await Side.RunAsync(app, listeners, logger, () => LogStarted(logger, c.Name), stop);
+                if (app.Services.GetRequiredService<ExitStatus>().Failure is { } failure)
+                {
+                    LogFatal(logger, failure);
+                }
+
+                return code;
             }
-            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException or LoopFailedException)
+            catch (Exception ex) when (ex is OptionsException or StateCorruptException or WireGuardCommandException or IOException or Kubernetes.KubeConfigException)
             {
                 LogFatal(logger, ex.Message);
                 return 1;
             }
             finally
             {
-                // Servers (long-polls end with the stop) and proxy listeners first, so spokes see the hub go at once;
-                // WireGuard last.
-                await side.DisposeAsync();
+                // The host (listeners; long-polls end with the stop) and proxy listeners first, so spokes see the hub go
+                // at once; WireGuard last.
+                if (app is not null)
+                {
+                    await Side.StopAsync(app);
+                }
+
                 if (wgUp)
                 {
-                    await side.WireGuard.DownAsync(CancellationToken.None);
+                    await wireGuard!.DownAsync(CancellationToken.None);
+                }
+
+                if (app is not null)
+                {
+                    await app.DisposeAsync();
                 }
 
                 LogStopped(logger);

@@ -1,48 +1,118 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace Wormhole.Tunnel.Hosting;
 
 /// <summary>
-/// One small Kestrel server per listener (peering, sync, admin, metrics): each serves only its own routes,
-/// whatever Host header a client sends. Built from the empty builder with Kestrel's and routing's core services only:
+/// One HTTP listener of a side (pairing, sync, admin, metrics): its address, its request-body limit and its routes,
+/// mapped with the services of the host.
+/// </summary>
+public sealed record Listener(string Name, IPEndPoint Endpoint, long MaxRequestBodyBytes, Action<IEndpointRouteBuilder, IServiceProvider> Map);
+
+/// <summary>
+/// The host of one executable: a Generic Host with one Kestrel server listening on every <see cref="Listener"/>'s
+/// address. Each listener serves only its own routes, whatever Host header a client sends: a request is routed by the
+/// local address and port it arrived on. Built from the empty builder with Kestrel's and routing's core services only:
 /// no configuration files or watchers, no console logging provider, no HTTPS, HTTP/3 (QUIC), host filtering or
 /// forwarded-headers middleware, which the other builders add and which this process does not use (idle memory).
 /// </summary>
 public static class WebHost
 {
-    public static WebApplication Create(IPEndPoint endpoint, ILoggerFactory loggerFactory, long maxRequestBodyBytes, Action<WebApplication> map)
+    /// <summary>A builder whose Kestrel listens on every listener's endpoint; register services, then <see cref="MapListeners"/>.</summary>
+    public static WebApplicationBuilder CreateBuilder(IReadOnlyList<Listener> listeners, ILoggerFactory loggerFactory)
     {
+        ArgumentNullException.ThrowIfNull(listeners);
+        if (listeners.Count > 1 && listeners.Any(l => l.Endpoint.Port == 0))
+        {
+            throw new ArgumentException("With several listeners each needs its own port (requests are routed by the port they arrive on).", nameof(listeners));
+        }
+
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = [] });
         builder.Services.AddSingleton(loggerFactory);
         builder.Services.AddRoutingCore();
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = maxRequestBodyBytes;
+            k.Limits.MaxRequestBodySize = listeners.Count == 0 ? 0 : listeners.Max(l => l.MaxRequestBodyBytes);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
-            if (endpoint.Address.Equals(IPAddress.Any))
+            foreach (var endpoint in listeners.Select(l => l.Endpoint))
             {
-                // Dual-stack where the machine has IPv6, plain IPv4 otherwise.
-                if (System.Net.Sockets.Socket.OSSupportsIPv6)
+                if (endpoint.Address.Equals(IPAddress.Any) && System.Net.Sockets.Socket.OSSupportsIPv6)
                 {
-                    k.ListenAnyIP(endpoint.Port);
+                    k.ListenAnyIP(endpoint.Port); // dual-stack where the machine has IPv6, plain IPv4 otherwise
                 }
                 else
                 {
                     k.Listen(endpoint);
                 }
             }
-            else
-            {
-                k.Listen(endpoint);
-            }
         });
-        var app = builder.Build();
-        map(app);
+        return builder;
+    }
+
+    /// <summary>Routes each request to the routes of the listener whose address it arrived on, under that listener's body limit.</summary>
+    public static void MapListeners(this WebApplication app, IReadOnlyList<Listener> listeners)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        if (listeners.Count == 1)
+        {
+            Map(app, listeners[0], app.Services);
+            return;
+        }
+
+        foreach (var listener in listeners)
+        {
+            var endpoint = listener.Endpoint;
+            var limit = listener.MaxRequestBodyBytes;
+            app.MapWhen(context => Arrived(context, endpoint), branch =>
+            {
+                branch.Use((context, next) =>
+                {
+                    if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } body)
+                    {
+                        body.MaxRequestBodySize = limit;
+                    }
+
+                    return next(context);
+                });
+                branch.UseRouting();
+                branch.UseEndpoints(routes => Map(routes, listener, app.Services));
+            });
+        }
+    }
+
+    /// <summary>A host with one listener (tests and tools): built, mapped, not started.</summary>
+    public static WebApplication Create(IPEndPoint endpoint, ILoggerFactory loggerFactory, long maxRequestBodyBytes, Action<IEndpointRouteBuilder> map)
+    {
+        Listener[] listeners = [new("http", endpoint, maxRequestBodyBytes, (routes, _) => map(routes))];
+        var app = CreateBuilder(listeners, loggerFactory).Build();
+        app.MapListeners(listeners);
         return app;
+    }
+
+    private static void Map(IEndpointRouteBuilder routes, Listener listener, IServiceProvider services) => listener.Map(routes, services);
+
+    private static bool Arrived(HttpContext context, IPEndPoint endpoint)
+    {
+        var connection = context.Connection;
+        if (connection.LocalPort != endpoint.Port)
+        {
+            return false;
+        }
+
+        if (endpoint.Address.Equals(IPAddress.Any) || endpoint.Address.Equals(IPAddress.IPv6Any) || connection.LocalIpAddress is not { } local)
+        {
+            return true;
+        }
+
+        return (local.IsIPv4MappedToIPv6 ? local.MapToIPv4() : local).Equals(endpoint.Address);
     }
 }

@@ -1,0 +1,255 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Api;
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Cli;
+using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Kubernetes;
+using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Proxy;
+using Wormhole.Tunnel.Resilience;
+using Wormhole.Tunnel.State;
+using Wormhole.Tunnel.WireGuard;
+
+namespace Wormhole.Tunnel.Runtime;
+
+/// <summary>A side that offers no apps of its own (no --apps-file): it still consumes the peers' apps.</summary>
+public sealed class NoLocalApps : ILocalAppSource
+{
+    public IReadOnlyList<LocalApp> Current => [];
+
+    /// <summary>Nothing to watch: waits for the stop, as every background loop does.</summary>
+    public Task RunAsync(CancellationToken cancellationToken) => Task.Delay(Timeout.Infinite, cancellationToken);
+}
+
+/// <summary>How the process ends: 0 unless a background loop died (then 1, with the reason).</summary>
+public sealed class ExitStatus
+{
+    private volatile string? _failure;
+
+    public int Code => _failure is null ? 0 : 1;
+
+    public string? Failure => _failure;
+
+    public void Fail(string reason) => _failure ??= reason;
+}
+
+/// <summary>
+/// The side's background loops as one hosted service: the first loop that dies stops the others and the host, and the
+/// process exits 1 (a side that keeps serving with a dead loop looks healthy and is wrong).
+/// </summary>
+public sealed class LoopsService(IEnumerable<BackgroundLoop> loops, IHostApplicationLifetime lifetime, ExitStatus exit, ILogger<LoopsService> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            await Loops.RunAsync([.. loops], logger, stoppingToken);
+        }
+        catch (LoopFailedException ex)
+        {
+            exit.Fail(ex.Message);
+            lifetime.StopApplication();
+        }
+    }
+}
+
+/// <summary>
+/// The composition of everything hub and spoke share: state directory, metrics and retry pipelines, the local app
+/// source (an apps file or Kubernetes), the reconcile loop with its proxy table and sinks, the WireGuard device, the
+/// admin API and metrics listeners. Each executable adds pairing and sync on top, in its own composition root.
+/// </summary>
+public static partial class Side
+{
+    /// <summary>How long a stopping host waits for requests in flight (long-polls end at once on stop).</summary>
+    public static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(3);
+
+    /// <param name="isKnownPeer">Given the services, whether a peer name is still paired (generated objects of known peers survive a restart's grace).</param>
+    public static IServiceCollection AddSide(
+        this IServiceCollection services, CommonSettings settings, TimeProvider time, IProcessRunner runner, Func<IServiceProvider, Func<string, bool>> isKnownPeer)
+    {
+        services.Configure<HostOptions>(o => o.ShutdownTimeout = StopTimeout);
+        services.AddSingleton(settings);
+        services.AddSingleton(time);
+        services.AddSingleton(runner);
+        services.AddSingleton(new StateDirectory(settings.StateDir));
+        services.AddSingleton<ExitStatus>();
+        services.AddSingleton(_ => new WormholeMetrics());
+        services.AddSingleton(sp => new RetryPipelines(
+            sp.GetRequiredService<ILogger<RetryPipelines>>(),
+            time,
+            notice => sp.GetRequiredService<WormholeMetrics>().Retries.Add(1, new KeyValuePair<string, object?>("operation", notice.Operation))));
+        services.AddSingleton<ReconcileSignal>();
+        services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time));
+        if (settings.Kubernetes)
+        {
+            services.AddSingleton(_ => new KubernetesClient(KubeConfig.Load(settings.Kubeconfig), time));
+            services.AddSingleton<IKubernetesClient>(sp => sp.GetRequiredService<KubernetesClient>());
+            services.AddSingleton(sp => new EventRecorder(sp.GetRequiredService<IKubernetesClient>(), "wormhole-" + settings.Name, time, sp.GetRequiredService<ILogger<EventRecorder>>()));
+            services.AddSingleton<ILocalAppSource>(sp => new KubernetesAppSource(
+                sp.GetRequiredService<IKubernetesClient>(), settings.Name, sp.GetRequiredService<ReconcileSignal>(), sp.GetRequiredService<EventRecorder>(), time, sp.GetRequiredService<ILoggerFactory>()));
+            services.AddSingleton(new KubernetesSinkOptions(
+                settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
+            services.AddSingleton<IPlanSink>(sp => new KubernetesSink(
+                sp.GetRequiredService<IKubernetesClient>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
+                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>()));
+        }
+        else if (settings.AppsFile is { } appsFile)
+        {
+            services.AddSingleton<ILocalAppSource>(sp => new AppsFileSource(appsFile, sp.GetRequiredService<ReconcileSignal>(), sp.GetRequiredService<ILogger<AppsFileSource>>(), time));
+        }
+        else
+        {
+            services.AddSingleton<ILocalAppSource, NoLocalApps>();
+        }
+
+        services.AddSingleton(sp => new ProxyTable(
+            new ProxyOptions { Engine = settings.ProxyEngine }, sp.GetRequiredService<WormholeMetrics>(), sp.GetRequiredService<ILogger<ProxyTable>>(), time));
+        services.AddSingleton(sp =>
+        {
+            var reconciler = new Reconciler(
+                new ReconcilerOptions(settings.Name, settings.PeerTtl),
+                sp.GetRequiredService<ILocalAppSource>(),
+                sp.GetRequiredService<RemoteAppStore>(),
+                sp.GetRequiredService<ProxyTable>(),
+                sp.GetRequiredService<ReconcileSignal>(),
+                time,
+                sp.GetRequiredService<ILogger<Reconciler>>(),
+                [.. sp.GetServices<IPlanSink>()])
+            {
+                Retries = sp.GetRequiredService<RetryPipelines>(),
+            };
+            sp.GetRequiredService<WormholeMetrics>().ObserveGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", () =>
+            [
+                new Measurement<long>(reconciler.Current.LocalListeners.Length, new KeyValuePair<string, object?>("kind", "local")),
+                new Measurement<long>(reconciler.Current.RemoteListeners.Length, new KeyValuePair<string, object?>("kind", "remote")),
+            ]);
+            return reconciler;
+        });
+        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(runner, sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
+        if (settings.Metrics)
+        {
+            services.AddSingleton(_ => new PrometheusExporter(WormholeMetrics.MeterName));
+        }
+
+        services.AddSingleton(sp => new BackgroundLoop("reconcile", ct => ReconcileWhenReadyAsync(sp, ct)));
+        services.AddSingleton(sp => new BackgroundLoop("local apps", sp.GetRequiredService<ILocalAppSource>().RunAsync));
+        services.AddHostedService<LoopsService>();
+        return services;
+    }
+
+    /// <summary>The admin API's listener and, with --metrics, the metrics listener.</summary>
+    public static IEnumerable<Listener> ApiListeners(CommonSettings settings, BasicAuthCredentials? basicAuth)
+    {
+        yield return new Listener("admin API", settings.ApiListen, 64 * 1024, (routes, sp) =>
+            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth));
+        if (settings.Metrics)
+        {
+            yield return new Listener("metrics", settings.MetricsListen, 1024, (routes, sp) => routes.MapPrometheus(sp.GetRequiredService<PrometheusExporter>()));
+        }
+    }
+
+    /// <summary>Remote apps as /api/apps/v1 shows them: the generated Service with Kubernetes, the local listener without.</summary>
+    public static IEnumerable<AppDescriptor> ExposedApps(IServiceProvider services)
+    {
+        var plan = services.GetRequiredService<Reconciler>().Current;
+        return services.GetService<KubernetesSinkOptions>() is { } sink ? GeneratedObjects.Exposed(plan, sink.Namespace) : plan.Exposed;
+    }
+
+    /// <summary>Checks the tools, makes the state directory, loads the key pair or creates and stores one.</summary>
+    public static async Task<WgKeyPair> PrepareAsync(CommonSettings settings, IProcessRunner runner, ILogger logger, CancellationToken cancellationToken)
+    {
+        var missing = await WgPreflight.CheckAsync(runner, cancellationToken);
+        if (missing is not null)
+        {
+            throw new OptionsException(missing);
+        }
+
+        Directory.CreateDirectory(settings.StateDir);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(settings.StateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
+        var state = new StateDirectory(settings.StateDir);
+        var stored = state.Keys.Read();
+        if (stored is not null && WgKeys.IsValidKey(stored.PrivateKey) && WgKeys.IsValidKey(stored.PublicKey))
+        {
+            return new WgKeyPair(stored.PrivateKey, stored.PublicKey);
+        }
+
+        if (stored is not null)
+        {
+            throw new StateCorruptException(state.Keys.Path, "it does not hold a valid WireGuard key pair");
+        }
+
+        var keys = await WgKeys.GenerateAsync(runner, cancellationToken);
+        await state.Keys.WriteAsync(new StoredKeys(keys.PrivateKey, keys.PublicKey), cancellationToken);
+        LogNewKeys(logger, keys.PublicKey, state.Keys.Path);
+        return keys;
+    }
+
+    /// <summary>
+    /// Starts the host (Kestrel binds every listener, the loops start) and runs until <paramref name="stop"/> (SIGTERM)
+    /// or a dying loop stops it. Returns the exit code.
+    /// </summary>
+    public static async Task<int> RunAsync(Microsoft.AspNetCore.Builder.WebApplication app, IReadOnlyList<Listener> listeners, ILogger logger, Action started, CancellationToken stop)
+    {
+        var lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
+        await app.StartAsync(stop);
+        foreach (var listener in listeners)
+        {
+            LogListening(logger, listener.Name, $"http://{listener.Endpoint}");
+        }
+
+        started();
+        using (stop.Register(lifetime.StopApplication))
+        {
+            await Task.Delay(Timeout.Infinite, lifetime.ApplicationStopping).ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        }
+
+        return app.Services.GetRequiredService<ExitStatus>().Code;
+    }
+
+    /// <summary>
+    /// Stops in the order that lets peers notice at once: the host first (listeners close, long-polls already ended by
+    /// the stop, loops end), then the proxy listeners. The caller takes WireGuard down after this, then disposes the host.
+    /// </summary>
+    public static async Task StopAsync(Microsoft.AspNetCore.Builder.WebApplication app)
+    {
+        try
+        {
+            await app.StopAsync(CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or AggregateException)
+        {
+        }
+
+        await app.Services.GetRequiredService<ProxyTable>().DisposeAsync();
+    }
+
+    /// <summary>The first plan waits for the local app source's first real answer (no start-up withdraw-all).</summary>
+    private static async Task ReconcileWhenReadyAsync(IServiceProvider services, CancellationToken cancellationToken)
+    {
+        var localApps = services.GetRequiredService<ILocalAppSource>();
+        if (localApps is KubernetesAppSource)
+        {
+            LogWaitingForKubernetes(services.GetRequiredService<ILogger<Reconciler>>());
+        }
+
+        await localApps.ReadyAsync(cancellationToken);
+        await services.GetRequiredService<Reconciler>().RunAsync(cancellationToken);
+    }
+
+    [LoggerMessage(EventId = 1400, Level = LogLevel.Information, Message = "Generated a new WireGuard key pair (public key {PublicKey}), stored in {Path}")]
+    private static partial void LogNewKeys(ILogger logger, string publicKey, string path);
+
+    [LoggerMessage(EventId = 1402, Level = LogLevel.Information, Message = "Waiting for the first list of Services from the Kubernetes API")]
+    private static partial void LogWaitingForKubernetes(ILogger logger);
+
+    [LoggerMessage(EventId = 1401, Level = LogLevel.Information, Message = "{What} listening on {Urls}")]
+    private static partial void LogListening(ILogger logger, string what, string urls);
+}
