@@ -180,6 +180,24 @@ public sealed class ServerSideApplyTests
     }
 
     [KubectlFact]
+    public async Task A_client_side_applied_service_migrates_to_server_side_apply_without_losing_fields()
+    {
+        await using var cluster = await StartWithNamespaceAsync();
+        (await cluster.KubectlWithInputAsync(Web, "apply", "-f", "-")).ShouldSucceed();
+
+        // kubectl applies, hands the client-side manager's fields to its own (a JSON patch of managedFields), then applies again.
+        var result = (await cluster.KubectlWithInputAsync(Web, "apply", "--server-side", "-f", "-")).ShouldSucceed();
+
+        result.Error.Should().BeEmpty();
+        var svc = cluster.Emulator.Get("svc", "demo", "web")!;
+        svc["metadata"]!["managedFields"]!.AsArray().Select(e => e.Str("manager")).Should().BeEquivalentTo("kubectl", "kubectl-last-applied");
+        Entry(svc, "kubectl")["fieldsV1"].ShouldBeJson("""
+            {"f:metadata":{"f:labels":{"f:app":{}}},"f:spec":{"f:ports":{"k:{\"port\":80,\"protocol\":\"TCP\"}":{".":{},"f:name":{},"f:port":{}}},"f:selector":{}}}
+            """);
+        svc["spec"]!["ports"]![0].ShouldBeJson("""{"name":"http","port":80,"protocol":"TCP","targetPort":80}""");
+    }
+
+    [KubectlFact]
     public async Task Dry_run_apply_answers_the_object_and_stores_nothing()
     {
         await using var cluster = await StartWithNamespaceAsync();

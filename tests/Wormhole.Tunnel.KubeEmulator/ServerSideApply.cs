@@ -248,34 +248,37 @@ internal static class ServerSideApply
         managers.RemoveAll(m => m.Set.Count == 0);
     }
 
-    /// <summary>Removes what the applier owned last time, names no more, and nobody else owns; and structs left owned by nobody.</summary>
+    /// <summary>
+    /// Removes what the applier owned last time, names no more, and nobody owns now. As structured-merge-diff does, a struct field
+    /// counts as owned by whoever owns something inside it, so a list or struct survives while anyone owns part of it.
+    /// </summary>
     private static void Prune(ResourceKind kind, JsonObject merged, HashSet<string> last, HashSet<string> owned)
     {
-        foreach (var path in last.Where(p => !owned.Contains(p)).OrderByDescending(p => p.Length))
+        var kept = WithNamedFields(kind, owned);
+        foreach (var path in WithNamedFields(kind, last).Where(p => !kept.Contains(p)).OrderBy(p => p.Length))
         {
             Remove(merged, path);
         }
+    }
 
-        var named = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var elements in last.Select(p => p.Split('\n')))
+    /// <summary>fieldpath.Set.EnsureNamedFieldsAreMembers: the set plus every struct field that leads to one of its paths.</summary>
+    private static HashSet<string> WithNamedFields(ResourceKind kind, HashSet<string> paths)
+    {
+        var result = new HashSet<string>(paths, StringComparer.Ordinal);
+        foreach (var elements in paths.Select(p => p.Split('\n')))
         {
             for (var i = 1; i < elements.Length; i++)
             {
                 var parentSchema = string.Join('.', elements[..(i - 1)].Where(e => e.StartsWith("f:", StringComparison.Ordinal)).Select(e => e[2..]));
-                if (elements[i - 1].StartsWith("f:", StringComparison.Ordinal) && (i == 1 || Declared(kind, parentSchema) is not (Shape.Map or Shape.Atomic)))
+                if (elements[i - 1].StartsWith("f:", StringComparison.Ordinal) && (i == 1 || elements[i - 2].StartsWith("k:", StringComparison.Ordinal)
+                    || Declared(kind, parentSchema) is not (Shape.Map or Shape.Atomic)))
                 {
-                    named.Add(string.Join('\n', elements[..i]));
+                    result.Add(string.Join('\n', elements[..i]));
                 }
             }
         }
 
-        foreach (var path in named.OrderBy(p => p.Length))
-        {
-            if (!owned.Any(o => o == path || o.StartsWith(path + "\n", StringComparison.Ordinal)))
-            {
-                Remove(merged, path);
-            }
-        }
+        return result;
     }
 
     private static KubeApiException Conflict(List<(Manager Manager, List<string> Paths)> conflicts)
