@@ -321,6 +321,35 @@ public sealed class ServerSideApplyTests
     }
 
     [Fact]
+    public async Task Apply_of_a_port_without_its_key_fails_the_typed_conversion()
+    {
+        await using var emulator = await KubeEmulator.StartAsync();
+        using var http = emulator.CreateHttpClient();
+
+        using var response = await ApplyAsync(http, "/api/v1/namespaces/default/services/web",
+            """{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"ports":[{"name":"http","targetPort":8080}]}}""");
+
+        response.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+        (await BodyAsync(response)).Str("message").Should().Be("failed to create typed patch object (/web; /v1, Kind=Service): .spec.ports: element 0: "
+            + "associative list with keys has an element that omits key field \"port\" (and doesn't have default value)");
+    }
+
+    [Fact]
+    public async Task Force_on_a_patch_that_is_not_an_apply_is_refused()
+    {
+        await using var emulator = await KubeEmulator.StartAsync();
+        using var http = emulator.CreateHttpClient();
+        using var content = new StringContent("""{"metadata":{"labels":{"a":"b"}}}""", Encoding.UTF8);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/merge-patch+json");
+
+        using var response = await http.PatchAsync(new Uri("/api/v1/namespaces/default/services/kubernetes?force=true", UriKind.Relative), content);
+
+        response.StatusCode.Should().Be(HttpStatusCode.UnprocessableEntity);
+        (await BodyAsync(response)).Str("message").Should().Be("PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch");
+        emulator.Get("svc", "default", "kubernetes")!["metadata"]!["labels"]!["a"].Should().BeNull();
+    }
+
+    [Fact]
     public async Task Writes_without_a_field_manager_are_recorded_under_the_user_agent_prefix()
     {
         await using var emulator = await KubeEmulator.StartAsync();
