@@ -292,6 +292,19 @@ public sealed class ServerSideApplyTests
     }
 
     [Fact]
+    public async Task Apply_that_creates_ignores_a_resourceVersion_in_the_body_as_storage_does()
+    {
+        await using var emulator = await KubeEmulator.StartAsync();
+        using var http = emulator.CreateHttpClient();
+
+        using var response = await ApplyAsync(http, "/api/v1/namespaces/default/services/web",
+            """{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","resourceVersion":"12345"},"spec":{"ports":[{"port":80}]}}""");
+
+        response.StatusCode.Should().Be(HttpStatusCode.Created);
+        (await BodyAsync(response)).Str("metadata.resourceVersion").Should().Be(emulator.ResourceVersion.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
     public async Task Apply_into_a_missing_namespace_is_not_found()
     {
         await using var emulator = await KubeEmulator.StartAsync();
