@@ -363,6 +363,39 @@ public sealed class ServerSideApplyTests
     }
 
     [Fact]
+    public async Task A_conflict_answers_409_with_one_cause_per_field_and_force_takes_them()
+    {
+        await using var emulator = await KubeEmulator.StartAsync();
+        emulator.Apply(JsonNode.Parse("""
+            {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"default","labels":{"app":"web"}},"spec":{"selector":{"app":"web"},"ports":[{"port":80}]}}
+            """)!.AsObject(), "operator");
+        using var http = emulator.CreateHttpClient();
+        const string Config = """{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","labels":{"app":"api"}},"spec":{"selector":{"app":"api"},"ports":[{"port":80,"targetPort":8080}]}}""";
+
+        using var refused = await ApplyAsync(http, "/api/v1/namespaces/default/services/web", Config, "?fieldManager=wormhole");
+        using var forced = await ApplyAsync(http, "/api/v1/namespaces/default/services/web", Config, "?fieldManager=wormhole&force=true");
+
+        refused.StatusCode.Should().Be(HttpStatusCode.Conflict);
+        var status = await BodyAsync(refused);
+        status.Str("reason").Should().Be("Conflict");
+        status.Str("message").Should().Be("Apply failed with 3 conflicts: conflicts with \"operator\" using v1:\n- .metadata.labels.app\n- .spec.selector\n"
+            + "- .spec.ports[port=80,protocol=\"TCP\"].targetPort");
+        status["details"].ShouldBeJson("""
+            {"causes":[
+              {"type":"FieldManagerConflict","message":"conflict with \"operator\" using v1","field":".metadata.labels.app"},
+              {"type":"FieldManagerConflict","message":"conflict with \"operator\" using v1","field":".spec.selector"},
+              {"type":"FieldManagerConflict","message":"conflict with \"operator\" using v1","field":".spec.ports[port=80,protocol=\"TCP\"].targetPort"}]}
+            """);
+        forced.StatusCode.Should().Be(HttpStatusCode.OK);
+        var svc = await BodyAsync(forced);
+        svc["spec"]!["ports"]![0]!["targetPort"]!.GetValue<int>().Should().Be(8080);
+        // operator keeps the labels map it created ("." alone is written as {}), loses what wormhole took.
+        Entry(svc, "operator")["fieldsV1"].ShouldBeJson("""
+            {"f:metadata":{"f:labels":{}},"f:spec":{"f:internalTrafficPolicy":{},"f:ports":{".":{},"k:{\"port\":80,\"protocol\":\"TCP\"}":{".":{},"f:port":{},"f:protocol":{}}},"f:sessionAffinity":{},"f:type":{}}}
+            """);
+    }
+
+    [Fact]
     public async Task Writes_without_a_field_manager_are_recorded_under_the_user_agent_prefix()
     {
         await using var emulator = await KubeEmulator.StartAsync();

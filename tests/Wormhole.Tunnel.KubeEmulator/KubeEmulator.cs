@@ -67,12 +67,12 @@ public sealed class KubeEmulator : IAsyncDisposable
         _store = new ObjectStore(options.TimeProvider);
         if (options.SeedDefaultObjects)
         {
-            Apply(JsonNode.Parse("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}""")!.AsObject(), "kube-apiserver");
-            Apply(JsonNode.Parse("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kube-system"}}""")!.AsObject(), "kube-apiserver");
-            Apply(JsonNode.Parse("""
+            Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}""");
+            Apply("""{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kube-system"}}""");
+            Apply("""
                 {"apiVersion":"v1","kind":"Service","metadata":{"name":"kubernetes","namespace":"default","labels":{"component":"apiserver","provider":"kubernetes"}},
                  "spec":{"clusterIP":"10.96.0.1","ports":[{"name":"https","port":443,"protocol":"TCP","targetPort":6443}]}}
-                """)!.AsObject(), "kube-apiserver");
+                """);
         }
     }
 
