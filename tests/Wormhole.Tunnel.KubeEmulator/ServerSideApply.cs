@@ -819,10 +819,24 @@ internal static class ServerSideApply
         public string? Subresource { get; init; }
 
         /// <summary>What the apiserver sorts conflicts by: the entry without time and fields, Apply entries without apiVersion.</summary>
-        public string Identity => new JsonObject
+        public string Identity
         {
-            ["manager"] = Name, ["operation"] = Operation, ["apiVersion"] = Operation == "Apply" ? null : ApiVersion, ["subresource"] = Subresource,
-        }.ToJsonString();
+            get
+            {
+                var identity = new JsonObject { ["manager"] = Name, ["operation"] = Operation };
+                if (Operation != "Apply" && ApiVersion.Length > 0)
+                {
+                    identity["apiVersion"] = ApiVersion;
+                }
+
+                if (Subresource is { Length: > 0 })
+                {
+                    identity["subresource"] = Subresource;
+                }
+
+                return identity.ToJsonString();
+            }
+        }
 
         /// <summary>How a conflict names the manager: <c>"kubectl-edit" using v1</c> for an Update, just the quoted name for an Apply.</summary>
         public string Describe()
