@@ -41,8 +41,12 @@ public sealed class KubeApiException : Exception
             ["metadata"] = new JsonObject(),
             ["status"] = "Failure",
             ["message"] = Message,
-            ["reason"] = Reason,
         };
+        if (Reason.Length > 0)
+        {
+            status["reason"] = Reason;
+        }
+
         if (Details is not null)
         {
             status["details"] = Details.DeepClone();

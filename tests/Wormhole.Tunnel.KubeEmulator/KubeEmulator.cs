@@ -171,14 +171,19 @@ public sealed class KubeEmulator : IAsyncDisposable
 
     /// <summary>Creates or replaces an object (kind from its <c>kind</c> field) through the same defaulting and validation as HTTP.</summary>
     /// <exception cref="KubeApiException">The object is invalid (422) or its namespace is missing (404).</exception>
-    public JsonObject Apply(JsonObject obj)
+    public JsonObject Apply(JsonObject obj) => Apply(obj, "kube-emulator");
+
+    /// <summary>As <see cref="Apply(JsonObject)"/>, recorded in managedFields as an Update by <paramref name="fieldManager"/>.</summary>
+    public JsonObject Apply(JsonObject obj, string fieldManager)
     {
         var kind = ResourceKind.Find(obj.Str("kind") ?? throw new ArgumentException("the object has no kind", nameof(obj)));
         var decoded = ObjectStore.Decode(kind, obj.DeepClone(), "Strict", []);
         var ns = kind.Namespaced ? decoded.Str("metadata.namespace") ?? "default" : null;
         var name = decoded.Str("metadata.name") ?? "";
         decoded.Meta().Remove("resourceVersion");
-        return _store.Get(kind, ns, name) is null ? _store.Create(kind, ns, decoded, dryRun: false) : _store.Update(kind, ns, name, decoded, dryRun: false);
+        return _store.Get(kind, ns, name) is null
+            ? _store.Create(kind, ns, decoded, dryRun: false, fieldManager)
+            : _store.Update(kind, ns, name, decoded, dryRun: false, fieldManager);
     }
 
     public JsonObject Apply(string json) => Apply(JsonNode.Parse(json) as JsonObject ?? throw new ArgumentException("not a JSON object", nameof(json)));
@@ -317,7 +322,8 @@ public sealed class KubeEmulator : IAsyncDisposable
                 });
                 return;
             case ("POST", null) when ns is not null || !kind.Namespaced:
-                var created = _store.Create(kind, ns, ObjectStore.Decode(kind, await ReadJsonAsync(context), fieldValidation, warnings), dryRun);
+                var creator = ServerSideApply.UpdateManager("CreateOptions", query, context.Request.Headers.UserAgent.ToString());
+                var created = _store.Create(kind, ns, ObjectStore.Decode(kind, await ReadJsonAsync(context), fieldValidation, warnings), dryRun, creator);
                 await WriteAsync(context, 201, created, warnings);
                 return;
             case ("GET", not null):
@@ -327,13 +333,19 @@ public sealed class KubeEmulator : IAsyncDisposable
                     : found);
                 return;
             case ("PUT", not null):
+                var updater = ServerSideApply.UpdateManager("UpdateOptions", query, context.Request.Headers.UserAgent.ToString());
                 var replacement = ObjectStore.Decode(kind, await ReadJsonAsync(context), fieldValidation, warnings);
-                await WriteAsync(context, 200, _store.Update(kind, ns, name, replacement, dryRun), warnings);
+                await WriteAsync(context, 200, _store.Update(kind, ns, name, replacement, dryRun, updater), warnings);
+                return;
+            case ("PATCH", not null) when ServerSideApply.IsApply(context.Request.ContentType):
+                var (applied, wasCreated) = ServerSideApply.Handle(_store, kind, ns, name, await ReadBodyAsync(context), query, fieldValidation, dryRun, _options.TimeProvider.GetUtcNow());
+                await WriteAsync(context, wasCreated ? 201 : 200, applied, warnings);
                 return;
             case ("PATCH", not null):
+                var patcher = ServerSideApply.UpdateManager("PatchOptions", query, context.Request.Headers.UserAgent.ToString());
                 var body = await ReadBodyAsync(context);
                 var patched = _store.Patch(kind, ns, name, current =>
-                    ObjectStore.Decode(kind, Patches.Apply(context.Request.ContentType, current, body, kind), fieldValidation, warnings), dryRun);
+                    ObjectStore.Decode(kind, Patches.Apply(context.Request.ContentType, current, body, kind), fieldValidation, warnings), dryRun, patcher);
                 await WriteAsync(context, 200, patched, warnings);
                 return;
             case ("DELETE", not null):

@@ -136,7 +136,8 @@ internal sealed class ObjectStore
         }
     }
 
-    public JsonObject Create(ResourceKind kind, string? ns, JsonObject obj, bool dryRun)
+    /// <param name="manager">Who the write is recorded for in managedFields (an Update); null when the caller set them (an apply).</param>
+    public JsonObject Create(ResourceKind kind, string? ns, JsonObject obj, bool dryRun, string? manager)
     {
         lock (_gate)
         {
@@ -158,9 +159,14 @@ internal sealed class ObjectStore
                 throw KubeApiException.NotFound(ResourceKind.Namespaces, ns!);
             }
 
-            foreach (var field in new[] { "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "generation" })
+            foreach (var field in new[] { "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "generation" })
             {
                 meta.Remove(field);
+            }
+
+            if (manager is not null)
+            {
+                ServerSideApply.TrackUpdate(kind, null, obj, manager, _time.GetUtcNow());
             }
 
             meta["uid"] = Guid.NewGuid().ToString();
@@ -178,10 +184,24 @@ internal sealed class ObjectStore
         }
     }
 
-    public JsonObject Update(ResourceKind kind, string? ns, string name, JsonObject obj, bool dryRun) => Patch(kind, ns, name, _ => obj, dryRun);
+    public JsonObject Update(ResourceKind kind, string? ns, string name, JsonObject obj, bool dryRun, string? manager) => Patch(kind, ns, name, _ => obj, dryRun, manager);
+
+    /// <summary>
+    /// A server-side apply under the lock: <paramref name="apply"/> gets a copy of the current object (null when missing) and returns the
+    /// object to store, managedFields included; it is then created or updated like any other write.
+    /// </summary>
+    public (JsonObject Object, bool Created) Apply(ResourceKind kind, string? ns, string name, Func<JsonObject?, JsonObject> apply, bool dryRun)
+    {
+        lock (_gate)
+        {
+            var live = _objects[kind].GetValueOrDefault(Key(kind, ns, name));
+            var obj = apply(live?.DeepClone() as JsonObject);
+            return live is null ? (Create(kind, ns, obj, dryRun, manager: null), true) : (Patch(kind, ns, name, _ => obj, dryRun, manager: null), false);
+        }
+    }
 
     /// <summary>Read-modify-write under the lock: <paramref name="change"/> gets a copy of the current object.</summary>
-    public JsonObject Patch(ResourceKind kind, string? ns, string name, Func<JsonObject, JsonObject> change, bool dryRun)
+    public JsonObject Patch(ResourceKind kind, string? ns, string name, Func<JsonObject, JsonObject> change, bool dryRun, string? manager)
     {
         lock (_gate)
         {
@@ -217,6 +237,11 @@ internal sealed class ObjectStore
             }
 
             Json.DropNulls(obj);
+            if (manager is not null)
+            {
+                ServerSideApply.TrackUpdate(kind, old, obj, manager, _time.GetUtcNow());
+            }
+
             ApplyDefaults(kind, obj, old);
             Validation.Validate(kind, obj, old);
             if (kind == ResourceKind.NetworkPolicies && !JsonNode.DeepEquals(obj["spec"], old["spec"]))

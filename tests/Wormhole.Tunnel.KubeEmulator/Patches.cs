@@ -5,7 +5,7 @@ namespace Wormhole.Tunnel.KubeEmulator;
 /// <summary>The three PATCH flavours the apiserver accepts for built-in types.</summary>
 internal static class Patches
 {
-    public const string Accepted = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+    public const string Accepted = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
 
     public static JsonObject Apply(string? contentType, JsonObject current, string body, ResourceKind kind)
     {

@@ -113,6 +113,9 @@ internal sealed class SchemaNode
         return node;
     }
 
+    /// <summary>Whether the schema declares <paramref name="name"/>; <paramref name="child"/> is null for a bare name (anything goes).</summary>
+    public bool TryGetField(string name, out SchemaNode? child) => _fields.TryGetValue(name, out child);
+
     /// <summary>Lists fields the schema does not know (as <c>spec.ports[0].foo</c>) and, when asked, removes them.</summary>
     public void FindUnknown(JsonNode? value, string path, List<string> unknown, bool prune)
     {
