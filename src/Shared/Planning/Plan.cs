@@ -25,7 +25,18 @@ public sealed record PlanInput(
     IReadOnlyList<PeerApps> RemoteApps,
     PortRange LocalPorts,
     PortRange RemotePorts,
-    IReadOnlySet<int>? UnusablePorts = null);
+    IReadOnlySet<int>? UnusablePorts = null)
+{
+    /// <summary>
+    /// Listeners the proxy could not open in this pass, by app (local) or by (peer, app) (remote), with the reason: the
+    /// planner leaves them out (not listened on, not advertised) with that reason as a problem. The next pass tries them
+    /// again on other ports (their failed ports are in <see cref="UnusablePorts"/>).
+    /// </summary>
+    public IReadOnlyDictionary<ListenerKey, string>? Unavailable { get; init; }
+}
+
+/// <summary>Which listener: a local app (<paramref name="Peer"/> null) or a peer's app.</summary>
+public readonly record struct ListenerKey(string? Peer, string App);
 
 /// <summary>A listener on the tunnel address for one local app.</summary>
 public sealed record LocalListener(string App, int Port, string TargetHost, int TargetPort);

@@ -16,6 +16,7 @@ public static class Planner
         previous ??= Plan.Empty;
         var problems = ImmutableArray.CreateBuilder<PlanProblem>();
         var unusable = input.UnusablePorts ?? new HashSet<int>();
+        var unavailable = input.Unavailable ?? new Dictionary<ListenerKey, string>();
 
         // Local apps: one listener each, only once we have a tunnel address to bind.
         var locals = ImmutableArray.CreateBuilder<LocalListener>();
@@ -30,6 +31,12 @@ public static class Planner
                 if (!seen.Add(app.Name))
                 {
                     problems.Add(new PlanProblem(input.SelfName, app.Name, "another local app has the same name; the first one is kept"));
+                    continue;
+                }
+
+                if (unavailable.TryGetValue(new ListenerKey(null, app.Name), out var why))
+                {
+                    problems.Add(new PlanProblem(input.SelfName, app.Name, why));
                     continue;
                 }
 
@@ -74,6 +81,12 @@ public static class Planner
                 if (!AppAddress.TryParse(app.Address, out _, out var peerPort))
                 {
                     problems.Add(new PlanProblem(peer.Peer, app.Name, $"invalid address '{app.Address}'"));
+                    continue;
+                }
+
+                if (unavailable.TryGetValue(new ListenerKey(peer.Peer, app.Name), out var why))
+                {
+                    problems.Add(new PlanProblem(peer.Peer, app.Name, why));
                     continue;
                 }
 

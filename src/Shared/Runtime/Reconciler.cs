@@ -1,4 +1,3 @@
-using System.Collections.Immutable;
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
@@ -154,38 +153,25 @@ public sealed partial class Reconciler(
         var generation = Interlocked.Read(ref _requested);
         var previous = Current;
         var tunnel = _tunnelAddress;
-        var plan = Planner.Build(
-            new PlanInput(options.SelfName, tunnel, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts),
-            previous);
-
-        var specs = new List<ListenerSpec>(plan.LocalListeners.Length + plan.RemoteListeners.Length);
-        foreach (var l in plan.LocalListeners)
-        {
-            specs.Add(new ListenerSpec(ListenerKind.Local, l.App, tunnel!, l.Port, l.TargetHost, l.TargetPort));
-        }
-
-        foreach (var r in plan.RemoteListeners)
-        {
-            specs.Add(new ListenerSpec(ListenerKind.Remote, r.App, IPAddress.Any, r.Port, r.PeerAddress.ToString(), r.PeerPort, tunnel));
-        }
-
-        var failures = await proxy.ApplyAsync(specs, cancellationToken);
+        var input = new PlanInput(options.SelfName, tunnel, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts);
+        var plan = Planner.Build(input, previous);
+        var failures = await proxy.ApplyAsync(ListenerSpecs(plan, tunnel), cancellationToken);
         if (failures.Count > 0)
         {
+            // What failed is a planner input: those apps are left out of this plan (not advertised), and the next pass
+            // gives them other ports.
+            var unavailable = new Dictionary<ListenerKey, string>();
             foreach (var f in failures)
             {
-                LogListenerFailed(f.Spec.App, f.Spec.Port, f.Reason);
                 _unusablePorts.Add(f.Spec.Port);
+                var key = f.Spec.Kind == ListenerKind.Local
+                    ? new ListenerKey(null, f.Spec.App)
+                    : new ListenerKey(plan.RemoteListeners.First(r => r.Port == f.Spec.Port).Peer, f.Spec.App);
+                unavailable[key] = $"cannot listen on port {f.Spec.Port}: {f.Reason}; trying another port";
             }
 
-            // Those apps get other ports on the next pass; until then they are not offered.
-            var failed = failures.Select(f => (f.Spec.Kind, f.Spec.Port)).ToHashSet();
-            plan = plan with
-            {
-                LocalListeners = plan.LocalListeners.Where(l => !failed.Contains((ListenerKind.Local, l.Port))).ToImmutableArray(),
-                Advertised = plan.Advertised.Where(a => AppAddress.TryParse(a.Address, out _, out var p) && !failed.Contains((ListenerKind.Local, p))).ToImmutableArray(),
-                RemoteListeners = plan.RemoteListeners.Where(l => !failed.Contains((ListenerKind.Remote, l.Port))).ToImmutableArray(),
-            };
+            plan = Planner.Build(input with { Unavailable = unavailable }, previous);
+            await proxy.ApplyAsync(ListenerSpecs(plan, tunnel), cancellationToken);
             signal.Request();
         }
 
@@ -209,6 +195,22 @@ public sealed partial class Reconciler(
             Interlocked.Exchange(ref _applied, generation);
             Interlocked.Exchange(ref _appliedChanged, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         }
+    }
+
+    private static List<ListenerSpec> ListenerSpecs(Plan plan, IPAddress? tunnel)
+    {
+        var specs = new List<ListenerSpec>(plan.LocalListeners.Length + plan.RemoteListeners.Length);
+        foreach (var l in plan.LocalListeners)
+        {
+            specs.Add(new ListenerSpec(ListenerKind.Local, l.App, tunnel!, l.Port, l.TargetHost, l.TargetPort));
+        }
+
+        foreach (var r in plan.RemoteListeners)
+        {
+            specs.Add(new ListenerSpec(ListenerKind.Remote, r.App, IPAddress.Any, r.Port, r.PeerAddress.ToString(), r.PeerPort, tunnel));
+        }
+
+        return specs;
     }
 
     /// <summary>
@@ -294,9 +296,6 @@ public sealed partial class Reconciler(
 
     [LoggerMessage(EventId = 1303, Level = LogLevel.Information, Message = "Withdrew remote app {App} from peer {Peer}")]
     private partial void LogRemoteWithdrawn(string app, string peer);
-
-    [LoggerMessage(EventId = 1304, Level = LogLevel.Warning, Message = "Cannot listen for app {App} on port {Port}: {Reason}; trying another port")]
-    private partial void LogListenerFailed(string app, int port, string reason);
 
     [LoggerMessage(EventId = 1305, Level = LogLevel.Warning, Message = "App {App} of peer {Peer} skipped: {Reason}")]
     private partial void LogProblem(string peer, string app, string reason);
