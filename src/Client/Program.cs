@@ -105,6 +105,9 @@ namespace Wormhole.Tunnel.Client
             {
                 var keys = await side.PrepareAsync(stop);
                 spoke = new Spoke(settings, side, keys, logger);
+                var paired = spoke;
+                // Sync series of a hub we are no longer paired with (it changed its name) go.
+                side.Metrics.OnCollect(() => side.Metrics.RetainPeers(paired._pairing is { } p ? [p.Name] : []));
                 await side.StartApisAsync(peers: null, basicAuth: null, stop);
                 await side.RunLoopsAsync(stop, new BackgroundLoop("sync", spoke.PairAndSyncAsync));
                 return 0;
@@ -152,7 +155,7 @@ namespace Wormhole.Tunnel.Client
                 if (await ProbeAsync(cached, stop))
                 {
                     LogUsingCache(_logger, cached.InternalServerIp, cached.AssignedIp);
-                    _side.Metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "cached"));
+                    _side.Metrics.Pairing("cached");
                     return;
                 }
 
@@ -188,10 +191,21 @@ namespace Wormhole.Tunnel.Client
 
         private async Task PairOnceAsync(CancellationToken cancellationToken)
         {
-            var response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
-            await ApplyAsync(response, cancellationToken);
-            await _side.State.PairingCache.WriteAsync(response, cancellationToken);
-            _side.Metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
+            var started = _side.Time.GetTimestamp();
+            PairingResponse response;
+            try
+            {
+                response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
+                await ApplyAsync(response, cancellationToken);
+                await _side.State.PairingCache.WriteAsync(response, cancellationToken);
+            }
+            catch (Exception ex) when (ex is HubCallException or WireGuardCommandException)
+            {
+                _side.Metrics.Pairing("error", _side.Time.GetElapsedTime(started));
+                throw;
+            }
+
+            _side.Metrics.Pairing("paired", _side.Time.GetElapsedTime(started));
             LogPaired(_logger, response.AssignedIp);
         }
 

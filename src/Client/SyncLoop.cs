@@ -48,6 +48,7 @@ internal sealed partial class SyncLoop(
             try
             {
                 var localChange = reconciler.WaitForAdvertisedChangeAsync(sentVersion, Timeout.InfiniteTimeSpan, round.Token);
+                var started = time.GetTimestamp();
                 var send = hub.SyncAsync(SyncBase(current), body, hubVersion, round.Token);
                 if (await Task.WhenAny(send, localChange) == localChange && !send.IsCompleted)
                 {
@@ -60,7 +61,7 @@ internal sealed partial class SyncLoop(
                 {
                     var result = await send;
                     failures = 0;
-                    metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", current.Name));
+                    metrics.SyncAnswered(current.Name, time.GetElapsedTime(started));
                     remoteApps.Update(
                         result.Message.Peer,
                         IPAddress.Parse(current.InternalServerIp),
@@ -80,7 +81,7 @@ internal sealed partial class SyncLoop(
                 {
                     failures++;
                     hubVersion = null;
-                    metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", current.Name), new KeyValuePair<string, object?>("reason", ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+                    metrics.SyncFailed(current.Name, ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture));
                     LogSyncFailed(logger, failures, ex.Message);
                     if (ex.PeerUnknown || failures % 3 == 0)
                     {

@@ -1,4 +1,3 @@
-using System.Diagnostics.Metrics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Api;
@@ -35,7 +34,6 @@ public sealed partial class SideHost : IAsyncDisposable
     private int _disposed;
     private readonly ILogger<SideHost> _logger;
     private readonly KubernetesClient? _kubernetes;
-    private PrometheusExporter? _exporter;
 
     /// <param name="isKnownPeer">Whether a peer name is still paired (generated objects of known peers survive a restart's grace).</param>
     public SideHost(CommonSettings settings, ILoggerFactory loggerFactory, TimeProvider time, IProcessRunner runner, Func<string, bool>? isKnownPeer = null)
@@ -68,13 +66,9 @@ public sealed partial class SideHost : IAsyncDisposable
 
         Proxy = new ProxyTable(new ProxyOptions { Engine = settings.ProxyEngine }, Metrics, loggerFactory.CreateLogger<ProxyTable>(), time);
         Reconciler = new Reconciler(
-            new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>(), sinks);
+            new ReconcilerOptions(settings.Name, settings.PeerTtl), LocalApps, RemoteApps, Proxy, Signal, time, loggerFactory.CreateLogger<Reconciler>(), sinks, Metrics);
         WireGuard = new WgToolsDevice(runner, loggerFactory.CreateLogger<WgToolsDevice>());
-        Metrics.ObserveGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", () =>
-        [
-            new Measurement<long>(Reconciler.Current.LocalListeners.Length, new KeyValuePair<string, object?>("kind", "local")),
-            new Measurement<long>(Reconciler.Current.RemoteListeners.Length, new KeyValuePair<string, object?>("kind", "remote")),
-        ]);
+        Metrics.OnCollect(() => Metrics.SetApps(Reconciler.Current.LocalListeners.Length, Reconciler.Current.RemoteListeners.Length));
     }
 
     public CommonSettings Settings { get; }
@@ -147,9 +141,7 @@ public sealed partial class SideHost : IAsyncDisposable
             app.MapAdminApi(ExposedApps, peers, basicAuth)), "admin API", cancellationToken);
         if (Settings.Metrics)
         {
-            _exporter = new PrometheusExporter(WormholeMetrics.MeterName);
-            var exporter = _exporter;
-            await StartServerAsync(WebHost.Create(Settings.MetricsListen, LoggerFactory, 1024, app => app.MapPrometheus(exporter)), "metrics", cancellationToken);
+            await StartServerAsync(WebHost.Create(Settings.MetricsListen, LoggerFactory, 1024, app => app.MapPrometheus(Metrics)), "metrics", cancellationToken);
         }
     }
 
@@ -187,8 +179,6 @@ public sealed partial class SideHost : IAsyncDisposable
 
         await Proxy.DisposeAsync();
         _kubernetes?.Dispose();
-        _exporter?.Dispose();
-        Metrics.Dispose();
     }
 
     private static async Task StopServerAsync(WebApplication server, CancellationToken timeout)
