@@ -20,6 +20,17 @@ internal static partial class HubEndpoints
 {
     public static readonly TimeSpan MaxLongPoll = TimeSpan.FromSeconds(25);
 
+    /// <summary>
+    /// Before every scrape: wormhole_peers from the registry, and the sync series of deleted peers removed (the peer
+    /// label values left are the registry's, plus <see cref="WormholeMetrics.UnknownPeer"/>).
+    /// </summary>
+    public static void ObservePeers(this WormholeMetrics metrics, PeerRegistry registry) => metrics.OnCollect(() =>
+    {
+        var peers = registry.List();
+        metrics.Peers.Set(peers.Count);
+        metrics.RetainPeers(peers.Select(p => p.Name));
+    });
+
     /// <param name="time">Clock of the refusal-log rate limiter (tests pass a manual one).</param>
     public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger, TimeProvider? time = null)
     {

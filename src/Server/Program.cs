@@ -151,13 +151,7 @@ namespace Wormhole.Tunnel.Server
                 }
 
                 var endpointLogger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Endpoints");
-                side.Metrics.OnCollect(() =>
-                {
-                    // Deleted peers' series go: the peer label values left are the registry's.
-                    var peers = registry.List();
-                    side.Metrics.Peers.Set(peers.Count);
-                    side.Metrics.RetainPeers(peers.Select(p => p.Name));
-                });
+                side.Metrics.ObservePeers(registry);
                 await side.StartServerAsync(
                     WebHost.Create(new IPEndPoint(settings.InternalHost, settings.SyncPort), loggerFactory, SyncCodec.MaxBodyBytes, app =>
                         app.MapSync(registry, side.RemoteApps, side.Reconciler, c.Name, side.Metrics, endpointLogger, stop)),

@@ -269,6 +269,7 @@ internal sealed class HubFixture : IAsyncDisposable
     {
         Registry.Load();
         await Registry.SyncWireGuardAsync(CancellationToken.None);
+        Metrics.ObservePeers(Registry);
         Reconciler.TunnelAddress = HubAddress;
         if (startReconciler)
         {
