@@ -84,7 +84,8 @@ public sealed class WormholeMetrics
             "Pairing: handling (hub), request to WireGuard configured and stored (spoke), by outcome.", PairingBuckets, "outcome");
         _reconcileDuration = CreateHistogram("wormhole_reconcile_duration_seconds",
             "One pass of the reconcile loop: plan, proxy listeners and the other sinks.", ReconcileBuckets);
-        Peers = factory.CreateGauge("wormhole_peers", "Paired peers.");
+        // Hub only: absent until the hub sets it (a spoke has no peer registry).
+        Peers = factory.CreateGauge("wormhole_peers", "Paired peers.", new GaugeConfiguration { SuppressInitialValue = true });
         _appsGauge = factory.CreateGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", "kind");
     }
 

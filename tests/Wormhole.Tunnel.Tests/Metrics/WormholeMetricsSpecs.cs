@@ -135,6 +135,7 @@ public sealed class WormholeMetricsSpecs
         Series(await ScrapeAsync(hub), "wormhole_pairing_attempts_total").Should().ContainKey("{outcome=\"paired\"}");
         Series(await ScrapeAsync(spoke), "wormhole_pairing_attempts_total").Should().BeEmpty();
         (await ScrapeAsync(spoke)).Should().Contain("process_cpu_seconds_total").And.Contain("process_resident_memory_bytes");
+        Series(await ScrapeAsync(spoke), "wormhole_peers").Should().BeEmpty("only a hub has peers");
     }
 
     private static void Traffic(WormholeMetrics.AppSeries series, int bytes)
