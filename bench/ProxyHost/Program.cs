@@ -43,7 +43,7 @@ foreach (var arg in args)
 }
 
 using var loggerFactory = Logging.Create(json: false, debug: false);
-using var metrics = new WormholeMetrics();
+var metrics = new WormholeMetrics();
 await using var table = new ProxyTable(options, metrics, loggerFactory.CreateLogger<ProxyTable>(), TimeProvider.System);
 var failures = await table.ApplyAsync(specs, CancellationToken.None);
 foreach (var failure in failures)

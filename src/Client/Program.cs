@@ -120,6 +120,10 @@ namespace Wormhole.Tunnel.Client
                 app = builder.Build();
                 app.MapListeners(listeners);
                 spoke = app.Services.GetRequiredService<Spoke>();
+                var paired = spoke;
+                var metrics = app.Services.GetRequiredService<WormholeMetrics>();
+                // Sync series of a hub we are no longer paired with (it changed its name) go.
+                metrics.OnCollect(() => metrics.RetainPeers(paired._pairing is { } p ? [p.Name] : []));
                 var code = await Side.RunAsync(app, listeners, logger, () => { }, stop);
                 if (app.Services.GetRequiredService<ExitStatus>().Failure is { } failure)
                 {
@@ -180,7 +184,7 @@ namespace Wormhole.Tunnel.Client
                 if (await ProbeAsync(cached, stop))
                 {
                     LogUsingCache(_logger, cached.InternalServerIp, cached.AssignedIp);
-                    _metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "cached"));
+                    _metrics.Pairing("cached");
                     return;
                 }
 
@@ -206,10 +210,21 @@ namespace Wormhole.Tunnel.Client
 
         private async Task PairOnceAsync(CancellationToken cancellationToken)
         {
-            var response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
-            await ApplyAsync(response, cancellationToken);
-            await _state.PairingCache.WriteAsync(response, cancellationToken);
-            _metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
+            var started = _time.GetTimestamp();
+            PairingResponse response;
+            try
+            {
+                response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
+                await ApplyAsync(response, cancellationToken);
+                await _state.PairingCache.WriteAsync(response, cancellationToken);
+            }
+            catch (Exception ex) when (ex is HubCallException or WireGuardCommandException)
+            {
+                _metrics.Pairing("error", _time.GetElapsedTime(started));
+                throw;
+            }
+
+            _metrics.Pairing("paired", _time.GetElapsedTime(started));
             LogPaired(_logger, response.AssignedIp);
         }
 

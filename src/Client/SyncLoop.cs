@@ -48,7 +48,7 @@ internal sealed partial class SyncLoop(
         {
             var ex = (HubCallException)notice.Problem!;
             hubVersion = null;
-            metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", pairing().Name), new KeyValuePair<string, object?>("reason", ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            metrics.SyncFailed(pairing().Name, ex.Status is null ? "transport" : ((int)ex.Status).ToString(System.Globalization.CultureInfo.InvariantCulture));
             LogSyncFailed(logger, notice.Attempt, ex.Message);
             if (ex.PeerUnknown || notice.Attempt % 3 == 0)
             {
@@ -72,7 +72,9 @@ internal sealed partial class SyncLoop(
                     async token =>
                     {
                         var current = pairing();
-                        return (current, await hub.SyncAsync(SyncBase(current), body, hubVersion, token));
+                        var started = time.GetTimestamp();
+                        var answer = await hub.SyncAsync(SyncBase(current), body, hubVersion, token);
+                        return (current, answer, time.GetElapsedTime(started));
                     },
                     round.Token).AsTask();
                 if (await Task.WhenAny(send, localChange) == localChange && !send.IsCompleted)
@@ -82,8 +84,8 @@ internal sealed partial class SyncLoop(
                     continue;
                 }
 
-                var (synced, result) = await send;
-                metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", synced.Name));
+                var (synced, result, took) = await send;
+                metrics.SyncAnswered(synced.Name, took);
                 remoteApps.Update(
                     result.Message.Peer,
                     IPAddress.Parse(synced.InternalServerIp),

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -19,6 +20,17 @@ internal static partial class HubEndpoints
 {
     public static readonly TimeSpan MaxLongPoll = TimeSpan.FromSeconds(25);
 
+    /// <summary>
+    /// Before every scrape: wormhole_peers from the registry, and the sync series of deleted peers removed (the peer
+    /// label values left are the registry's, plus <see cref="WormholeMetrics.UnknownPeer"/>).
+    /// </summary>
+    public static void ObservePeers(this WormholeMetrics metrics, PeerRegistry registry) => metrics.OnCollect(() =>
+    {
+        var peers = registry.List();
+        metrics.Peers.Set(peers.Count);
+        metrics.RetainPeers(peers.Select(p => p.Name));
+    });
+
     /// <param name="time">Clock of the refusal-log rate limiter (tests pass a manual one).</param>
     public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger, TimeProvider? time = null)
     {
@@ -31,6 +43,7 @@ internal static partial class HubEndpoints
         // body is read. Kestrel cannot read the body of a CONNECT request and the handler would answer 500.
         app.MapPost("/pairing", async (HttpContext context) =>
         {
+            var started = Stopwatch.GetTimestamp();
             byte[] body;
             try
             {
@@ -38,13 +51,13 @@ internal static partial class HubEndpoints
             }
             catch (BadHttpRequestException ex)
             {
-                return Fail(context, null, ex.StatusCode, "bad_request", "the pairing body is too large or incomplete");
+                return Fail(context, null, ex.StatusCode, "bad_request", "the pairing body is too large or incomplete", started);
             }
 
             var request = codec.DecodeRequest(body, out var error);
             if (request is null)
             {
-                return Fail(context, null, StatusCodes.Status400BadRequest, "bad_request", error!);
+                return Fail(context, null, StatusCodes.Status400BadRequest, "bad_request", error!, started);
             }
 
             var result = await registry.PairAsync(request.Name, request.WireGuard.PublicKey, context.RequestAborted);
@@ -52,7 +65,6 @@ internal static partial class HubEndpoints
             {
                 case PairingOutcome.Paired:
                     var peer = result.Peer!;
-                    metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", "paired"));
                     LogPaired(logger, peer.Name, peer.Ip);
                     var response = new PairingResponse(
                         hub.Name,
@@ -60,22 +72,24 @@ internal static partial class HubEndpoints
                         hub.TunnelAddress.ToString(),
                         new PairingWireGuard(hub.PublicKey, hub.Endpoint),
                         new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.SyncServerAddress });
-                    return Results.Bytes(codec.EncodeResponse(response), "application/octet-stream");
+                    var encoded = codec.EncodeResponse(response);
+                    metrics.Pairing("paired", Stopwatch.GetElapsedTime(started));
+                    return Results.Bytes(encoded, "application/octet-stream");
                 case PairingOutcome.KeyMismatch:
-                    return Fail(context, request.Name, StatusCodes.Status409Conflict, "key_mismatch", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status409Conflict, "key_mismatch", result.Reason!, started);
                 case PairingOutcome.PoolExhausted:
-                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!, started);
                 case PairingOutcome.Unavailable:
-                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!, started);
                 default:
-                    return Fail(context, request.Name, StatusCodes.Status400BadRequest, "bad_request", result.Reason!);
+                    return Fail(context, request.Name, StatusCodes.Status400BadRequest, "bad_request", result.Reason!, started);
             }
         });
 
         // Every refusal: one log line (the name as the client sent it, escaped and cut), the metric, the reason.
-        IResult Fail(HttpContext context, string? name, int status, string outcome, string reason)
+        IResult Fail(HttpContext context, string? name, int status, string outcome, string reason, long started)
         {
-            metrics.PairingAttempts.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+            metrics.Pairing(outcome, Stopwatch.GetElapsedTime(started));
             var safeReason = LogText.Of(reason, LogText.MaxReasonLength);
             if (refusals.ShouldLog(outcome))
             {
@@ -100,11 +114,12 @@ internal static partial class HubEndpoints
         // POST only, as /pairing.
         app.MapPost("/sync", async (HttpContext context) =>
         {
+            var started = Stopwatch.GetTimestamp();
             var source = context.Connection.RemoteIpAddress ?? IPAddress.None;
             var peer = registry.FindByAddress(source);
             if (peer is null)
             {
-                return Fail("unknown", StatusCodes.Status403Forbidden, "sync refused: the request does not come from a paired peer's tunnel address");
+                return Fail(WormholeMetrics.UnknownPeer, StatusCodes.Status403Forbidden, "sync refused: the request does not come from a paired peer's tunnel address");
             }
 
             // Until the first plan is applied the hub's list of apps is empty, not true: answering with it would make
@@ -163,7 +178,7 @@ internal static partial class HubEndpoints
                 remoteApps.Touch(peer.Name);
             }
 
-            metrics.SyncRoundTrips.Add(1, new KeyValuePair<string, object?>("peer", peer.Name));
+            metrics.SyncAnswered(peer.Name, Stopwatch.GetElapsedTime(started));
             var version = reconciler.AdvertisedVersion;
             context.Response.Headers[SyncHeaders.Version] = version;
             return Results.Bytes(SyncCodec.Encode(hubName, null, reconciler.Current.Advertised), "application/json");
@@ -171,7 +186,7 @@ internal static partial class HubEndpoints
 
         IResult Fail(string peer, int status, string reason)
         {
-            metrics.SyncFailures.Add(1, new KeyValuePair<string, object?>("peer", peer), new KeyValuePair<string, object?>("reason", status.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            metrics.SyncFailed(peer, status.ToString(System.Globalization.CultureInfo.InvariantCulture));
             var safeReason = LogText.Of(reason, LogText.MaxReasonLength);
             if (refusals.ShouldLog(peer))
             {

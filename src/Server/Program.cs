@@ -163,7 +163,7 @@ namespace Wormhole.Tunnel.Server
                     LogNoToken(logger);
                 }
 
-                app.Services.GetRequiredService<WormholeMetrics>().ObserveGauge("wormhole_peers", "Paired peers.", () => [new System.Diagnostics.Metrics.Measurement<long>(registry.List().Count)]);
+                app.Services.GetRequiredService<WormholeMetrics>().ObservePeers(registry);
                 var code = await Side.RunAsync(app, listeners, logger, () => LogStarted(logger, c.Name), stop);
                 if (app.Services.GetRequiredService<ExitStatus>().Failure is { } failure)
                 {

@@ -32,23 +32,19 @@ internal enum ProxyOutcome
 /// </summary>
 internal sealed class ProxyConnection : IPumpOwner
 {
-    private static readonly KeyValuePair<string, object?> UpstreamTag = new("direction", "upstream");
-    private static readonly KeyValuePair<string, object?> DownstreamTag = new("direction", "downstream");
-
     private readonly Socket _client;
     private readonly ListenerSpec _spec;
     private readonly ProxyOptions _options;
-    private readonly WormholeMetrics _metrics;
+    private readonly WormholeMetrics.AppSeries _series;
     private readonly ILogger _logger;
     private readonly TimeProvider _timeProvider;
-    private readonly KeyValuePair<string, object?> _appTag;
-    private readonly KeyValuePair<string, object?> _kindTag;
     private readonly SpliceEngine? _engine;
     private Socket? _upstream;
     private SplicePump? _pump;
     private CancellationTokenSource? _connectTimeout;
     private ITimer? _idleTimer;
     private long _lastActivity;
+    private long _connectStarted;
     private long _bytesUp;
     private long _bytesDown;
     private int _outcome; // ProxyOutcome; the first abort wins
@@ -60,19 +56,18 @@ internal sealed class ProxyConnection : IPumpOwner
         _client = client;
         _spec = spec;
         _options = options;
-        _metrics = metrics;
+        // Resolved once: the byte counters are then a plain add per splice or copy.
+        _series = metrics.ForApp(spec.App, spec.Kind == ListenerKind.Local ? "local" : "remote");
         _logger = logger;
         _timeProvider = timeProvider;
-        _appTag = new("app", spec.App);
-        _kindTag = new("kind", spec.Kind == ListenerKind.Local ? "local" : "remote");
     }
 
     public async Task RunAsync(CancellationToken stopping)
     {
         var started = _timeProvider.GetTimestamp();
         var peer = _client.RemoteEndPoint;
-        _metrics.ProxyConnectionsTotal.Add(1, _appTag, _kindTag);
-        _metrics.ProxyConnectionsActive.Add(1, _appTag, _kindTag);
+        _series.ConnectionsTotal.Inc();
+        _series.ConnectionsActive.Inc();
         using var registration = stopping.UnsafeRegister(static s => ((ProxyConnection)s!).Abort(ProxyOutcome.ListenerClosed), this);
         try
         {
@@ -98,13 +93,13 @@ internal sealed class ProxyConnection : IPumpOwner
             var reset = ended is not (ProxyOutcome.None or ProxyOutcome.IdleTimeout or ProxyOutcome.ListenerClosed);
             Close(_client, reset);
             Close(_upstream, reset);
-            _metrics.ProxyConnectionsActive.Add(-1, _appTag, _kindTag);
+            _series.ConnectionsActive.Dec();
         }
 
         var outcome = _outcome == 0 ? ProxyOutcome.Completed : (ProxyOutcome)_outcome;
         if (outcome is ProxyOutcome.UpstreamRefused or ProxyOutcome.UpstreamUnreachable or ProxyOutcome.UpstreamTimeout)
         {
-            _metrics.ProxyConnectionFailures.Add(1, _appTag, _kindTag);
+            _series.UpstreamFailures.Inc();
         }
 
         ProxyLog.ConnectionClosed(_logger, _spec.App, peer, _spec.TargetHost, _spec.TargetPort, outcome,
@@ -127,9 +122,11 @@ internal sealed class ProxyConnection : IPumpOwner
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
         try
         {
+            _connectStarted = _timeProvider.GetTimestamp();
             await (IPAddress.TryParse(_spec.TargetHost, out var address)
                 ? upstream.ConnectAsync(new IPEndPoint(address, _spec.TargetPort), linked.Token)
                 : upstream.ConnectAsync(_spec.TargetHost, _spec.TargetPort, linked.Token));
+            ObserveConnected();
             return ProxyOutcome.None;
         }
         catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
@@ -165,6 +162,7 @@ internal sealed class ProxyConnection : IPumpOwner
         using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
         var error = SocketError.HostNotFound;
+        _connectStarted = _timeProvider.GetTimestamp();
         try
         {
             var addresses = IPAddress.TryParse(_spec.TargetHost, out var literal)
@@ -177,6 +175,11 @@ internal sealed class ProxyConnection : IPumpOwner
                 var errno = LinuxNative.Connect((int)upstream.Handle, new IPEndPoint(address, _spec.TargetPort)) == 0 ? 0 : Marshal.GetLastPInvokeError();
                 if (errno is 0 or LinuxNative.EINPROGRESS)
                 {
+                    if (errno == 0)
+                    {
+                        ObserveConnected();
+                    }
+
                     _connectTimeout = timeout;
                     var pump = SplicePump.Start(loop, _client, upstream, this, connecting: errno != 0);
                     Interlocked.Exchange(ref _pump, pump);
@@ -241,8 +244,12 @@ internal sealed class ProxyConnection : IPumpOwner
     {
         // On the loop's thread. The connect timeout has no more to do; the idle timeout starts counting.
         _connectTimeout?.CancelAfter(Timeout.InfiniteTimeSpan);
+        ObserveConnected();
         StartIdleTimer();
     }
+
+    /// <summary>Connect time, from the first try (name resolution included) to connected.</summary>
+    private void ObserveConnected() => _series.UpstreamConnect.Observe(_timeProvider.GetElapsedTime(_connectStarted).TotalSeconds);
 
     void IPumpOwner.OnBytes(bool upstream, int count) => Count(upstream, count);
 
@@ -250,13 +257,14 @@ internal sealed class ProxyConnection : IPumpOwner
     private void Count(bool upstream, int count)
     {
         Touch();
-        _metrics.ProxyBytes.Add(count, _appTag, _kindTag, upstream ? UpstreamTag : DownstreamTag);
         if (upstream)
         {
+            _series.BytesUpstream.Inc(count);
             _bytesUp += count;
         }
         else
         {
+            _series.BytesDownstream.Inc(count);
             _bytesDown += count;
         }
     }

@@ -35,7 +35,8 @@ public sealed partial class Reconciler(
     ReconcileSignal signal,
     TimeProvider time,
     ILogger<Reconciler> logger,
-    IReadOnlyList<IPlanSink>? sinks = null)
+    IReadOnlyList<IPlanSink>? sinks = null,
+    Metrics.WormholeMetrics? metrics = null)
 {
     private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan Resync = TimeSpan.FromSeconds(30);
@@ -151,6 +152,7 @@ public sealed partial class Reconciler(
     public async Task ReconcileOnceAsync(CancellationToken cancellationToken)
     {
         var generation = Interlocked.Read(ref _requested);
+        var started = time.GetTimestamp();
         var previous = Current;
         var tunnel = _tunnelAddress;
         var input = new PlanInput(options.SelfName, tunnel, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts);
@@ -183,6 +185,13 @@ public sealed partial class Reconciler(
         LogChanges(previous, plan);
         Volatile.Write(ref _current, plan);
         _lastSinkFailure = await ApplySinksAsync(plan, cancellationToken);
+        if (metrics is not null)
+        {
+            // Series of withdrawn apps go; the app label values left are those of this plan.
+            metrics.RetainApps(plan.LocalListeners.Select(l => ("local", l.App)).Concat(plan.RemoteListeners.Select(r => ("remote", r.App))));
+            metrics.Reconciled(time.GetElapsedTime(started));
+        }
+
         if (!plan.Advertised.SequenceEqual(previous.Advertised))
         {
             Interlocked.Increment(ref _advertisedCounter);

@@ -1,4 +1,3 @@
-using System.Diagnostics.Metrics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -81,7 +80,7 @@ public static partial class Side
         services.AddSingleton(sp => new RetryPipelines(
             sp.GetRequiredService<ILogger<RetryPipelines>>(),
             time,
-            notice => sp.GetRequiredService<WormholeMetrics>().Retries.Add(1, new KeyValuePair<string, object?>("operation", notice.Operation))));
+            notice => sp.GetRequiredService<WormholeMetrics>().Retried(notice.Operation)));
         services.AddSingleton<ReconcileSignal>();
         services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time));
         if (settings.Kubernetes)
@@ -118,23 +117,16 @@ public static partial class Side
                 sp.GetRequiredService<ReconcileSignal>(),
                 time,
                 sp.GetRequiredService<ILogger<Reconciler>>(),
-                [.. sp.GetServices<IPlanSink>()])
+                [.. sp.GetServices<IPlanSink>()],
+                sp.GetRequiredService<WormholeMetrics>())
             {
                 Retries = sp.GetRequiredService<RetryPipelines>(),
             };
-            sp.GetRequiredService<WormholeMetrics>().ObserveGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", () =>
-            [
-                new Measurement<long>(reconciler.Current.LocalListeners.Length, new KeyValuePair<string, object?>("kind", "local")),
-                new Measurement<long>(reconciler.Current.RemoteListeners.Length, new KeyValuePair<string, object?>("kind", "remote")),
-            ]);
+            var metrics = sp.GetRequiredService<WormholeMetrics>();
+            metrics.OnCollect(() => metrics.SetApps(reconciler.Current.LocalListeners.Length, reconciler.Current.RemoteListeners.Length));
             return reconciler;
         });
         services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(runner, sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
-        if (settings.Metrics)
-        {
-            services.AddSingleton(_ => new PrometheusExporter(WormholeMetrics.MeterName));
-        }
-
         services.AddSingleton(sp => new BackgroundLoop("reconcile", ct => ReconcileWhenReadyAsync(sp, ct)));
         services.AddSingleton(sp => new BackgroundLoop("local apps", sp.GetRequiredService<ILocalAppSource>().RunAsync));
         services.AddHostedService<LoopsService>();
@@ -148,7 +140,7 @@ public static partial class Side
             routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth));
         if (settings.Metrics)
         {
-            yield return new Listener("metrics", settings.MetricsListen, 1024, (routes, sp) => routes.MapPrometheus(sp.GetRequiredService<PrometheusExporter>()));
+            yield return new Listener("metrics", settings.MetricsListen, 1024, (routes, sp) => routes.MapPrometheus(sp.GetRequiredService<WormholeMetrics>()));
         }
     }
 

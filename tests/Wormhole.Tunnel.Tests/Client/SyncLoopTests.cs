@@ -28,7 +28,7 @@ public class SyncLoopTests
             new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
         using var stop = new CancellationTokenSource();
         var reconcile = Task.Run(() => reconciler.RunAsync(stop.Token));
-        using var metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.SyncLoop.{Guid.NewGuid():N}");
+        var metrics = new WormholeMetrics();
         using var client = new HubClient(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
         var pairing = new PairingResponse(
             "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
@@ -61,7 +61,7 @@ public class SyncLoopTests
             new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
         using var stop = new CancellationTokenSource();
         var reconcile = Task.Run(() => reconciler.RunAsync(stop.Token));
-        using var metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.SyncLoop.{Guid.NewGuid():N}");
+        var metrics = new WormholeMetrics();
         using var client = new HubClient(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
         var pairing = new PairingResponse(
             "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),

@@ -5,7 +5,6 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Metrics;
-using static Wormhole.Tunnel.Tests.Metrics.MetricsTestMeter;
 
 namespace Wormhole.Tunnel.Tests.Metrics;
 
@@ -16,21 +15,23 @@ public sealed class PrometheusEndpointSpecs
     [InlineData("/internal/prom", "/internal/prom")]
     public async Task The_endpoint_serves_the_exposition_as_text_format_0_0_4(string? pattern, string path)
     {
-        var meterName = UniqueName();
-        using var metrics = new WormholeMetrics(meterName);
-        using var exporter = new PrometheusExporter(meterName);
-        metrics.PairingAttempts.Add(4, new KeyValuePair<string, object?>("outcome", "paired"));
+        var metrics = new WormholeMetrics();
+        for (var i = 0; i < 4; i++)
+        {
+            metrics.Pairing("paired");
+        }
+
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         await using var app = builder.Build();
         app.Urls.Add("http://127.0.0.1:0");
         if (pattern is null)
         {
-            app.MapPrometheus(exporter);
+            app.MapPrometheus(metrics);
         }
         else
         {
-            app.MapPrometheus(exporter, pattern);
+            app.MapPrometheus(metrics, pattern);
         }
         await app.StartAsync();
         try

@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Proxy;
+using Wormhole.Tunnel.Tests.Metrics;
 using static Wormhole.Tunnel.Tests.Proxy.SocketTestKit;
 
 namespace Wormhole.Tunnel.Tests.Proxy;
@@ -37,11 +37,7 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
         }
     }
 
-    public void Dispose()
-    {
-        _metrics.Dispose();
-        GC.SuppressFinalize(this);
-    }
+    public void Dispose() => GC.SuppressFinalize(this);
 
     [Fact]
     public async Task Bytes_flow_both_ways_through_a_local_listener()
@@ -174,28 +170,8 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
-    public async Task Bytes_and_upstream_failures_are_counted_per_app_kind_and_direction()
+    public async Task Bytes_connect_times_and_upstream_failures_are_counted_per_app_kind_and_direction()
     {
-        var measurements = new ConcurrentQueue<(string Instrument, long Value, string Tags)>();
-        var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var meterListener = new MeterListener();
-        meterListener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter == _metrics.Meter)
-            {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        meterListener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-        {
-            var text = string.Join(",", tags.ToArray().Select(t => $"{t.Key}={t.Value}").Order());
-            measurements.Enqueue((instrument.Name, value, text));
-            if (instrument.Name == "wormhole_proxy_upstream_failures_total")
-            {
-                seen.TrySetResult();
-            }
-        });
-        meterListener.Start();
         var echo = Own(TargetServer.Echo());
         var working = await ListenAsync(Local(echo.Port, app: "web"));
         var broken = await ListenAsync(new ListenerSpec(ListenerKind.Remote, "db", IPAddress.Loopback, FreePort(), "127.0.0.1", FreePort()));
@@ -208,13 +184,19 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
         }
 
         await ConnectAndAwaitCloseAsync(broken).WaitAsync(Patience);
-        await seen.Task.WaitAsync(Patience);
 
-        var list = measurements.ToArray();
-        list.Where(m => m.Instrument == "wormhole_proxy_bytes_total" && m.Tags == "app=web,direction=upstream,kind=local").Sum(m => m.Value).Should().Be(5);
-        list.Where(m => m.Instrument == "wormhole_proxy_bytes_total" && m.Tags == "app=web,direction=downstream,kind=local").Sum(m => m.Value).Should().Be(5);
-        list.Should().Contain(("wormhole_proxy_upstream_failures_total", 1L, "app=db,kind=remote"));
-        list.Should().Contain(("wormhole_proxy_connections_total", 1L, "app=web,kind=local"));
+        // Recorded as each connection ends, on the proxy's threads.
+        var text = await MetricsTestMeter.ScrapeUntilAsync(_metrics, t =>
+            MetricsTestMeter.Series(t, "wormhole_proxy_upstream_failures_total").ContainsKey("{app=\"db\",kind=\"remote\"}")
+            && MetricsTestMeter.Series(t, "wormhole_proxy_connections_active").GetValueOrDefault("{app=\"web\",kind=\"local\"}", -1) == 0);
+        var bytes = MetricsTestMeter.Series(text, "wormhole_proxy_bytes_total");
+        bytes["{app=\"web\",kind=\"local\",direction=\"upstream\"}"].Should().Be(5);
+        bytes["{app=\"web\",kind=\"local\",direction=\"downstream\"}"].Should().Be(5);
+        MetricsTestMeter.Series(text, "wormhole_proxy_upstream_failures_total")["{app=\"db\",kind=\"remote\"}"].Should().Be(1);
+        MetricsTestMeter.Series(text, "wormhole_proxy_connections_total")["{app=\"web\",kind=\"local\"}"].Should().Be(1);
+        var connects = MetricsTestMeter.Series(text, "wormhole_proxy_upstream_connect_duration_seconds_count");
+        connects["{app=\"web\",kind=\"local\"}"].Should().Be(1, "the successful connect is timed");
+        connects.GetValueOrDefault("{app=\"db\",kind=\"remote\"}").Should().Be(0, "a refused connect is a failure, not a connect time");
     }
 
     [Fact]

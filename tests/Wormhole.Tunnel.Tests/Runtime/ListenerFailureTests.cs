@@ -23,7 +23,7 @@ public class ListenerFailureTests
         var range = new PortRange(taken, taken + 1);
         var signal = new ReconcileSignal();
         var local = new MutableLocalApps(signal);
-        using var metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.ListenerFailure.{Guid.NewGuid():N}");
+        var metrics = new WormholeMetrics();
         await using var proxy = new ProxyTable(new ProxyOptions(), metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System);
         var reconciler = new Reconciler(
             new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)) { LocalPorts = range },

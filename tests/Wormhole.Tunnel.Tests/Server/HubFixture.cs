@@ -58,11 +58,11 @@ internal sealed class HubFixture : IAsyncDisposable
         RemoteApps = new RemoteAppStore(Signal, TimeProvider.System);
         LocalApps = new MutableLocalApps(Signal);
         Proxy = new RecordingProxyTable();
+        Metrics = new WormholeMetrics();
         Reconciler = new Reconciler(
-            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, Logs.For<Reconciler>());
+            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, Logs.For<Reconciler>(), metrics: Metrics);
         HubPublicKey = NewKey();
         Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, WireGuard, RemoteApps, Logs.For<PeerRegistry>(), Reconciler);
-        Metrics = new WormholeMetrics($"Wormhole.Tunnel.Tests.Hub.{Guid.NewGuid():N}");
         Codec = new PairingCodec(InviteToken);
     }
 
@@ -249,7 +249,6 @@ internal sealed class HubFixture : IAsyncDisposable
         }
 
         Admin?.Dispose();
-        Metrics.Dispose();
         _stop.Dispose();
         if (_ownsStateDir)
         {
@@ -270,6 +269,7 @@ internal sealed class HubFixture : IAsyncDisposable
     {
         Registry.Load();
         await Registry.SyncWireGuardAsync(CancellationToken.None);
+        Metrics.ObservePeers(Registry);
         Reconciler.TunnelAddress = HubAddress;
         if (startReconciler)
         {
