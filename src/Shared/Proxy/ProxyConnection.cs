@@ -1,7 +1,5 @@
-using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Metrics;
 
@@ -30,7 +28,7 @@ internal enum ProxyOutcome
 /// ends too. A reset on either side, the idle timeout or the listener closing aborts both directions: errors and
 /// refusals close both sockets with RST, idle and shutdown with FIN.
 /// </summary>
-internal sealed class ProxyConnection : IPumpOwner
+internal sealed partial class ProxyConnection : IPumpOwner
 {
     private readonly Socket _client;
     private readonly ListenerSpec _spec;
@@ -143,92 +141,6 @@ internal sealed class ProxyConnection : IPumpOwner
         }
     }
 
-    /// <summary>
-    /// The splice data plane: connects with a non-blocking connect(2) whose completion the connection's loop watches, and
-    /// runs the loop's pump from there (one hand-off to the loop per connection; neither socket ever joins .NET's socket
-    /// engine, whose epoll thread would otherwise wake for every readiness change the loop already handles). Every address
-    /// of a host name is tried in turn.
-    /// </summary>
-    /// <returns><see cref="ProxyOutcome.None"/> once the pump has run, else why it never started.</returns>
-    private async Task<ProxyOutcome> ConnectAndSpliceAsync(EpollLoop loop, CancellationToken stopping)
-    {
-        if (RefusesLocalAddress())
-        {
-            return ProxyOutcome.RefusedLocalAddress;
-        }
-
-        _client.NoDelay = true;
-        _client.Blocking = false;
-        using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
-        var error = SocketError.HostNotFound;
-        _connectStarted = _timeProvider.GetTimestamp();
-        try
-        {
-            var addresses = IPAddress.TryParse(_spec.TargetHost, out var literal)
-                ? [literal]
-                : await Dns.GetHostAddressesAsync(_spec.TargetHost, linked.Token);
-            foreach (var address in addresses)
-            {
-                var upstream = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
-                Close(Interlocked.Exchange(ref _upstream, upstream), reset: false);
-                var errno = LinuxNative.Connect((int)upstream.Handle, new IPEndPoint(address, _spec.TargetPort)) == 0 ? 0 : Marshal.GetLastPInvokeError();
-                if (errno is 0 or LinuxNative.EINPROGRESS)
-                {
-                    if (errno == 0)
-                    {
-                        ObserveConnected();
-                    }
-
-                    _connectTimeout = timeout;
-                    var pump = SplicePump.Start(loop, _client, upstream, this, connecting: errno != 0);
-                    Interlocked.Exchange(ref _pump, pump);
-                    if (Volatile.Read(ref _outcome) != 0)
-                    {
-                        pump.Abort(); // aborted while starting
-                    }
-
-                    PumpEnd end;
-                    await using (timeout.Token.UnsafeRegister(static p => ((SplicePump)p!).CancelConnect(), pump))
-                    {
-                        end = await pump.Completion;
-                    }
-
-                    if (end.ConnectError == 0)
-                    {
-                        Settle(upstream: true, end.Up);
-                        Settle(upstream: false, end.Down);
-                        return ProxyOutcome.None;
-                    }
-
-                    errno = end.ConnectError;
-                }
-
-                if (Volatile.Read(ref _outcome) != 0 || stopping.IsCancellationRequested)
-                {
-                    return ProxyOutcome.ListenerClosed; // aborted while connecting: the abort's reason stands
-                }
-
-                linked.Token.ThrowIfCancellationRequested();
-                error = errno switch { 111 => SocketError.ConnectionRefused, 110 => SocketError.TimedOut, 113 => SocketError.HostUnreachable, 101 => SocketError.NetworkUnreachable, _ => SocketError.SocketError };
-            }
-        }
-        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
-        {
-            return UpstreamFailed(SocketError.TimedOut, ProxyOutcome.UpstreamTimeout);
-        }
-        catch (SocketException ex) when (!stopping.IsCancellationRequested)
-        {
-            error = ex.SocketErrorCode; // name resolution
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or SocketException)
-        {
-            return ProxyOutcome.ListenerClosed;
-        }
-
-        return UpstreamFailed(error);
-    }
-
     /// <summary>A remote listener does not proxy connections that arrived on its refused local address.</summary>
     private bool RefusesLocalAddress() =>
         _spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused);
@@ -240,18 +152,9 @@ internal sealed class ProxyConnection : IPumpOwner
         return outcome ?? (error == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable);
     }
 
-    void IPumpOwner.OnConnected()
-    {
-        // On the loop's thread. The connect timeout has no more to do; the idle timeout starts counting.
-        _connectTimeout?.CancelAfter(Timeout.InfiniteTimeSpan);
-        ObserveConnected();
-        StartIdleTimer();
-    }
 
     /// <summary>Connect time, from the first try (name resolution included) to connected.</summary>
     private void ObserveConnected() => _series.UpstreamConnect.Observe(_timeProvider.GetElapsedTime(_connectStarted).TotalSeconds);
-
-    void IPumpOwner.OnBytes(bool upstream, int count) => Count(upstream, count);
 
     /// <summary>Bytes passed on in one direction: activity for the idle timeout, the metric and the closing log line.</summary>
     private void Count(bool upstream, int count)
@@ -276,72 +179,6 @@ internal sealed class ProxyConnection : IPumpOwner
         if (idle > TimeSpan.Zero && idle != Timeout.InfiniteTimeSpan)
         {
             _idleTimer = _timeProvider.CreateTimer(static s => ((ProxyConnection)s!).OnIdleTimer(), this, idle, Timeout.InfiniteTimeSpan);
-        }
-    }
-
-    private async Task PumpAsync(Socket upstream)
-    {
-        StartIdleTimer();
-        var up = CopyAsync(_client, upstream, upstream: true);
-        var down = CopyAsync(upstream, _client, upstream: false);
-        var first = await Task.WhenAny(up, down);
-        Settle(first == up, first.Result); // an error aborts both, which also ends the other loop
-        var second = first == up ? down : up;
-        Settle(second == up, await second);
-    }
-
-    /// <summary>Copies until EOF (then half-closes the destination) or an error. No allocation per read.</summary>
-    private async Task<CopyResult> CopyAsync(Socket from, Socket to, bool upstream)
-    {
-        var buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
-        try
-        {
-            while (true)
-            {
-                int read;
-                try
-                {
-                    read = await from.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
-                }
-                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-                {
-                    return CopyResult.ReadFailed;
-                }
-
-                try
-                {
-                    if (read == 0)
-                    {
-                        to.Shutdown(SocketShutdown.Send);
-                        return CopyResult.Eof;
-                    }
-
-                    Touch();
-                    for (var sent = 0; sent < read;)
-                    {
-                        sent += await to.SendAsync(buffer.AsMemory(sent, read - sent), SocketFlags.None);
-                    }
-                }
-                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-                {
-                    return CopyResult.WriteFailed;
-                }
-
-                Count(upstream, read);
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
-    private void Settle(bool upstream, CopyResult result)
-    {
-        if (result != CopyResult.Eof)
-        {
-            // Client→target: a failed read is the client's fault, a failed write the target's; target→client the reverse.
-            Abort(upstream == (result == CopyResult.ReadFailed) ? ProxyOutcome.ClientReset : ProxyOutcome.UpstreamReset);
         }
     }
 
