@@ -1,18 +1,20 @@
 using System.Collections.Immutable;
 using System.Collections.ObjectModel;
+using k8s;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Wormhole.Tunnel.Kubernetes;
 
 /// <summary>
-/// Keeps a local copy of one kind of Kubernetes object: LIST, then WATCH from the list's resourceVersion, following
+/// Keeps a local copy of one kind of Kubernetes object (KubernetesClient.Aot has no informer): LIST (paged), then WATCH from the list's resourceVersion, following
 /// bookmarks, re-listing when the version is gone (410), resuming from the last seen version when a watch ends,
 /// and reconnecting with jittered exponential backoff after failures. Readers take lock-free snapshots.
 /// </summary>
 public sealed class ResourceInformer<T>
-    where T : class, IKubeObject
+    where T : class, IKubernetesObject<V1ObjectMeta>
 {
-    private readonly IKubernetesClient _client;
+    private readonly KubeApi _client;
     private readonly string? _namespace;
     private readonly string? _labelSelector;
     private readonly TimeProvider _time;
@@ -22,7 +24,7 @@ public sealed class ResourceInformer<T>
     private Cache _cache = new(ImmutableSortedDictionary.Create<string, T>(StringComparer.Ordinal));
 
     /// <param name="ns">Namespace, or null for all namespaces.</param>
-    public ResourceInformer(IKubernetesClient client, string? ns, string? labelSelector, TimeProvider time, ILogger logger)
+    public ResourceInformer(KubeApi client, string? ns, string? labelSelector, TimeProvider time, ILogger logger)
     {
         _client = client;
         _namespace = ns;
@@ -131,7 +133,7 @@ public sealed class ResourceInformer<T>
     private async Task<string> ListAsync(CancellationToken cancellationToken)
     {
         var list = await _client.ListAsync<T>(_namespace, _labelSelector, cancellationToken);
-        var resourceVersion = list.Metadata.ResourceVersion;
+        var resourceVersion = list.ResourceVersion;
         if (string.IsNullOrEmpty(resourceVersion))
         {
             throw new InvalidOperationException($"The list of {_resource} has no resourceVersion.");
@@ -171,7 +173,7 @@ public sealed class ResourceInformer<T>
             RaiseChanged();
         }
 
-        return item.Metadata.ResourceVersion;
+        return item.Metadata?.ResourceVersion;
     }
 
     private void RaiseChanged()
@@ -186,7 +188,7 @@ public sealed class ResourceInformer<T>
         }
     }
 
-    private static string Key(T item) => $"{item.Metadata.Namespace}/{item.Metadata.Name}";
+    private static string Key(T item) => $"{item.Metadata?.NamespaceProperty}/{item.Metadata?.Name}";
 
     private static string Describe(Exception ex)
     {

@@ -34,7 +34,7 @@ public sealed partial class SideHost : IAsyncDisposable
     private readonly List<WebApplication> _servers = [];
     private int _disposed;
     private readonly ILogger<SideHost> _logger;
-    private readonly KubernetesClient? _kubernetes;
+    private readonly KubeApi? _kubernetes;
     private PrometheusExporter? _exporter;
 
     /// <param name="isKnownPeer">Whether a peer name is still paired (generated objects of known peers survive a restart's grace).</param>
@@ -52,7 +52,9 @@ public sealed partial class SideHost : IAsyncDisposable
         var sinks = new List<IPlanSink>();
         if (settings.Kubernetes)
         {
-            _kubernetes = new KubernetesClient(KubeConfig.Load(settings.Kubeconfig), time);
+            var connection = KubeConnection.Load(new KubeConfigSources { Kubeconfig = settings.Kubeconfig, Context = settings.KubeContext });
+            LogKubernetes(connection.ToString());
+            _kubernetes = new KubeApi(connection, time, loggerFactory.CreateLogger<KubeApi>());
             var events = new EventRecorder(_kubernetes, "wormhole-" + settings.Name, time, loggerFactory.CreateLogger<EventRecorder>());
             LocalApps = new KubernetesAppSource(_kubernetes, settings.Name, Signal, events, time, loggerFactory);
             var podLabels = KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!;
@@ -220,6 +222,9 @@ public sealed partial class SideHost : IAsyncDisposable
 
     [LoggerMessage(EventId = 1402, Level = LogLevel.Information, Message = "Waiting for the first list of Services from the Kubernetes API")]
     private partial void LogWaitingForKubernetes();
+
+    [LoggerMessage(EventId = 1403, Level = LogLevel.Information, Message = "Kubernetes API: {Connection}")]
+    private partial void LogKubernetes(string connection);
 
     [LoggerMessage(EventId = 1401, Level = LogLevel.Information, Message = "{What} listening on {Urls}")]
     private partial void LogListening(string what, string urls);
