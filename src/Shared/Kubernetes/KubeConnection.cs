@@ -499,6 +499,14 @@ internal sealed class ImpersonationHandler : DelegatingHandler
             throw new KubeConfigException("The kubeconfig user sets as-groups or as-user-extra without as: impersonating groups needs a user to impersonate.");
         }
 
+        if (groups.Count > 1)
+        {
+            // The apiserver wants one Impersonate-Group header line per group; HttpClient joins repeated values into one
+            // line ("a, b"), which would impersonate a single group of that name.
+            throw new KubeConfigException(
+                $"The kubeconfig user impersonates {groups.Count} groups (as-groups); only one is supported here, as .NET's HttpClient cannot send a header line per group.");
+        }
+
         return new ImpersonationHandler(credentials.Impersonate, groups, new Dictionary<string, string>(extra, StringComparer.Ordinal));
     }
 
