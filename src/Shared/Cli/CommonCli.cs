@@ -115,11 +115,16 @@ public sealed class CommonCli
             : s.ProxyEngine.ToString().ToLowerInvariant();
         if (s.Kubernetes)
         {
-            // Resolved as the run would (exec plugins run); a configuration that cannot be used fails the check.
+            // Resolved as the run would (exec plugins run); a configuration that is there but cannot be used fails the
+            // check. None at all is only reported: the flags can be checked outside the cluster too.
             try
             {
                 using var connection = Wormhole.Tunnel.Kubernetes.KubeConnection.Load(new Wormhole.Tunnel.Kubernetes.KubeConfigSources { Kubeconfig = s.Kubeconfig, Context = s.KubeContext });
                 source += $", Kubernetes API {connection}";
+            }
+            catch (Wormhole.Tunnel.Kubernetes.KubeConfigException ex) when (ex.NothingFound)
+            {
+                source += $", Kubernetes API not found here{(s.KubeContext is null ? "" : $" (context {s.KubeContext})")}";
             }
             catch (Wormhole.Tunnel.Kubernetes.KubeConfigException ex)
             {

@@ -10,7 +10,11 @@ using YamlDotNet.RepresentationModel;
 namespace Wormhole.Tunnel.Kubernetes;
 
 /// <summary>The Kubernetes connection settings are missing or unusable; the message is one sentence for the user.</summary>
-public sealed class KubeConfigException(string message, Exception? inner = null) : Exception(message, inner);
+/// <param name="nothingFound">No configuration anywhere (rather than one that is wrong).</param>
+public sealed class KubeConfigException(string message, Exception? inner = null, bool nothingFound = false) : Exception(message, inner)
+{
+    public bool NothingFound { get; } = nothingFound;
+}
 
 /// <summary>Where the configuration comes from, as kubectl looks for it; every piece can be replaced in tests.</summary>
 public sealed record KubeConfigSources
@@ -128,7 +132,7 @@ public sealed class KubeConnection : IDisposable
         return home is not null && File.Exists(home)
             ? FromFiles([home], $"~/.kube/config {home}", sources.Context)
             : throw new KubeConfigException(
-                $"No Kubernetes configuration found: --kubeconfig not given, $KUBECONFIG unset, not in a cluster and {home ?? "~/.kube/config"} does not exist.");
+                $"No Kubernetes configuration found: --kubeconfig not given, $KUBECONFIG unset, not in a cluster and {home ?? "~/.kube/config"} does not exist.", nothingFound: true);
     }
 
     public void Dispose() => Client.Dispose();
