@@ -11,7 +11,8 @@ namespace Wormhole.Tunnel.KubeEmulator;
 /// </summary>
 internal static class Certificates
 {
-    public static (X509Certificate2 Authority, X509Certificate2 Server) Create(IPAddress listen)
+    /// <param name="dnsNamesOnly">When given, the certificate names only these DNS names and no address.</param>
+    public static (X509Certificate2 Authority, X509Certificate2 Server) Create(IPAddress listen, IReadOnlyList<string>? dnsNamesOnly = null)
     {
         using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var caRequest = new CertificateRequest("CN=kube-emulator-ca", caKey, HashAlgorithmName.SHA256);
@@ -28,7 +29,7 @@ internal static class Certificates
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(authority, true, false));
         var names = new SubjectAlternativeNameBuilder();
-        foreach (var dns in new[] { "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local" })
+        foreach (var dns in dnsNamesOnly ?? ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"])
         {
             names.AddDnsName(dns);
         }
@@ -36,7 +37,7 @@ internal static class Certificates
         // Every local address (of the network namespace we start in), so clients may dial any of them.
         var addresses = NetworkInterface.GetAllNetworkInterfaces().SelectMany(i => i.GetIPProperties().UnicastAddresses).Select(a => a.Address)
             .Append(IPAddress.Loopback).Append(IPAddress.IPv6Loopback).Append(listen).Where(a => !a.Equals(IPAddress.Any) && !a.Equals(IPAddress.IPv6Any)).Distinct();
-        foreach (var address in addresses)
+        foreach (var address in dnsNamesOnly is null ? addresses : [])
         {
             names.AddIpAddress(address);
         }

@@ -44,7 +44,16 @@ public sealed record KubeEmulatorOptions
 
     /// <summary>Start like a fresh cluster: namespaces <c>default</c> and <c>kube-system</c>, Service <c>default/kubernetes</c>.</summary>
     public bool SeedDefaultObjects { get; init; } = true;
+
+    /// <summary>
+    /// With TLS: the serving certificate names only these DNS names (no IP address), so a client dialling an address
+    /// must be told the name to check (a kubeconfig's <c>tls-server-name</c>). Null: localhost, the kubernetes.default names and every local address.
+    /// </summary>
+    public IReadOnlyList<string>? CertificateDnsNames { get; init; }
 }
+
+/// <summary>The impersonation headers of one request, as the apiserver reads them.</summary>
+public sealed record Impersonation(string Request, string? User, IReadOnlyList<string> Groups);
 
 /// <summary>
 /// An in-memory kube-apiserver subset over real HTTP: namespaces, services, events (core/v1) and networkpolicies
@@ -57,13 +66,18 @@ public sealed class KubeEmulator : IAsyncDisposable
     private readonly ObjectStore _store;
     private readonly KubeEmulatorOptions _options;
     private readonly ConcurrentQueue<string> _requests = new();
+    private readonly ConcurrentQueue<Impersonation> _impersonations = new();
     private readonly X509Certificate2? _authority;
+    private volatile string _token;
+    private int _throttled;
+    private int _retryAfterSeconds;
 
     private KubeEmulator(WebApplication app, KubeEmulatorOptions options, X509Certificate2? authority)
     {
         _app = app;
         _authority = authority;
         _options = options;
+        _token = options.Token;
         _store = new ObjectStore(options.TimeProvider);
         if (options.SeedDefaultObjects)
         {
@@ -79,7 +93,24 @@ public sealed class KubeEmulator : IAsyncDisposable
     /// <summary>The base URL, e.g. <c>http://127.0.0.1:41234</c>.</summary>
     public string Url { get; private set; } = "";
 
-    public string Token => _options.Token;
+    /// <summary>The bearer token accepted now (see <see cref="RotateToken"/>).</summary>
+    public string Token => _token;
+
+    /// <summary>Requests that carried Impersonate-User or Impersonate-Group, oldest first.</summary>
+    public IReadOnlyList<Impersonation> Impersonations => _impersonations.ToArray();
+
+    /// <summary>From now on only <paramref name="token"/> is accepted; the previous one gets 401 (a rotated or expired credential).</summary>
+    public void RotateToken(string token) => _token = token;
+
+    /// <summary>
+    /// The next <paramref name="count"/> API requests (health and discovery excepted) get 429 TooManyRequests with
+    /// <c>Retry-After: <paramref name="retryAfterSeconds"/></c>, as the apiserver's priority and fairness answers.
+    /// </summary>
+    public void ThrottleNext(int count, int retryAfterSeconds)
+    {
+        Volatile.Write(ref _retryAfterSeconds, retryAfterSeconds);
+        Volatile.Write(ref _throttled, count);
+    }
 
     /// <summary>The PEM of the CA that signed the serving certificate; null without TLS.</summary>
     public string? CertificateAuthorityPem => _authority?.ExportCertificatePem();
@@ -96,7 +127,7 @@ public sealed class KubeEmulator : IAsyncDisposable
     public static async Task<KubeEmulator> StartAsync(KubeEmulatorOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new KubeEmulatorOptions();
-        var (authority, serving) = options.Tls ? Certificates.Create(options.Address) : (null, null);
+        var (authority, serving) = options.Tls ? Certificates.Create(options.Address, options.CertificateDnsNames) : (null, null);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(kestrel => kestrel.Listen(options.Address, options.Port, listen =>
@@ -244,7 +275,24 @@ public sealed class KubeEmulator : IAsyncDisposable
                 throw KubeApiException.Unauthorized();
             }
 
+            var user = request.Headers["Impersonate-User"].ToString();
+            var groups = request.Headers["Impersonate-Group"].Where(g => !string.IsNullOrEmpty(g)).Select(g => g!).ToArray();
+            if (user.Length > 0 || groups.Length > 0)
+            {
+                if (user.Length == 0)
+                {
+                    throw new KubeApiException(500, "InternalError", $"Internal error occurred: requested [{string.Join(" ", groups.Select(g => $"{{Group  {g}  authentication.k8s.io/v1  }}"))}] without impersonating a user");
+                }
+
+                _impersonations.Enqueue(new Impersonation($"{request.Method} {request.Path}", user, groups));
+            }
+
             var path = request.Path.Value is { Length: > 1 } p ? p.TrimEnd('/') : "/";
+            if (path.StartsWith("/api", StringComparison.Ordinal) && Discovery.Find(path, new Uri(Url).Authority) is null && TryThrottle())
+            {
+                context.Response.Headers.RetryAfter = Volatile.Read(ref _retryAfterSeconds).ToString(CultureInfo.InvariantCulture);
+                throw new KubeApiException(429, "TooManyRequests", "Too many requests, please try again later.", new JsonObject { ["retryAfterSeconds"] = Volatile.Read(ref _retryAfterSeconds) });
+            }
             if (HttpMethods.IsGet(request.Method) && Discovery.Find(path, new Uri(Url).Authority) is { } document)
             {
                 await WriteAsync(context, 200, document);
@@ -421,6 +469,23 @@ public sealed class KubeEmulator : IAsyncDisposable
         finally
         {
             _store.Unwatch(watcher);
+        }
+    }
+
+    private bool TryThrottle()
+    {
+        while (true)
+        {
+            var left = Volatile.Read(ref _throttled);
+            if (left <= 0)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref _throttled, left - 1, left) == left)
+            {
+                return true;
+            }
         }
     }
 

@@ -17,6 +17,10 @@ public static class CliRunner
             try
             {
                 settings = read(result);
+                if (common.CheckOnly(result, commonOf(settings)))
+                {
+                    return 0;
+                }
             }
             catch (OptionsException ex)
             {
@@ -24,7 +28,7 @@ public static class CliRunner
                 return 2;
             }
 
-            return common.CheckOnly(result, commonOf(settings)) ? 0 : await run(settings, cancellationToken);
+            return await run(settings, cancellationToken);
         });
     }
 

@@ -27,7 +27,8 @@ public sealed record CommonSettings(
     TimeSpan GcGrace,
     bool JsonLogs,
     bool Debug,
-    Wormhole.Tunnel.Proxy.ProxyEngine ProxyEngine = Wormhole.Tunnel.Proxy.ProxyEngine.Auto);
+    Wormhole.Tunnel.Proxy.ProxyEngine ProxyEngine = Wormhole.Tunnel.Proxy.ProxyEngine.Auto,
+    string? KubeContext = null);
 
 /// <summary>Builds the shared flags onto a command and reads them back, validated.</summary>
 public sealed class CommonCli
@@ -44,7 +45,9 @@ public sealed class CommonCli
 
     public Option<bool> NetworkPolicies { get; } = new("--network-policies") { Description = "Also create a NetworkPolicy per remote app" };
 
-    public Option<string?> Kubeconfig { get; } = new("--kubeconfig") { Description = "Kubeconfig file [default: in-cluster, else $KUBECONFIG]" };
+    public Option<string?> Kubeconfig { get; } = new("--kubeconfig") { Description = "Kubeconfig file [default: $KUBECONFIG (merged), else in-cluster, else ~/.kube/config]" };
+
+    public Option<string?> KubeContext { get; } = new("--kube-context") { Description = "Kubeconfig context to use instead of its current-context" };
 
     public Option<string?> AppsFile { get; } = new("--apps-file") { Description = "YAML file of the apps this side offers (apps: [{name, address}]); reloaded on change" };
 
@@ -90,7 +93,7 @@ public sealed class CommonCli
     {
         foreach (var option in new Option[]
         {
-            Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, AppsFile,
+            Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
             StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine, Check,
         })
         {
@@ -110,6 +113,25 @@ public sealed class CommonCli
         var engine = s.ProxyEngine == Wormhole.Tunnel.Proxy.ProxyEngine.Auto
             ? (Wormhole.Tunnel.Proxy.SpliceEngine.Shared is null ? "sockets" : "splice") + " (auto)"
             : s.ProxyEngine.ToString().ToLowerInvariant();
+        if (s.Kubernetes)
+        {
+            // Resolved as the run would (exec plugins run); a configuration that is there but cannot be used fails the
+            // check. None at all is only reported: the flags can be checked outside the cluster too.
+            try
+            {
+                using var connection = Wormhole.Tunnel.Kubernetes.KubeConnection.Load(new Wormhole.Tunnel.Kubernetes.KubeConfigSources { Kubeconfig = s.Kubeconfig, Context = s.KubeContext });
+                source += $", Kubernetes API {connection}";
+            }
+            catch (Wormhole.Tunnel.Kubernetes.KubeConfigException ex) when (ex.NothingFound)
+            {
+                source += $", Kubernetes API not found here{(s.KubeContext is null ? "" : $" (context {s.KubeContext})")}";
+            }
+            catch (Wormhole.Tunnel.Kubernetes.KubeConfigException ex)
+            {
+                throw new OptionsException(ex.Message);
+            }
+        }
+
         Console.WriteLine($"configuration OK: {s.Name}, state in {s.StateDir}, interface {s.WgInterface}, {source}, proxy engine {engine}");
         return true;
     }
@@ -204,6 +226,7 @@ public sealed class CommonCli
         return new CommonSettings(
             name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
             result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
-            result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, logFormat == "json", result.GetValue(Debug), engine);
+            result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, logFormat == "json", result.GetValue(Debug), engine,
+            string.IsNullOrWhiteSpace(result.GetValue(KubeContext)) ? null : result.GetValue(KubeContext)!.Trim());
     }
 }

@@ -1,6 +1,8 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using k8s;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Hosting;
 
@@ -11,20 +13,20 @@ namespace Wormhole.Tunnel.Kubernetes;
 /// same event again bumps its count instead of adding a new object. Failures are logged, never thrown: events are
 /// advice, not state.
 /// </summary>
-public sealed partial class EventRecorder(IKubernetesClient client, string component, TimeProvider time, ILogger logger)
+public sealed partial class EventRecorder(KubeApi client, string component, TimeProvider time, ILogger logger)
 {
     public const string Normal = "Normal";
     public const string Warning = "Warning";
 
     /// <param name="about">The object as the API returned it (its uid and namespace name the event's subject).</param>
     public async Task RecordAsync<T>(T about, string type, string reason, string message, CancellationToken cancellationToken)
-        where T : IKubeObject
+        where T : class, IKubernetesObject<V1ObjectMeta>
     {
-        var meta = about.Metadata;
-        var ns = meta.Namespace ?? "default";
+        var meta = about.Metadata ?? new V1ObjectMeta();
+        var ns = meta.NamespaceProperty ?? "default";
         var resource = KubeResource.For<T>();
-        var apiVersion = about.ApiVersion ?? (resource.Group.Length == 0 ? resource.Version : $"{resource.Group}/{resource.Version}");
-        var kind = about.Kind ?? typeof(T).Name;
+        var apiVersion = about.ApiVersion ?? resource.ApiVersion;
+        var kind = about.Kind ?? resource.Kind;
         if (message.Length > 1024)
         {
             message = message[..1021] + "...";
@@ -38,25 +40,27 @@ public sealed partial class EventRecorder(IKubernetesClient client, string compo
             try
             {
                 await client.CreateAsync(
-                    new KubeEvent
+                    new Corev1Event
                     {
-                        Metadata = new ObjectMeta { Name = name, Namespace = ns },
-                        InvolvedObject = new ObjectReference { ApiVersion = apiVersion, Kind = kind, Namespace = ns, Name = meta.Name, Uid = meta.Uid },
+                        ApiVersion = "v1",
+                        Kind = "Event",
+                        Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = ns },
+                        InvolvedObject = new V1ObjectReference { ApiVersion = apiVersion, Kind = kind, NamespaceProperty = ns, Name = meta.Name, Uid = meta.Uid },
                         Reason = reason,
                         Message = message,
                         Type = type,
-                        Source = new EventSource { Component = component },
+                        Source = new V1EventSource { Component = component },
                         ReportingComponent = component,
-                        FirstTimestamp = now,
-                        LastTimestamp = now,
+                        FirstTimestamp = now.UtcDateTime,
+                        LastTimestamp = now.UtcDateTime,
                         Count = 1,
                     },
                     cancellationToken);
             }
             catch (KubeApiException ex) when (ex.Code == 409)
             {
-                var existing = await client.GetAsync<KubeEvent>(ns, name, cancellationToken);
-                await client.MergePatchAsync<KubeEvent>(
+                var existing = await client.GetAsync<Corev1Event>(ns, name, cancellationToken);
+                await client.MergePatchAsync<Corev1Event>(
                     ns,
                     name,
                     new JsonObject { ["count"] = (existing?.Count ?? 1) + 1, ["lastTimestamp"] = now.ToString("o") },

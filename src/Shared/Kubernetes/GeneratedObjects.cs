@@ -1,4 +1,4 @@
-using System.Text.Json;
+using k8s.Models;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Planning;
 
@@ -13,15 +13,15 @@ public sealed record KubernetesSinkOptions(string Namespace, IReadOnlyDictionary
 }
 
 /// <summary>The Services and NetworkPolicies one plan wants, built by pure functions (reference §4.5, names §4.6).</summary>
-public sealed record GeneratedObjects(IReadOnlyList<Service> Services, IReadOnlyList<NetworkPolicy> NetworkPolicies)
+public sealed record GeneratedObjects(IReadOnlyList<V1Service> Services, IReadOnlyList<V1NetworkPolicy> NetworkPolicies)
 {
     public const string ManagedBy = "app.kubernetes.io/managed-by";
     public const string ManagedByValue = "wormhole-tunnel";
 
     public static GeneratedObjects Build(Plan plan, KubernetesSinkOptions options)
     {
-        var services = new List<Service>();
-        var policies = new List<NetworkPolicy>();
+        var services = new List<V1Service>();
+        var policies = new List<V1NetworkPolicy>();
         foreach (var listener in plan.RemoteListeners)
         {
             var name = KubeNames.ObjectName(listener.Peer, listener.App);
@@ -33,36 +33,40 @@ public sealed record GeneratedObjects(IReadOnlyList<Service> Services, IReadOnly
                 [KubeNames.Instance] = options.InstanceLabel,
                 [ManagedBy] = ManagedByValue,
             };
-            services.Add(new Service
+            services.Add(new V1Service
             {
-                Metadata = new ObjectMeta { Name = name, Namespace = options.Namespace, Labels = labels },
-                Spec = new ServiceSpec
+                ApiVersion = "v1",
+                Kind = "Service",
+                Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = options.Namespace, Labels = labels },
+                Spec = new V1ServiceSpec
                 {
                     Type = "ClusterIP",
                     Selector = new Dictionary<string, string>(options.PodLabels, StringComparer.Ordinal),
-                    Ports = [new ServicePort { Protocol = "TCP", Port = listener.OriginalPort, TargetPort = JsonSerializer.SerializeToElement(listener.Port) }],
+                    Ports = [new V1ServicePort { Protocol = "TCP", Port = listener.OriginalPort, TargetPort = listener.Port }],
                 },
             });
             if (options.NetworkPolicies)
             {
-                policies.Add(new NetworkPolicy
+                policies.Add(new V1NetworkPolicy
                 {
-                    Metadata = new ObjectMeta { Name = name, Namespace = options.Namespace, Labels = new Dictionary<string, string>(labels, StringComparer.Ordinal) },
-                    Spec = new NetworkPolicySpec
+                    ApiVersion = "networking.k8s.io/v1",
+                    Kind = "NetworkPolicy",
+                    Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = options.Namespace, Labels = new Dictionary<string, string>(labels, StringComparer.Ordinal) },
+                    Spec = new V1NetworkPolicySpec
                     {
-                        PodSelector = new LabelSelector { MatchLabels = new Dictionary<string, string>(options.PodLabels, StringComparer.Ordinal) },
+                        PodSelector = new V1LabelSelector { MatchLabels = new Dictionary<string, string>(options.PodLabels, StringComparer.Ordinal) },
                         PolicyTypes = ["Ingress"],
                         Ingress =
                         [
-                            new NetworkPolicyIngressRule
+                            new V1NetworkPolicyIngressRule
                             {
-                                Ports = [new NetworkPolicyPort { Protocol = "TCP", Port = listener.Port }],
-                                From =
+                                Ports = [new V1NetworkPolicyPort { Protocol = "TCP", Port = listener.Port }],
+                                FromProperty =
                                 [
-                                    new NetworkPolicyPeer
+                                    new V1NetworkPolicyPeer
                                     {
-                                        NamespaceSelector = new LabelSelector(),
-                                        PodSelector = new LabelSelector { MatchLabels = new Dictionary<string, string> { [KubeNames.ConsumesApp] = KubeNames.LabelValue(listener.App) } },
+                                        NamespaceSelector = new V1LabelSelector(),
+                                        PodSelector = new V1LabelSelector { MatchLabels = new Dictionary<string, string> { [KubeNames.ConsumesApp] = KubeNames.LabelValue(listener.App) } },
                                     },
                                 ],
                             },

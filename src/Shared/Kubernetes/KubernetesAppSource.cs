@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
@@ -14,7 +15,7 @@ namespace Wormhole.Tunnel.Kubernetes;
 /// </summary>
 public sealed partial class KubernetesAppSource : ILocalAppSource
 {
-    private readonly ResourceInformer<Service> _informer;
+    private readonly ResourceInformer<V1Service> _informer;
     private readonly ReconcileSignal _signal;
     private readonly EventRecorder _events;
     private readonly string _selfName;
@@ -30,9 +31,9 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
 
     private volatile IReadOnlyList<LocalApp> _current = [];
 
-    public KubernetesAppSource(IKubernetesClient client, string selfName, ReconcileSignal signal, EventRecorder events, TimeProvider time, ILoggerFactory loggerFactory)
+    public KubernetesAppSource(KubeApi client, string selfName, ReconcileSignal signal, EventRecorder events, TimeProvider time, ILoggerFactory loggerFactory)
     {
-        _informer = new ResourceInformer<Service>(client, null, null, time, loggerFactory.CreateLogger<ResourceInformer<Service>>());
+        _informer = new ResourceInformer<V1Service>(client, null, null, time, loggerFactory.CreateLogger<ResourceInformer<V1Service>>());
         _informer.Changed += _changed.Request;
         _signal = signal;
         _events = events;
@@ -73,11 +74,11 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
     private void Recompute()
     {
         var apps = new List<LocalApp>();
-        var reports = new List<(Service Service, string Key, IReadOnlyList<LocalApp> Apps, IReadOnlyList<string> Warnings)>();
+        var reports = new List<(V1Service Service, string Key, IReadOnlyList<LocalApp> Apps, IReadOnlyList<string> Warnings)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var service in _informer.Snapshot().OrderBy(s => s.Metadata.Namespace, StringComparer.Ordinal).ThenBy(s => s.Metadata.Name, StringComparer.Ordinal))
+        foreach (var service in _informer.Snapshot().OrderBy(s => s.Metadata?.NamespaceProperty, StringComparer.Ordinal).ThenBy(s => s.Metadata?.Name, StringComparer.Ordinal))
         {
-            var key = $"{service.Metadata.Namespace}/{service.Metadata.Name}";
+            var key = $"{service.Metadata?.NamespaceProperty}/{service.Metadata?.Name}";
             seen.Add(key);
             var derived = ServiceApps.Derive(service);
             var taken = derived.Apps.Where(a => apps.Any(b => b.Name == a.Name)).Select(a => a.Name).ToList();
@@ -106,7 +107,7 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
     }
 
     /// <summary>Queues an event per Service whenever what it offers (or what is wrong with it) changes.</summary>
-    private void Report(Service service, string key, IReadOnlyList<LocalApp> apps, IReadOnlyList<string> warnings)
+    private void Report(V1Service service, string key, IReadOnlyList<LocalApp> apps, IReadOnlyList<string> warnings)
     {
         var summary = string.Join(";", apps.Select(a => $"{a.Name}:{a.OriginalPort}")) + "|" + string.Join(";", warnings);
         if (summary == "|")
@@ -142,7 +143,7 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
         }
     }
 
-    private sealed record PendingEvent(Service Service, string Type, string Reason, string Message);
+    private sealed record PendingEvent(V1Service Service, string Type, string Reason, string Message);
 
     [LoggerMessage(EventId = 1800, Level = LogLevel.Warning, Message = "Service {Service}: {Warning}")]
     private partial void LogWarning(string service, string warning);

@@ -1,5 +1,6 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
+using k8s;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
@@ -31,7 +32,7 @@ namespace Wormhole.Tunnel.Kubernetes;
 /// </para>
 /// </summary>
 public sealed partial class KubernetesSink(
-    IKubernetesClient client,
+    KubeApi client,
     KubernetesSinkOptions options,
     TimeProvider time,
     TimeSpan startupGrace,
@@ -44,8 +45,8 @@ public sealed partial class KubernetesSink(
 
     private static readonly string Selector = $"{KubeNames.ExposedBy}={KubeNames.ExposedByValue}";
     private static readonly TimeSpan RetrySoon = TimeSpan.FromSeconds(1);
-    private static readonly Kind<Service> Services = new("Service", ServicePatch, s => s.Spec.Selector);
-    private static readonly Kind<NetworkPolicy> Policies = new("NetworkPolicy", PolicyPatch, p => p.Spec.PodSelector.MatchLabels);
+    private static readonly Kind<V1Service> Services = new("Service", ServicePatch, s => s.Spec?.Selector);
+    private static readonly Kind<V1NetworkPolicy> Policies = new("NetworkPolicy", PolicyPatch, p => p.Spec?.PodSelector?.MatchLabels);
     private readonly DateTimeOffset _started = time.GetUtcNow();
 
     // Clashes already reported, by (kind, name): what the clash was (the object's uid, the peer and app wanting the name).
@@ -79,7 +80,7 @@ public sealed partial class KubernetesSink(
     /// <summary>Returns when to pass again (deletions deferred by the startup grace, an object that vanished mid-pass), or null.</summary>
     private async Task<TimeSpan?> SyncAsync<T>(
         IReadOnlyList<T> desired, Kind<T> kind, Dictionary<string, RemoteListener> wantedBy, TimeSpan graceLeft, CancellationToken cancellationToken)
-        where T : class, IKubeObject
+        where T : class, IKubernetesObject<V1ObjectMeta>
     {
         var listed = (await client.ListAsync<T>(options.Namespace, Selector, cancellationToken)).Items;
         var ours = listed.Where(o => OwnerOf(o, kind) is null).ToDictionary(o => o.Metadata.Name!, StringComparer.Ordinal);
@@ -159,14 +160,14 @@ public sealed partial class KubernetesSink(
         return retry;
     }
 
-    private static string? PeerOf(IKubeObject value) => value.Metadata.Labels?.GetValueOrDefault(KubeNames.ExposedPeer);
+    private static string? PeerOf(IKubernetesObject<V1ObjectMeta> value) => value.Metadata?.Labels is { } labels && labels.TryGetValue(KubeNames.ExposedPeer, out var peer) ? peer : null;
 
     /// <summary>Null when the object is ours (see the class summary); otherwise why it is not, for the clash report.</summary>
     private string? OwnerOf<T>(T value, Kind<T> kind)
-        where T : IKubeObject
+        where T : class, IKubernetesObject<V1ObjectMeta>
     {
-        var labels = value.Metadata.Labels;
-        if (labels is null || labels.GetValueOrDefault(KubeNames.ExposedBy) != KubeNames.ExposedByValue)
+        var labels = value.Metadata?.Labels;
+        if (labels is null || !labels.TryGetValue(KubeNames.ExposedBy, out var by) || by != KubeNames.ExposedByValue)
         {
             return $"it is not labelled {KubeNames.ExposedBy}={KubeNames.ExposedByValue}";
         }
@@ -181,7 +182,7 @@ public sealed partial class KubernetesSink(
 
     /// <summary>A Warning Event on the object and a log line, once per clash (until it goes away or changes).</summary>
     private async Task ReportClashAsync<T>(T current, Kind<T> kind, string owner, RemoteListener wantedBy, CancellationToken cancellationToken)
-        where T : IKubeObject
+        where T : class, IKubernetesObject<V1ObjectMeta>
     {
         var name = current.Metadata.Name!;
         var clash = $"{current.Metadata.Uid}|{wantedBy.Peer}|{wantedBy.App}";
@@ -204,51 +205,63 @@ public sealed partial class KubernetesSink(
         }
     }
 
-    private static JsonObject? ServicePatch(Service current, Service wanted)
+    private static JsonObject? ServicePatch(V1Service current, V1Service wanted)
     {
-        var portsEqual = current.Spec.Ports.Count == wanted.Spec.Ports.Count && current.Spec.Ports.Zip(wanted.Spec.Ports).All(p =>
+        var currentPorts = current.Spec?.Ports ?? [];
+        var wantedPorts = wanted.Spec.Ports;
+        var portsEqual = currentPorts.Count == wantedPorts.Count && currentPorts.Zip(wantedPorts).All(p =>
             p.First.Port == p.Second.Port && (p.First.Protocol ?? "TCP") == p.Second.Protocol && p.First.Name is null
-            && p.First.TargetPort is { } t && t.ValueKind == JsonValueKind.Number && t.GetInt32() == p.Second.TargetPort!.Value.GetInt32());
-        if (portsEqual && MapEquals(current.Spec.Selector, wanted.Spec.Selector) && LabelsCover(current.Metadata.Labels, wanted.Metadata.Labels)
-            && (current.Spec.Type ?? "ClusterIP") == "ClusterIP")
+            && p.First.TargetPort is { } t && int.TryParse(t.Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var number)
+            && number.ToString(System.Globalization.CultureInfo.InvariantCulture) == t.Value && number == p.Second.TargetPort.ToInt());
+        if (portsEqual && MapEquals(current.Spec?.Selector, wanted.Spec.Selector) && LabelsCover(current.Metadata?.Labels, wanted.Metadata.Labels)
+            && (current.Spec?.Type ?? "ClusterIP") == "ClusterIP")
         {
             return null;
         }
 
         return new JsonObject
         {
-            ["metadata"] = new JsonObject { ["labels"] = ToJson(wanted.Metadata.Labels!) },
+            ["metadata"] = new JsonObject { ["labels"] = ToJson(wanted.Metadata.Labels) },
             ["spec"] = new JsonObject
             {
                 ["type"] = "ClusterIP",
-                ["selector"] = MapPatch(current.Spec.Selector, wanted.Spec.Selector!),
-                ["ports"] = JsonSerializer.SerializeToNode(wanted.Spec.Ports, KubeJson.Options),
+                ["selector"] = MapPatch(current.Spec?.Selector, wanted.Spec.Selector),
+                ["ports"] = ToNode(wanted.Spec)!["ports"]!.DeepClone(),
             },
         };
     }
 
-    private static JsonObject? PolicyPatch(NetworkPolicy current, NetworkPolicy wanted)
+    private static JsonObject? PolicyPatch(V1NetworkPolicy current, V1NetworkPolicy wanted)
     {
-        var same = JsonSerializer.Serialize(current.Spec, KubeJson.Options) == JsonSerializer.Serialize(wanted.Spec, KubeJson.Options);
-        if (same && LabelsCover(current.Metadata.Labels, wanted.Metadata.Labels))
+        // Only the fields we write are compared: the apiserver may hold others (defaulted or set by someone else).
+        var spec = current.Spec ?? new V1NetworkPolicySpec();
+        var known = new V1NetworkPolicySpec { PodSelector = spec.PodSelector, Ingress = spec.Ingress, PolicyTypes = spec.PolicyTypes };
+        if (JsonNode.DeepEquals(ToNode(known), ToNode(wanted.Spec)) && LabelsCover(current.Metadata?.Labels, wanted.Metadata.Labels))
         {
             return null;
         }
 
         return new JsonObject
         {
-            ["metadata"] = new JsonObject { ["labels"] = ToJson(wanted.Metadata.Labels!) },
-            ["spec"] = JsonSerializer.SerializeToNode(wanted.Spec, KubeJson.Options),
+            ["metadata"] = new JsonObject { ["labels"] = ToJson(wanted.Metadata.Labels) },
+            ["spec"] = ToNode(wanted.Spec),
         };
     }
 
-    private static bool MapEquals(IReadOnlyDictionary<string, string>? a, IReadOnlyDictionary<string, string>? b) =>
-        (a?.Count ?? 0) == (b?.Count ?? 0) && (a is null || a.All(kv => b!.TryGetValue(kv.Key, out var v) && v == kv.Value));
+    /// <summary>A library model as JSON, written by its source-generated serializer (camelCase, nulls left out).</summary>
+    private static JsonNode? ToNode(object value) => JsonNode.Parse(KubernetesJson.Serialize(value));
 
-    private static bool LabelsCover(Dictionary<string, string>? current, Dictionary<string, string>? wanted) =>
+    private static bool MapEquals(IEnumerable<KeyValuePair<string, string>>? a, IEnumerable<KeyValuePair<string, string>>? b)
+    {
+        var left = a?.ToList() ?? [];
+        var right = b?.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal) ?? [];
+        return left.Count == right.Count && left.All(kv => right.TryGetValue(kv.Key, out var v) && v == kv.Value);
+    }
+
+    private static bool LabelsCover(IDictionary<string, string>? current, IDictionary<string, string>? wanted) =>
         wanted is null || wanted.All(kv => current is not null && current.TryGetValue(kv.Key, out var v) && v == kv.Value);
 
-    private static JsonObject ToJson(Dictionary<string, string> map)
+    private static JsonObject ToJson(IDictionary<string, string> map)
     {
         var obj = new JsonObject();
         foreach (var (k, v) in map)
@@ -260,7 +273,7 @@ public sealed partial class KubernetesSink(
     }
 
     /// <summary>A merge patch that makes <paramref name="current"/> equal <paramref name="wanted"/> (null deletes a key).</summary>
-    private static JsonObject MapPatch(Dictionary<string, string>? current, Dictionary<string, string> wanted)
+    private static JsonObject MapPatch(IDictionary<string, string>? current, IDictionary<string, string> wanted)
     {
         var obj = ToJson(wanted);
         foreach (var key in current?.Keys ?? Enumerable.Empty<string>())
@@ -290,14 +303,5 @@ public sealed partial class KubernetesSink(
     private partial void LogNotOurs(string kind, string @namespace, string name, string owner, string app, string peer);
 
     /// <summary>What the sink does differently per kind: the patch that makes an object ours as wanted, and its pod selector.</summary>
-    private sealed record Kind<T>(string Name, Func<T, T, JsonObject?> Patch, Func<T, IReadOnlyDictionary<string, string>?> Selector);
-}
-
-/// <summary>JSON options matching the apiserver's conventions (camelCase, nulls left out).</summary>
-public static class KubeJson
-{
-    public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
-    {
-        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
-    };
+    private sealed record Kind<T>(string Name, Func<T, T, JsonObject?> Patch, Func<T, IDictionary<string, string>?> Selector);
 }

@@ -1,18 +1,22 @@
 using System.Collections.Immutable;
 using System.Collections.ObjectModel;
+using k8s;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
+
+using Wormhole.Tunnel.Resilience;
 
 namespace Wormhole.Tunnel.Kubernetes;
 
 /// <summary>
-/// Keeps a local copy of one kind of Kubernetes object: LIST, then WATCH from the list's resourceVersion, following
+/// Keeps a local copy of one kind of Kubernetes object (KubernetesClient.Aot has no informer): LIST (paged), then WATCH from the list's resourceVersion, following
 /// bookmarks, re-listing when the version is gone (410), resuming from the last seen version when a watch ends,
 /// and reconnecting with jittered exponential backoff after failures. Readers take lock-free snapshots.
 /// </summary>
 public sealed class ResourceInformer<T>
-    where T : class, IKubeObject
+    where T : class, IKubernetesObject<V1ObjectMeta>
 {
-    private readonly IKubernetesClient _client;
+    private readonly KubeApi _client;
     private readonly string? _namespace;
     private readonly string? _labelSelector;
     private readonly TimeProvider _time;
@@ -22,7 +26,7 @@ public sealed class ResourceInformer<T>
     private Cache _cache = new(ImmutableSortedDictionary.Create<string, T>(StringComparer.Ordinal));
 
     /// <param name="ns">Namespace, or null for all namespaces.</param>
-    public ResourceInformer(IKubernetesClient client, string? ns, string? labelSelector, TimeProvider time, ILogger logger)
+    public ResourceInformer(KubeApi client, string? ns, string? labelSelector, TimeProvider time, ILogger logger)
     {
         _client = client;
         _namespace = ns;
@@ -34,10 +38,8 @@ public sealed class ResourceInformer<T>
     /// <summary>Raised on the informer's loop after each list and each applied watch event; handlers must be quick (signal, don't work).</summary>
     public event Action? Changed;
 
-    /// <summary>First retry delay; it doubles per consecutive failure up to <see cref="MaxBackoff"/>, then jitter takes up to half off.</summary>
-    internal TimeSpan InitialBackoff { get; init; } = TimeSpan.FromMilliseconds(200);
-
-    internal TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>The waits after consecutive failures (doubling to a cap, with jitter).</summary>
+    internal RetrySchedule Schedule { get; init; } = RetrySchedule.KubernetesWatch;
 
     /// <summary>A watch that ends sooner than this without delivering anything counts as a failure (no hot loop against a broken server).</summary>
     internal TimeSpan MinWatchDuration { get; init; } = TimeSpan.FromSeconds(1);
@@ -109,8 +111,9 @@ public sealed class ResourceInformer<T>
                 continue; // gone (410): relist at once; a second 410 in a row waits like any failure
             }
 
-            var delay = Backoff(failures);
+            var delay = Schedule.Delay(failures);
             InformerLog.Failed(_logger, _resource, failures, (long)delay.TotalMilliseconds, problem);
+            _client.OnRetry?.Invoke(new RetryNotice(Schedule.Operation, failures, delay, null));
             try
             {
                 await Task.Delay(delay, _time, cancellationToken);
@@ -122,16 +125,10 @@ public sealed class ResourceInformer<T>
         }
     }
 
-    internal TimeSpan Backoff(int failures)
-    {
-        var step = Math.Min(InitialBackoff.TotalMilliseconds * Math.Pow(2, Math.Min(failures - 1, 30)), MaxBackoff.TotalMilliseconds);
-        return TimeSpan.FromMilliseconds(step * (0.5 + (Random.Shared.NextDouble() * 0.5)));
-    }
-
     private async Task<string> ListAsync(CancellationToken cancellationToken)
     {
         var list = await _client.ListAsync<T>(_namespace, _labelSelector, cancellationToken);
-        var resourceVersion = list.Metadata.ResourceVersion;
+        var resourceVersion = list.ResourceVersion;
         if (string.IsNullOrEmpty(resourceVersion))
         {
             throw new InvalidOperationException($"The list of {_resource} has no resourceVersion.");
@@ -171,7 +168,7 @@ public sealed class ResourceInformer<T>
             RaiseChanged();
         }
 
-        return item.Metadata.ResourceVersion;
+        return item.Metadata?.ResourceVersion;
     }
 
     private void RaiseChanged()
@@ -186,7 +183,7 @@ public sealed class ResourceInformer<T>
         }
     }
 
-    private static string Key(T item) => $"{item.Metadata.Namespace}/{item.Metadata.Name}";
+    private static string Key(T item) => $"{item.Metadata?.NamespaceProperty}/{item.Metadata?.Name}";
 
     private static string Describe(Exception ex)
     {

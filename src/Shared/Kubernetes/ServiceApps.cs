@@ -1,4 +1,5 @@
 using System.Globalization;
+using k8s.Models;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Planning;
 
@@ -20,9 +21,9 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
     /// and the <c>-&lt;portName&gt;</c> suffix is added when more than one TCP port is selected. Objects we generated are
     /// never re-exported.
     /// </summary>
-    public static ServiceApps Derive(Service service)
+    public static ServiceApps Derive(V1Service service)
     {
-        var meta = service.Metadata;
+        var meta = service.Metadata ?? new V1ObjectMeta();
         var annotations = meta.Annotations;
         if (annotations is null || !annotations.TryGetValue(Exposed, out var exposed) || !IsTruthy(exposed))
         {
@@ -35,13 +36,13 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
         }
 
         var warnings = new List<string>();
-        var ports = service.Spec.Ports ?? [];
-        var selected = new List<ServicePort>();
+        var ports = service.Spec?.Ports ?? [];
+        var selected = new List<V1ServicePort>();
         if (annotations.TryGetValue(Ports, out var list) && !string.IsNullOrWhiteSpace(list))
         {
             foreach (var entry in list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
             {
-                ServicePort? match = int.TryParse(entry, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number)
+                V1ServicePort? match = int.TryParse(entry, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number)
                     ? ports.FirstOrDefault(p => p.Port == number)
                     : ports.FirstOrDefault(p => p.Name == entry);
                 if (match is null)
@@ -59,7 +60,7 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
             selected.AddRange(ports);
         }
 
-        var tcp = new List<ServicePort>();
+        var tcp = new List<V1ServicePort>();
         foreach (var port in selected)
         {
             if (string.IsNullOrEmpty(port.Protocol) || port.Protocol == "TCP")
@@ -72,7 +73,7 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
             }
         }
 
-        var baseName = annotations.TryGetValue(Name, out var custom) && !string.IsNullOrWhiteSpace(custom) ? custom.Trim() : $"{meta.Namespace}-{meta.Name}";
+        var baseName = annotations.TryGetValue(Name, out var custom) && !string.IsNullOrWhiteSpace(custom) ? custom.Trim() : $"{meta.NamespaceProperty}-{meta.Name}";
         var labels = annotations.TryGetValue(TargetLabelsAnnotation, out var l) ? l : "";
         var apps = new List<LocalApp>();
         foreach (var port in tcp)
@@ -84,7 +85,7 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
                 continue;
             }
 
-            apps.Add(new LocalApp(name, $"{meta.Name}.{meta.Namespace}", port.Port, port.Port, labels));
+            apps.Add(new LocalApp(name, $"{meta.Name}.{meta.NamespaceProperty}", port.Port, port.Port, labels));
         }
 
         if (apps.Count == 0 && warnings.Count == 0)

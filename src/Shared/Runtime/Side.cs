@@ -85,15 +85,20 @@ public static partial class Side
         services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time));
         if (settings.Kubernetes)
         {
-            services.AddSingleton(_ => new KubernetesClient(KubeConfig.Load(settings.Kubeconfig), time));
-            services.AddSingleton<IKubernetesClient>(sp => sp.GetRequiredService<KubernetesClient>());
-            services.AddSingleton(sp => new EventRecorder(sp.GetRequiredService<IKubernetesClient>(), "wormhole-" + settings.Name, time, sp.GetRequiredService<ILogger<EventRecorder>>()));
+            services.AddSingleton(sp =>
+            {
+                var connection = KubeConnection.Load(new KubeConfigSources { Kubeconfig = settings.Kubeconfig, Context = settings.KubeContext });
+                LogKubernetes(sp.GetRequiredService<ILogger<KubeApi>>(), connection.ToString());
+                var metrics = sp.GetRequiredService<WormholeMetrics>();
+                return new KubeApi(connection, time, sp.GetRequiredService<ILogger<KubeApi>>()) { OnRetry = notice => metrics.Retried(notice.Operation) };
+            });
+            services.AddSingleton(sp => new EventRecorder(sp.GetRequiredService<KubeApi>(), "wormhole-" + settings.Name, time, sp.GetRequiredService<ILogger<EventRecorder>>()));
             services.AddSingleton<ILocalAppSource>(sp => new KubernetesAppSource(
-                sp.GetRequiredService<IKubernetesClient>(), settings.Name, sp.GetRequiredService<ReconcileSignal>(), sp.GetRequiredService<EventRecorder>(), time, sp.GetRequiredService<ILoggerFactory>()));
+                sp.GetRequiredService<KubeApi>(), settings.Name, sp.GetRequiredService<ReconcileSignal>(), sp.GetRequiredService<EventRecorder>(), time, sp.GetRequiredService<ILoggerFactory>()));
             services.AddSingleton(new KubernetesSinkOptions(
                 settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
             services.AddSingleton<IPlanSink>(sp => new KubernetesSink(
-                sp.GetRequiredService<IKubernetesClient>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
+                sp.GetRequiredService<KubeApi>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
                 sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>()));
         }
         else if (settings.AppsFile is { } appsFile)
@@ -191,7 +196,16 @@ public static partial class Side
     public static async Task<int> RunAsync(Microsoft.AspNetCore.Builder.WebApplication app, IReadOnlyList<Listener> listeners, ILogger logger, Action started, CancellationToken stop)
     {
         var lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
-        await app.StartAsync(stop);
+        try
+        {
+            await app.StartAsync(stop);
+        }
+        catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested && !stop.IsCancellationRequested)
+        {
+            // A loop died while the host was still starting: its stop cancelled the start.
+            return app.Services.GetRequiredService<ExitStatus>().Code;
+        }
+
         foreach (var listener in listeners)
         {
             LogListening(logger, listener.Name, $"http://{listener.Endpoint}");
@@ -241,6 +255,9 @@ public static partial class Side
 
     [LoggerMessage(EventId = 1402, Level = LogLevel.Information, Message = "Waiting for the first list of Services from the Kubernetes API")]
     private static partial void LogWaitingForKubernetes(ILogger logger);
+
+    [LoggerMessage(EventId = 1403, Level = LogLevel.Information, Message = "Kubernetes API: {Connection}")]
+    private static partial void LogKubernetes(ILogger logger, string connection);
 
     [LoggerMessage(EventId = 1401, Level = LogLevel.Information, Message = "{What} listening on {Urls}")]
     private static partial void LogListening(ILogger logger, string what, string urls);

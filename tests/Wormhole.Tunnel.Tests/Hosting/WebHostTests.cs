@@ -67,12 +67,11 @@ public class WebHostTests
         await using var app = builder.Build();
 
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        await app.StartAsync(deadline.Token);
-        await app.WaitForShutdownAsync(deadline.Token);
+        var code = await Side.RunAsync(app, [], NullLogger.Instance, () => { }, deadline.Token);
 
         deadline.IsCancellationRequested.Should().BeFalse("the dying loop stopped the host");
+        code.Should().Be(1);
         var exit = app.Services.GetRequiredService<ExitStatus>();
-        exit.Code.Should().Be(1);
         exit.Failure.Should().Contain("fragile").And.Contain("broken");
     }
 

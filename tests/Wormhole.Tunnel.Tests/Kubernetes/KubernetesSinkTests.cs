@@ -1,6 +1,7 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
+using k8s;
+using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
 using Emulator = Wormhole.Tunnel.KubeEmulator.KubeEmulator;
@@ -20,18 +21,20 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
 
     private readonly ManualTimeProvider _time = new();
     private Emulator _api = null!;
-    private KubernetesClient _client = null!;
+    private k8s.Kubernetes _kubernetes = null!;
+    private KubeApi _client = null!;
 
     public async Task InitializeAsync()
     {
         _api = await Emulator.StartAsync(new EmulatorOptions { Tls = false });
         _api.Apply(new JsonObject { ["apiVersion"] = "v1", ["kind"] = "Namespace", ["metadata"] = new JsonObject { ["name"] = Ns } });
-        _client = new KubernetesClient(new SocketsHttpHandler(), new Uri(_api.Url), () => new AuthenticationHeaderValue("Bearer", _api.Token), TimeProvider.System);
+        _kubernetes = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token });
+        _client = new KubeApi(_kubernetes, TimeProvider.System, NullLogger.Instance);
     }
 
     public async Task DisposeAsync()
     {
-        _client.Dispose();
+        _kubernetes.Dispose();
         await _api.DisposeAsync();
     }
 

@@ -1,7 +1,10 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Http;
+using k8s;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Kubernetes;
 using static Wormhole.Tunnel.Tests.Kubernetes.FakeApiServer;
 
@@ -22,8 +25,9 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     private readonly Channel<WatchStream> _watches = Channel.CreateUnbounded<WatchStream>();
     private readonly CancellationTokenSource _stop = new();
     private FakeApiServer _api = null!;
-    private KubernetesClient _client = null!;
-    private ResourceInformer<Service> _informer = null!;
+    private k8s.Kubernetes _kubernetes = null!;
+    private KubeApi _client = null!;
+    private ResourceInformer<V1Service> _informer = null!;
     private Task _run = Task.CompletedTask;
     private int _changed;
 
@@ -48,8 +52,9 @@ public sealed class ResourceInformerTests : IAsyncLifetime
             _watches.Writer.TryWrite(stream);
             return stream.ServeAsync(context);
         };
-        _client = new KubernetesClient(new SocketsHttpHandler(), _api.Url, () => null, TimeProvider.System);
-        _informer = new ResourceInformer<Service>(_client, "apps", Selector, _time, _log);
+        _kubernetes = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url.ToString() });
+        _client = new KubeApi(_kubernetes, TimeProvider.System, NullLogger.Instance);
+        _informer = new ResourceInformer<V1Service>(_client, "apps", Selector, _time, _log);
         _informer.Changed += () => Interlocked.Increment(ref _changed);
     }
 
@@ -58,7 +63,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
         await _stop.CancelAsync();
         await _run.WaitAsync(TimeSpan.FromSeconds(10));
         _stop.Dispose();
-        _client.Dispose();
+        _kubernetes.Dispose();
         await _api.DisposeAsync();
     }
 
@@ -190,7 +195,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     [Fact]
     public void Backoff_doubles_up_to_the_cap_with_up_to_half_taken_off_by_jitter()
     {
-        var delays = Enumerable.Range(1, 12).Select(_informer.Backoff).ToList();
+        var delays = Enumerable.Range(1, 12).Select(n => _informer.Schedule.Delay(n)).ToList();
 
         delays[0].Should().BeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(100)).And.BeLessThanOrEqualTo(TimeSpan.FromMilliseconds(200));
         delays[3].Should().BeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(800)).And.BeLessThanOrEqualTo(TimeSpan.FromMilliseconds(1600));

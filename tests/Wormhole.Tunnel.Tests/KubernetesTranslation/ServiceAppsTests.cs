@@ -1,4 +1,5 @@
-using System.Text.Json;
+using k8s;
+using k8s.Models;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
 
@@ -6,10 +7,10 @@ namespace Wormhole.Tunnel.Tests.KubernetesTranslation;
 
 public class ServiceAppsTests
 {
-    private static Service Svc(string ns, string name, Dictionary<string, string>? annotations, params (string? Name, int Port, string? Protocol)[] ports) => new()
+    private static V1Service Svc(string ns, string name, Dictionary<string, string>? annotations, params (string? Name, int Port, string? Protocol)[] ports) => new()
     {
-        Metadata = new ObjectMeta { Namespace = ns, Name = name, Annotations = annotations },
-        Spec = new ServiceSpec { Ports = ports.Select(p => new ServicePort { Name = p.Name, Port = p.Port, Protocol = p.Protocol ?? "TCP" }).ToList() },
+        Metadata = new V1ObjectMeta { NamespaceProperty = ns, Name = name, Annotations = annotations },
+        Spec = new V1ServiceSpec { Ports = ports.Select(p => new V1ServicePort { Name = p.Name, Port = p.Port, Protocol = p.Protocol ?? "TCP" }).ToList() },
     };
 
     private static Dictionary<string, string> Ann(params (string Key, string Value)[] pairs) =>
@@ -83,7 +84,7 @@ public class ServiceAppsTests
     public void Generated_services_are_never_exported_again()
     {
         var svc = Svc("wormhole", "client-nginx-nginx", Ann(("exposed", "yes")), (null, 80, null));
-        svc.Metadata.Labels = new() { [KubeNames.ExposedBy] = "wormhole" };
+        svc.Metadata.Labels = new Dictionary<string, string> { [KubeNames.ExposedBy] = "wormhole" };
         ServiceApps.Derive(svc).Apps.Should().BeEmpty();
     }
 
@@ -96,10 +97,10 @@ public class ServiceAppsTests
     [Fact]
     public void Service_json_from_the_apiserver_is_read_with_named_and_numbered_target_ports()
     {
-        var svc = JsonSerializer.Deserialize<Service>("""
+        var svc = KubernetesJson.Deserialize<V1Service>("""
             {"apiVersion":"v1","kind":"Service","metadata":{"name":"nginx","namespace":"nginx","annotations":{"wormhole.glothriel.github.com/exposed":"yes"}},
              "spec":{"clusterIP":"10.96.0.10","ports":[{"name":"http","port":80,"targetPort":"web","protocol":"TCP"}]}}
-            """, KubeJson.Options)!;
+            """)!;
         ServiceApps.Derive(svc).Apps.Should().Equal(new LocalApp("nginx-nginx", "nginx.nginx", 80, 80));
     }
 }

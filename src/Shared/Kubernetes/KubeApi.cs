@@ -1,0 +1,408 @@
+using System.Globalization;
+using System.Net;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using k8s;
+using k8s.Autorest;
+using k8s.Models;
+using Microsoft.Extensions.Logging;
+using Polly;
+
+using Wormhole.Tunnel.Resilience;
+
+namespace Wormhole.Tunnel.Kubernetes;
+
+/// <summary>An error answer of the apiserver, with its Status (code, reason, message).</summary>
+public sealed class KubeApiException(int code, string? reason, string message, string request = "request", TimeSpan? retryAfter = null) : Exception(message)
+{
+    public int Code { get; } = code;
+
+    public string? Reason { get; } = reason;
+
+    /// <summary>"GET /api/v1/services" — what was refused (no query, so no selector or token ends up in logs).</summary>
+    public string Request { get; } = request;
+
+    /// <summary>The Retry-After of a 429 (or 503), when the server sent one.</summary>
+    public TimeSpan? RetryAfter { get; } = retryAfter;
+}
+
+/// <summary>The type strings of watch events.</summary>
+public static class WatchEventTypes
+{
+    public const string Added = "ADDED";
+    public const string Modified = "MODIFIED";
+    public const string Deleted = "DELETED";
+    public const string Bookmark = "BOOKMARK";
+    public const string Error = "ERROR";
+}
+
+/// <summary>One event of a watch stream: ADDED, MODIFIED, DELETED, BOOKMARK or ERROR (with the Status).</summary>
+public sealed record WatchEvent<T>(string Type, T? Item, V1Status? Status)
+    where T : class, IKubernetesObject<V1ObjectMeta>;
+
+/// <summary>All items of a (paged) LIST and the list's resourceVersion.</summary>
+public sealed record KubeList<T>(IReadOnlyList<T> Items, string? ResourceVersion);
+
+/// <summary>The API path pieces of a resource kind we speak.</summary>
+public sealed record KubeResource(string Group, string Version, string Plural, string Kind)
+{
+    public static readonly KubeResource Services = new("", "v1", "services", "Service");
+    public static readonly KubeResource Events = new("", "v1", "events", "Event");
+    public static readonly KubeResource NetworkPolicies = new("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy");
+
+    public string ApiVersion => Group.Length == 0 ? Version : $"{Group}/{Version}";
+
+    public static KubeResource For<T>() =>
+        typeof(T) == typeof(V1Service) ? Services
+        : typeof(T) == typeof(V1NetworkPolicy) ? NetworkPolicies
+        : typeof(T) == typeof(Corev1Event) ? Events
+        : throw new NotSupportedException($"{typeof(T).Name} is not a resource we speak.");
+
+    /// <summary>api/v1/namespaces/{ns}/services, apis/networking.k8s.io/v1/networkpolicies (all namespaces when ns is null); relative to the server.</summary>
+    public string Path(string? ns, string? name = null)
+    {
+        var root = Group.Length == 0 ? $"api/{Version}" : $"apis/{Group}/{Version}";
+        var path = ns is null ? $"{root}/{Plural}" : $"{root}/namespaces/{Uri.EscapeDataString(ns)}/{Plural}";
+        return name is null ? path : $"{path}/{Uri.EscapeDataString(name)}";
+    }
+}
+
+/// <summary>
+/// Services, NetworkPolicies and Events through KubernetesClient's typed operations, with what the loops need around
+/// them: LIST paged (limit + continue), watches read line by line (the AOT flavour has no watcher), error answers as
+/// <see cref="KubeApiException"/>, a timeout per request on the injected clock, and <see cref="KubeRetry"/> (429, 401).
+/// </summary>
+public sealed class KubeApi : IDisposable
+{
+    /// <summary>Asked of the apiserver for every watch; it ends the stream after this long and we resume.</summary>
+    internal const int WatchTimeoutSeconds = 290;
+
+    private readonly k8s.Kubernetes _client;
+    private readonly TimeProvider _time;
+    private readonly ResiliencePipeline _retry;
+    private readonly string? _tlsServerName;
+    private readonly bool _ownsClient;
+
+    public KubeApi(KubeConnection connection, TimeProvider time, ILogger logger)
+        : this(connection.Client, time, logger, connection.CanReloadCredentials ? connection.ReloadCredentials : null, connection.TlsServerName)
+    {
+        _ownsClient = true;
+    }
+
+    /// <param name="reloadCredentials">Drops cached credentials after a 401; null when they cannot be reloaded.</param>
+    public KubeApi(k8s.Kubernetes client, TimeProvider time, ILogger logger, Func<bool>? reloadCredentials = null, string? tlsServerName = null)
+    {
+        _client = client;
+        _time = time;
+        _tlsServerName = tlsServerName;
+        _retry = KubeRetry.Create(time, logger, reloadCredentials, notice => OnRetry?.Invoke(notice));
+    }
+
+    /// <summary>Told of every retried request and every list/watch reconnect on this API (metrics count them).</summary>
+    public Action<RetryNotice>? OnRetry { get; init; }
+
+    /// <summary>How long a request other than a watch may take, answer included.</summary>
+    internal TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a watch stream may stay silent before we give up on the connection (the server ends it sooner).</summary>
+    internal TimeSpan WatchIdleTimeout { get; init; } = TimeSpan.FromSeconds(WatchTimeoutSeconds + 30);
+
+    /// <summary>Items per LIST page.</summary>
+    public int PageSize { get; init; } = 500;
+
+    /// <param name="ns">Namespace, or null for all namespaces.</param>
+    public async Task<KubeList<T>> ListAsync<T>(string? ns, string? labelSelector, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var resource = KubeResource.For<T>();
+        var items = new List<T>();
+        string? resourceVersion = null;
+        string? next = null;
+        do
+        {
+            var token = next;
+            var page = await SendAsync("GET", resource.Path(ns), ct => ListPageAsync<T>(ns, labelSelector, token, ct), cancellationToken);
+            items.AddRange(page.Items);
+            resourceVersion ??= page.ResourceVersion; // every page of one list is at the first page's version
+            next = page.Continue;
+        }
+        while (!string.IsNullOrEmpty(next));
+
+        return new KubeList<T>(items, resourceVersion);
+    }
+
+    /// <summary>Streams watch events from <paramref name="resourceVersion"/> (with bookmarks) until the server ends the stream or the token is cancelled.</summary>
+    public async IAsyncEnumerable<WatchEvent<T>> WatchAsync<T>(
+        string? ns, string? labelSelector, string resourceVersion, [EnumeratorCancellation] CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var path = KubeResource.For<T>().Path(ns);
+        var query = $"?watch=1&resourceVersion={Uri.EscapeDataString(resourceVersion)}&allowWatchBookmarks=true&timeoutSeconds={WatchTimeoutSeconds}"
+            + (string.IsNullOrEmpty(labelSelector) ? "" : $"&labelSelector={Uri.EscapeDataString(labelSelector)}");
+        using var idle = new CancellationTokenSource(WatchIdleTimeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, idle.Token);
+        HttpResponseMessage response;
+        try
+        {
+            response = await _retry.ExecuteAsync(async ct => await OpenWatchAsync(path, query, ct), linked.Token);
+        }
+        catch (OperationCanceledException ex) when (idle.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"GET /{path} (watch) got no answer within {WatchIdleTimeout.TotalSeconds:0} s.", ex);
+        }
+
+        using (response)
+        {
+            if (response.StatusCode == HttpStatusCode.Gone)
+            {
+                var gone = Status(await response.Content.ReadAsStringAsync(linked.Token)) ?? new V1Status { Status = "Failure", Reason = "Expired" };
+                gone.Code = 410;
+                yield return new WatchEvent<T>(WatchEventTypes.Error, null, gone);
+                yield break;
+            }
+
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(linked.Token), Encoding.UTF8);
+            while (true)
+            {
+                string? line;
+                try
+                {
+                    line = await reader.ReadLineAsync(linked.Token);
+                }
+                catch (OperationCanceledException ex) when (idle.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    throw new TimeoutException($"The watch GET /{path} was silent for {WatchIdleTimeout.TotalSeconds:0} s.", ex);
+                }
+
+                if (line is null)
+                {
+                    yield break;
+                }
+
+                idle.CancelAfter(WatchIdleTimeout);
+                if (line.Length > 0)
+                {
+                    yield return ParseWatchLine<T>(line);
+                }
+            }
+        }
+    }
+
+    /// <summary>The object, or null when it does not exist (404).</summary>
+    public Task<T?> GetAsync<T>(string ns, string name, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta> =>
+        SendAsync("GET", KubeResource.For<T>().Path(ns, name), async ct =>
+        {
+            try
+            {
+                return (T?)(object)(typeof(T) == typeof(V1Service) ? (await _client.CoreV1.ReadNamespacedServiceWithHttpMessagesAsync(name, ns, cancellationToken: ct)).Body
+                    : typeof(T) == typeof(V1NetworkPolicy) ? (await _client.NetworkingV1.ReadNamespacedNetworkPolicyWithHttpMessagesAsync(name, ns, cancellationToken: ct)).Body
+                    : (await _client.CoreV1.ReadNamespacedEventWithHttpMessagesAsync(name, ns, cancellationToken: ct)).Body);
+            }
+            catch (HttpOperationException ex) when (ex.Response?.StatusCode == HttpStatusCode.NotFound)
+            {
+                return null;
+            }
+        }, cancellationToken);
+
+    public Task<T> CreateAsync<T>(T value, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var ns = value.Metadata?.NamespaceProperty ?? throw new ArgumentException("The object has no metadata.namespace.", nameof(value));
+        return SendAsync("POST", KubeResource.For<T>().Path(ns), async ct => (T)(object)(value switch
+        {
+            V1Service s => (await _client.CoreV1.CreateNamespacedServiceWithHttpMessagesAsync(s, ns, cancellationToken: ct)).Body,
+            V1NetworkPolicy p => (await _client.NetworkingV1.CreateNamespacedNetworkPolicyWithHttpMessagesAsync(p, ns, cancellationToken: ct)).Body,
+            Corev1Event e => (await _client.CoreV1.CreateNamespacedEventWithHttpMessagesAsync(e, ns, cancellationToken: ct)).Body,
+            _ => throw new NotSupportedException($"{typeof(T).Name} is not a resource we speak."),
+        }), cancellationToken);
+    }
+
+    /// <summary>JSON merge patch (application/merge-patch+json); null members of <paramref name="patch"/> delete keys.</summary>
+    public Task<T> MergePatchAsync<T>(string ns, string name, JsonNode patch, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
+        return SendAsync("PATCH", KubeResource.For<T>().Path(ns, name), async ct => (T)(object)(typeof(T) == typeof(V1Service)
+            ? (await _client.CoreV1.PatchNamespacedServiceWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body
+            : typeof(T) == typeof(V1NetworkPolicy) ? (await _client.NetworkingV1.PatchNamespacedNetworkPolicyWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body
+            : (await _client.CoreV1.PatchNamespacedEventWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body), cancellationToken);
+    }
+
+    /// <summary>Deletes; false when it did not exist.</summary>
+    public Task<bool> DeleteAsync<T>(string ns, string name, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta> =>
+        SendAsync("DELETE", KubeResource.For<T>().Path(ns, name), async ct =>
+        {
+            try
+            {
+                if (typeof(T) == typeof(V1Service))
+                {
+                    try
+                    {
+                        using var _ = await _client.CoreV1.DeleteNamespacedServiceWithHttpMessagesAsync(name, ns, cancellationToken: ct);
+                    }
+                    catch (JsonException)
+                    {
+                        // The library reads the answer as a Service; an apiserver may answer a Service DELETE with a
+                        // Status {"status":"Success"} instead. The request succeeded (errors throw HttpOperationException).
+                    }
+                }
+                else if (typeof(T) == typeof(V1NetworkPolicy))
+                {
+                    using var _ = await _client.NetworkingV1.DeleteNamespacedNetworkPolicyWithHttpMessagesAsync(name, ns, cancellationToken: ct);
+                }
+                else
+                {
+                    using var _ = await _client.CoreV1.DeleteNamespacedEventWithHttpMessagesAsync(name, ns, cancellationToken: ct);
+                }
+
+                return true;
+            }
+            catch (HttpOperationException ex) when (ex.Response?.StatusCode == HttpStatusCode.NotFound)
+            {
+                return false;
+            }
+        }, cancellationToken);
+
+    public void Dispose()
+    {
+        if (_ownsClient)
+        {
+            _client.Dispose();
+        }
+    }
+
+    private async Task<(IList<T> Items, string? ResourceVersion, string? Continue)> ListPageAsync<T>(string? ns, string? selector, string? next, CancellationToken ct)
+    {
+        var limit = PageSize > 0 ? PageSize : (int?)null;
+        if (typeof(T) == typeof(V1Service))
+        {
+            using var r = ns is null
+                ? await _client.CoreV1.ListServiceForAllNamespacesWithHttpMessagesAsync(continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct)
+                : await _client.CoreV1.ListNamespacedServiceWithHttpMessagesAsync(ns, continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct);
+            return ((IList<T>)(object)r.Body.Items, r.Body.Metadata?.ResourceVersion, r.Body.Metadata?.ContinueProperty);
+        }
+
+        if (typeof(T) == typeof(V1NetworkPolicy))
+        {
+            using var r = ns is null
+                ? await _client.NetworkingV1.ListNetworkPolicyForAllNamespacesWithHttpMessagesAsync(continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct)
+                : await _client.NetworkingV1.ListNamespacedNetworkPolicyWithHttpMessagesAsync(ns, continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct);
+            return ((IList<T>)(object)r.Body.Items, r.Body.Metadata?.ResourceVersion, r.Body.Metadata?.ContinueProperty);
+        }
+
+        using var events = ns is null
+            ? await _client.CoreV1.ListEventForAllNamespacesWithHttpMessagesAsync(continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct)
+            : await _client.CoreV1.ListNamespacedEventWithHttpMessagesAsync(ns, continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct);
+        return ((IList<T>)(object)events.Body.Items, events.Body.Metadata?.ResourceVersion, events.Body.Metadata?.ContinueProperty);
+    }
+
+    /// <summary>One watch GET through the library's HttpClient (TLS, impersonation) with its credentials; error answers throw.</summary>
+    private async Task<HttpResponseMessage> OpenWatchAsync(string path, string query, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(_client.BaseUri, path + query));
+        request.Headers.Accept.ParseAdd("application/json");
+        if (_client.Credentials is { } credentials)
+        {
+            await credentials.ProcessHttpRequestAsync(request, cancellationToken);
+        }
+
+        if (!string.IsNullOrWhiteSpace(_tlsServerName))
+        {
+            request.Headers.Host = _tlsServerName;
+        }
+
+        var response = await _client.HttpClient.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (response.IsSuccessStatusCode || response.StatusCode == HttpStatusCode.Gone)
+        {
+            return response;
+        }
+
+        using (response)
+        {
+            var body = await response.Content.ReadAsStringAsync(cancellationToken);
+            throw Error("GET", path, (int)response.StatusCode, response.ReasonPhrase, body, RetryAfter(response.Headers.RetryAfter?.Delta, response.Headers.RetryAfter?.Date));
+        }
+    }
+
+    /// <summary>Runs one request under the retry pipeline, each attempt with its own timeout; maps the library's errors.</summary>
+    private async Task<TResult> SendAsync<TResult>(string method, string path, Func<CancellationToken, Task<TResult>> send, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(
+            async ct =>
+            {
+                using var timeout = new CancellationTokenSource(RequestTimeout, _time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+                try
+                {
+                    return await send(linked.Token);
+                }
+                catch (HttpOperationException ex) when (ex.Response is not null)
+                {
+                    throw Error(method, path, (int)ex.Response.StatusCode, ex.Response.ReasonPhrase, ex.Response.Content, RetryAfter(ex.Response.Headers));
+                }
+                catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+                {
+                    throw new TimeoutException($"{method} /{path} got no answer within {RequestTimeout.TotalSeconds:0.#} s.", ex);
+                }
+            },
+            cancellationToken);
+
+    private KubeApiException Error(string method, string path, int code, string? phrase, string? body, TimeSpan? retryAfter)
+    {
+        var status = Status(body);
+        var request = $"{method} /{path}";
+        return new KubeApiException(code, status?.Reason ?? phrase, $"{request} failed with {code}: {status?.Message ?? phrase}", request, retryAfter);
+    }
+
+    private TimeSpan? RetryAfter(IDictionary<string, IEnumerable<string>>? headers)
+    {
+        var value = headers?.FirstOrDefault(h => string.Equals(h.Key, "Retry-After", StringComparison.OrdinalIgnoreCase)).Value?.FirstOrDefault();
+        if (value is null)
+        {
+            return null;
+        }
+
+        return int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) ? TimeSpan.FromSeconds(seconds)
+            : DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date) ? RetryAfter(null, date)
+            : null;
+    }
+
+    private TimeSpan? RetryAfter(TimeSpan? delta, DateTimeOffset? date) =>
+        delta ?? (date is { } at ? at - _time.GetUtcNow() : null);
+
+    private static V1Status? Status(string? body)
+    {
+        if (string.IsNullOrWhiteSpace(body))
+        {
+            return null;
+        }
+
+        try
+        {
+            return KubernetesJson.Deserialize<V1Status>(body);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static WatchEvent<T> ParseWatchLine<T>(string line)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        using var document = JsonDocument.Parse(line);
+        var root = document.RootElement;
+        var type = root.TryGetProperty("type", out var t) ? t.GetString() : null;
+        if (type is null || !root.TryGetProperty("object", out var obj))
+        {
+            throw new JsonException("A watch line has no type or object.");
+        }
+
+        return type == WatchEventTypes.Error
+            ? new WatchEvent<T>(type, null, KubernetesJson.Deserialize<V1Status>(obj))
+            : new WatchEvent<T>(type, KubernetesJson.Deserialize<T>(obj), null);
+    }
+}
