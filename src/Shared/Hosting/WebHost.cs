@@ -7,6 +7,10 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Serilog;
+using Serilog.AspNetCore;
+using Serilog.Events;
+using Serilog.Extensions.Hosting;
 
 namespace Wormhole.Tunnel.Hosting;
 
@@ -22,9 +26,17 @@ public sealed record Listener(string Name, IPEndPoint Endpoint, long MaxRequestB
 /// local address and port it arrived on. Built from the empty builder with Kestrel's and routing's core services only:
 /// no configuration files or watchers, no console logging provider, no HTTPS, HTTP/3 (QUIC), host filtering or
 /// forwarded-headers middleware, which the other builders add and which this process does not use (idle memory).
+/// With the process's logger (<see cref="Logging.Create(bool, bool)"/>) every request is logged at Debug (seen with
+/// <c>--debug</c>): method, path (escaped: it comes from the network), listener, status and time — never the query
+/// string or a header, which can carry credentials.
 /// </summary>
 public static class WebHost
 {
+    /// <summary>The category of the request log lines.</summary>
+    internal const string RequestLogCategory = "Wormhole.Tunnel.Http";
+
+    private const string RequestLogTemplate = "HTTP {RequestMethod} {RequestPath} on {Listener} responded {StatusCode} in {Elapsed:0.0} ms";
+
     /// <summary>A builder whose Kestrel listens on every listener's endpoint; register services, then <see cref="MapListeners"/>.</summary>
     public static WebApplicationBuilder CreateBuilder(IReadOnlyList<Listener> listeners, ILoggerFactory loggerFactory)
     {
@@ -36,6 +48,11 @@ public static class WebHost
 
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = [] });
         builder.Services.AddSingleton(loggerFactory);
+        if (loggerFactory is Logging.SerilogFactory serilog)
+        {
+            builder.Services.AddSingleton(new DiagnosticContext(serilog.Logger));
+        }
+
         builder.Services.AddRoutingCore();
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
@@ -62,6 +79,11 @@ public static class WebHost
     public static void MapListeners(this WebApplication app, IReadOnlyList<Listener> listeners)
     {
         ArgumentNullException.ThrowIfNull(app);
+        if (app.Services.GetService<ILoggerFactory>() is Logging.SerilogFactory serilog)
+        {
+            app.UseSerilogRequestLogging(o => LogRequests(o, serilog.Logger, listeners));
+        }
+
         if (listeners.Count == 1)
         {
             Map(app, listeners[0], app.Services);
@@ -99,6 +121,24 @@ public static class WebHost
     }
 
     private static void Map(IEndpointRouteBuilder routes, Listener listener, IServiceProvider services) => listener.Map(routes, services);
+
+    private static void LogRequests(RequestLoggingOptions o, Serilog.ILogger logger, IReadOnlyList<Listener> listeners)
+    {
+        o.Logger = logger;
+        o.IncludeQueryInRequestPath = false;
+        o.MessageTemplate = RequestLogTemplate;
+        o.GetLevel = static (_, _, _) => LogEventLevel.Debug;
+        o.GetMessageTemplateProperties = (context, path, elapsed, status) =>
+        [
+            // The middleware names itself as the category; the event's own property wins.
+            new LogEventProperty("SourceContext", new ScalarValue(RequestLogCategory)),
+            new LogEventProperty("RequestMethod", new ScalarValue(LogText.Of(context.Request.Method))),
+            new LogEventProperty("RequestPath", new ScalarValue(LogText.Of(path, LogText.MaxReasonLength))),
+            new LogEventProperty("Listener", new ScalarValue(listeners.Count == 1 ? listeners[0].Name : listeners.FirstOrDefault(l => Arrived(context, l.Endpoint))?.Name)),
+            new LogEventProperty("StatusCode", new ScalarValue(status)),
+            new LogEventProperty("Elapsed", new ScalarValue(elapsed)),
+        ];
+    }
 
     private static bool Arrived(HttpContext context, IPEndPoint endpoint)
     {
