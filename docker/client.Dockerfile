@@ -15,7 +15,8 @@ COPY src/Client/Wormhole.Tunnel.Client.csproj src/Client/
 RUN dotnet restore src/Client/Wormhole.Tunnel.Client.csproj
 COPY src/Shared/ src/Shared/
 COPY src/Client/ src/Client/
-RUN dotnet publish src/Client/Wormhole.Tunnel.Client.csproj -c Release -o /out
+# The image runs on the ASP.NET Core runtime (JIT); scripts/publish-aot makes the NativeAOT executables.
+RUN dotnet publish src/Client/Wormhole.Tunnel.Client.csproj -c Release -p:PublishAot=false -o /out
 
 FROM mcr.microsoft.com/dotnet/aspnet:10.0-trixie-slim
 RUN apt-get update \

@@ -15,7 +15,8 @@ COPY src/Server/Wormhole.Tunnel.Server.csproj src/Server/
 RUN dotnet restore src/Server/Wormhole.Tunnel.Server.csproj
 COPY src/Shared/ src/Shared/
 COPY src/Server/ src/Server/
-RUN dotnet publish src/Server/Wormhole.Tunnel.Server.csproj -c Release -o /out
+# The image runs on the ASP.NET Core runtime (JIT); scripts/publish-aot makes the NativeAOT executables.
+RUN dotnet publish src/Server/Wormhole.Tunnel.Server.csproj -c Release -p:PublishAot=false -o /out
 
 FROM mcr.microsoft.com/dotnet/aspnet:10.0-trixie-slim
 RUN apt-get update \

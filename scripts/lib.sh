@@ -1,5 +1,5 @@
-# Shared by scripts/demo, scripts/test and bench/run: install what is missing, quietly; on failure apt's own error is
-# shown and the call fails.
+# Shared by scripts/demo, scripts/test, scripts/publish-aot and bench/run: install what is missing (the tunnel's tools
+# and the Debian packages named), quietly; on failure apt's own error is shown and the call fails.
 ensure_packages() {
   local missing=()
   command -v wg >/dev/null || missing+=(wireguard-tools)

@@ -653,4 +653,10 @@ if cand:
     for c in cand:
         w(f"- {c}")
     w("")
+# Sections other commands write (from this marker to the end) are kept as they are.
+KEPT = "<!-- Below: sections written by other commands; bench/run keeps them. -->"
+if os.path.exists(a.out):
+    old = open(a.out).read()
+    if KEPT in old:
+        out.append(old[old.index(KEPT):].rstrip("\n"))
 open(a.out, "w").write("\n".join(out) + "\n")

@@ -64,3 +64,23 @@ public sealed class RootFactAttribute : FactAttribute
         }
     }
 }
+
+/// <summary>
+/// A <see cref="RootFactAttribute"/> over the NativeAOT executables (<see cref="AotExecutables"/>). Without
+/// <c>$WORMHOLE_AOT_DIR</c> it is skipped with the reason, except under CI (<c>$CI</c> set), where it runs and fails
+/// saying so: CI must not pass without having run the executables it ships.
+/// </summary>
+public sealed class AotFactAttribute : FactAttribute
+{
+    public AotFactAttribute()
+    {
+        if (TestTools.MissingReason is { } reason)
+        {
+            Skip = reason;
+        }
+        else if (AotExecutables.MissingReason is { } aot && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI")))
+        {
+            Skip = aot;
+        }
+    }
+}

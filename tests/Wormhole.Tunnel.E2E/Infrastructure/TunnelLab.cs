@@ -35,6 +35,10 @@ public sealed class TunnelLab : IAsyncDisposable
     public static async Task<TunnelLab> CreateAsync(params string[] spokes) =>
         new(await TestNetwork.CreateAsync(["hub", .. spokes]));
 
+    /// <summary>A lab that runs the NativeAOT executables from <see cref="AotExecutables"/>.</summary>
+    public static async Task<TunnelLab> CreateAotAsync(params string[] spokes) =>
+        new(await TestNetwork.CreateAsync(["hub", .. spokes])) { ServerExecutable = AotExecutables.Server, ClientExecutable = AotExecutables.Client };
+
     public string WorkDir(Site site) => Path.Combine(_work.FullName, site.Name);
 
     public string StateDir(Site site) => Path.Combine(_work.FullName, site.Name, "state");
@@ -59,6 +63,12 @@ public sealed class TunnelLab : IAsyncDisposable
     /// <summary>The hub's peer name (the prefix of the objects it makes appear on spokes).</summary>
     public string HubName { get; init; } = "hub";
 
+    /// <summary>The hub executable this lab runs (the build's, or the NativeAOT one: <see cref="AotExecutables"/>).</summary>
+    public string ServerExecutable { get; init; } = Executables.Server;
+
+    /// <summary>The spoke executable this lab runs.</summary>
+    public string ClientExecutable { get; init; } = Executables.Client;
+
     /// <param name="appsFile">Offer the hub's apps file (false when the hub uses the Kubernetes source).</param>
     public async Task<ProcessHandle> StartHubAsync(IEnumerable<string>? extra = null, string token = Token, bool appsFile = true)
     {
@@ -74,7 +84,7 @@ public sealed class TunnelLab : IAsyncDisposable
         }
 
         EnsureAppsFile(Hub);
-        var process = await Hub.StartProcessAsync(Executables.Server, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
+        var process = await Hub.StartProcessAsync(ServerExecutable, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
         await process.WaitForOutputAsync($"Hub {HubName} started", Patience);
         return process;
     }
@@ -93,7 +103,7 @@ public sealed class TunnelLab : IAsyncDisposable
         }
 
         EnsureAppsFile(spoke);
-        var process = await spoke.StartProcessAsync(Executables.Client, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
+        var process = await spoke.StartProcessAsync(ClientExecutable, args, new Dictionary<string, string> { ["INVITE_TOKEN"] = token });
         if (waitForPairing)
         {
             await process.WaitForOutputAsync("assigned IP", Patience);
@@ -279,6 +289,43 @@ public static class Executables
     public static string Client => Paths.Value.Client;
 
     public static string KubeEmulator => Paths.Value.KubeEmulator;
+}
+
+/// <summary>
+/// The NativeAOT executables published by <c>scripts/publish-aot DIR</c>: <c>DIR/server/wormhole-server</c> and
+/// <c>DIR/client/wormhole-client</c>, with DIR from <c>$WORMHOLE_AOT_DIR</c> (scripts/test sets it).
+/// </summary>
+public static class AotExecutables
+{
+    public const string Variable = "WORMHOLE_AOT_DIR";
+
+    public static string? Directory => Environment.GetEnvironmentVariable(Variable) is { Length: > 0 } dir ? dir : null;
+
+    public static string Server => Find("server", "wormhole-server");
+
+    public static string Client => Find("client", "wormhole-client");
+
+    /// <summary>Why the AOT tests cannot run, or null.</summary>
+    public static string? MissingReason => Directory is null
+        ? $"${Variable} is not set: publish the NativeAOT executables with `bash scripts/publish-aot DIR` and set {Variable}=DIR (scripts/test does both)."
+        : null;
+
+    private static string Find(string side, string name)
+    {
+        var dir = Directory ?? throw new InvalidOperationException(MissingReason);
+        var path = Path.Combine(dir, side, name);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"${Variable}={dir}, but {path} is missing: run `bash scripts/publish-aot {dir}`.");
+        }
+
+        if (File.Exists(Path.Combine(dir, side, name + ".dll")))
+        {
+            throw new InvalidOperationException($"{path} is not a NativeAOT executable ({name}.dll lies beside it): run `bash scripts/publish-aot {dir}`.");
+        }
+
+        return path;
+    }
 }
 
 /// <summary>Appends measured timings to a file the test script prints (numbers come from runs).</summary>
