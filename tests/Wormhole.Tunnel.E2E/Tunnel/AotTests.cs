@@ -38,7 +38,7 @@ public class AotTests
         }
 
         // The request log (Serilog.AspNetCore's middleware) and the compact JSON log work in the AOT build too.
-        await hub.WaitForOutputAsync("Wormhole.Tunnel.Http: HTTP GET /api/apps on port 8082 responded 200", TunnelLab.Patience);
+        await hub.WaitForOutputAsync("Wormhole.Tunnel.Http: HTTP GET /api/apps on admin API responded 200", TunnelLab.Patience);
         var pairing = spokeProcess.Output.Split('\n').First(l => l.Contains("assigned IP", StringComparison.Ordinal));
         using var line = JsonDocument.Parse(pairing);
         line.RootElement.GetProperty("@t").GetString().Should().NotBeNullOrEmpty();
