@@ -229,45 +229,51 @@ public sealed class WireGuardDeviceTests
     public async Task A_wg_set_that_fails_once_is_run_again_and_the_peer_lands_on_the_real_interface()
     {
         using var cts = new CancellationTokenSource(TestTimeout);
-        var ct = cts.Token;
         await using var net = await TestNetwork.CreateAsync("hub");
-        var hub = net["hub"];
-        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
-        var peer = await WgKeys.GenerateAsync(hub.Runner, ct);
-        var retries = new List<RetryNotice>();
-        var pipelines = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System, notice => { lock (retries) { retries.Add(notice); } });
+        await using var rig = await FlakyDevice.UpAsync(net["hub"], failures: 1, cts.Token);
 
-        // The one thing simulated: wireguard-go's control socket refusing the first `wg set … peer` (a tool that ran and
-        // failed). Everything else is the real wg on a real interface.
-        var flaky = new FailFirstPeerSet(hub.Runner);
-        await using var device = new WgToolsDevice(flaky, NullLogger<WgToolsDevice>.Instance, pipelines.WireGuard);
-        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, $"{TunnelPrefix()}.1/24", 51820, []), ct);
-        await device.SetPeersAsync([new WgPeer(peer.PublicKey, ["10.189.0.2/32"])], ct);
+        await rig.Device.SetPeersAsync([new WgPeer(rig.PeerKey, ["10.189.0.2/32"])], cts.Token);
 
-        flaky.Failed.Should().Be(1, "the first attempt failed");
-        (await PeersAsync(hub, ct)).Should().Equal(peer.PublicKey);
-        retries.Should().ContainSingle().Which.Operation.Should().Be("wireguard");
+        rig.Runner.Failed.Should().Be(1, "the first attempt failed");
+        (await PeersAsync(net["hub"], cts.Token)).Should().Equal(rig.PeerKey);
+        rig.Retries.Should().ContainSingle().Which.Operation.Should().Be("wireguard");
     }
 
     [RootFact]
     public async Task A_wg_set_that_keeps_failing_gives_up_after_three_attempts_with_the_tools_error()
     {
         using var cts = new CancellationTokenSource(TestTimeout);
-        var ct = cts.Token;
         await using var net = await TestNetwork.CreateAsync("hub");
-        var hub = net["hub"];
-        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
-        var peer = await WgKeys.GenerateAsync(hub.Runner, ct);
-        var flaky = new FailFirstPeerSet(hub.Runner, failures: int.MaxValue);
-        var pipelines = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System);
-        await using var device = new WgToolsDevice(flaky, NullLogger<WgToolsDevice>.Instance, pipelines.WireGuard);
-        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, $"{TunnelPrefix()}.1/24", 51820, []), ct);
+        await using var rig = await FlakyDevice.UpAsync(net["hub"], failures: int.MaxValue, cts.Token);
 
-        var set = () => device.SetPeersAsync([new WgPeer(peer.PublicKey, ["10.189.0.2/32"])], ct);
+        var set = () => rig.Device.SetPeersAsync([new WgPeer(rig.PeerKey, ["10.189.0.2/32"])], cts.Token);
 
         (await set.Should().ThrowAsync<WireGuardCommandException>()).Which.Message.Should().Contain("control socket busy");
-        flaky.Failed.Should().Be(RetrySchedule.WireGuardAttempts);
-        (await PeersAsync(hub, ct)).Should().BeEmpty();
+        rig.Runner.Failed.Should().Be(RetrySchedule.WireGuardAttempts);
+        (await PeersAsync(net["hub"], cts.Token)).Should().BeEmpty();
+        rig.Retries.Should().HaveCount(RetrySchedule.WireGuardAttempts - 1);
+    }
+
+    /// <summary>
+    /// A real interface in <paramref name="site"/> driven through a runner whose first <c>failures</c> peer updates
+    /// fail (the one thing simulated: wireguard-go's control socket refusing a `wg set … peer`, a tool that ran and
+    /// failed), with the side's WireGuard retry pipeline.
+    /// </summary>
+    private sealed record FlakyDevice(WgToolsDevice Device, FailFirstPeerSet Runner, List<RetryNotice> Retries, string PeerKey) : IAsyncDisposable
+    {
+        public static async Task<FlakyDevice> UpAsync(Site site, int failures, CancellationToken ct)
+        {
+            var keys = await WgKeys.GenerateAsync(site.Runner, ct);
+            var peer = await WgKeys.GenerateAsync(site.Runner, ct);
+            var retries = new List<RetryNotice>();
+            var pipelines = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System, notice => { lock (retries) { retries.Add(notice); } });
+            var runner = new FailFirstPeerSet(site.Runner, failures);
+            var device = new WgToolsDevice(runner, NullLogger<WgToolsDevice>.Instance, pipelines.WireGuard);
+            await device.UpAsync(new WgInterfaceConfig(site.WgInterfaceName, keys.PrivateKey, $"{TunnelPrefix()}.1/24", 51820, []), ct);
+            return new FlakyDevice(device, runner, retries, peer.PublicKey);
+        }
+
+        public ValueTask DisposeAsync() => Device.DisposeAsync();
     }
 
     /// <summary>Runs every command for real, except that the first <c>failures</c> <c>wg set … peer … allowed-ips</c> fail with exit code 1.</summary>

@@ -22,28 +22,17 @@ public class SyncLoopTests
     public async Task Ten_thousand_sync_rounds_leave_no_waiter_behind_and_memory_flat()
     {
         await using var hub = await InstantHub.StartAsync();
-        var signal = new ReconcileSignal();
-        var remote = new RemoteAppStore(signal, TimeProvider.System);
-        var reconciler = new Reconciler(
-            new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
-        using var stop = new CancellationTokenSource();
-        var reconcile = Task.Run(() => reconciler.RunAsync(stop.Token));
-        var metrics = new WormholeMetrics();
-        using var client = new HubClient(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
-        var pairing = new PairingResponse(
-            "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
-            new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.Url.ToString() });
-        var loop = new SyncLoop(client, () => pairing, _ => Task.CompletedTask, _ => Task.CompletedTask, reconciler, remote, "spoke1", null, metrics, new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System), TimeProvider.System, NullLogger.Instance);
-        var run = Task.Run(() => loop.RunAsync(stop.Token));
+        await using var rig = new Rig(hub.Url);
+        var loop = rig.Loop(new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System), _ => Task.CompletedTask);
+        var run = Task.Run(() => loop.RunAsync(rig.Stop.Token));
 
         await Eventually.TrueAsync(() => loop.Rounds >= 1_000 || run.IsCompleted, "1,000 rounds (warm-up)", TimeSpan.FromSeconds(60));
         var before = GC.GetTotalMemory(forceFullCollection: true);
         await Eventually.TrueAsync(() => loop.Rounds >= 11_000 || run.IsCompleted, "10,000 more rounds", TimeSpan.FromSeconds(120));
-        var waiters = reconciler.AdvertisedWaiters;
+        var waiters = rig.Reconciler.AdvertisedWaiters;
         var after = GC.GetTotalMemory(forceFullCollection: true);
-        await stop.CancelAsync();
+        await rig.Stop.CancelAsync();
         await run.ContinueWith(_ => { }, TaskScheduler.Default);
-        await reconcile.ContinueWith(_ => { }, TaskScheduler.Default);
 
         run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
         hub.Requests.Should().BeGreaterThanOrEqualTo(11_000);
@@ -55,35 +44,59 @@ public class SyncLoopTests
     public async Task A_hub_that_answers_503_twice_is_retried_with_the_tunnel_renewed_between_attempts_then_its_apps_arrive()
     {
         await using var hub = await InstantHub.StartAsync(unavailableFirst: 2, apps: [new AppDescriptor("web", "127.0.0.1:9000", "server", 9000)]);
-        var signal = new ReconcileSignal();
-        var remote = new RemoteAppStore(signal, TimeProvider.System);
-        var reconciler = new Reconciler(
-            new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
-        using var stop = new CancellationTokenSource();
-        var reconcile = Task.Run(() => reconciler.RunAsync(stop.Token));
-        var metrics = new WormholeMetrics();
-        using var client = new HubClient(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
-        var pairing = new PairingResponse(
-            "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
-            new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.Url.ToString() });
+        await using var rig = new Rig(hub.Url);
         var renewed = 0;
         var notices = new List<RetryNotice>();
         var retries = new RetryPipelines(NullLogger<RetryPipelines>.Instance, TimeProvider.System, n => { lock (notices) { notices.Add(n); } });
-        var loop = new SyncLoop(
-            client, () => pairing, _ => Task.CompletedTask, _ => { Interlocked.Increment(ref renewed); return Task.CompletedTask; }, reconciler, remote, "spoke1", null, metrics, retries,
-            TimeProvider.System, NullLogger.Instance);
-        var run = Task.Run(() => loop.RunAsync(stop.Token));
+        var loop = rig.Loop(retries, _ => { Interlocked.Increment(ref renewed); return Task.CompletedTask; });
+        var run = Task.Run(() => loop.RunAsync(rig.Stop.Token));
 
-        await Eventually.TrueAsync(() => remote.Snapshot().Any(p => p.Apps.Any(a => a.Name == "web")) || run.IsCompleted, "the hub's app after two refusals", TimeSpan.FromSeconds(30));
-        await stop.CancelAsync();
+        await Eventually.TrueAsync(() => rig.Remote.Snapshot().Any(p => p.Apps.Any(a => a.Name == "web")) || run.IsCompleted, "the hub's app after two refusals", TimeSpan.FromSeconds(30));
+        await rig.Stop.CancelAsync();
         await run.ContinueWith(_ => { }, TaskScheduler.Default);
-        await reconcile.ContinueWith(_ => { }, TaskScheduler.Default);
 
         run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
         Volatile.Read(ref renewed).Should().Be(2, "each 503 renews the tunnel before the next attempt");
         lock (notices)
         {
             notices.Select(n => (n.Operation, n.Attempt)).Should().Equal(("sync", 1), ("sync", 2));
+        }
+    }
+
+    /// <summary>A spoke's side of the sync: a running reconcile loop with no local apps, a hub client, a pairing with the hub at <c>hubUrl</c>.</summary>
+    private sealed class Rig : IAsyncDisposable
+    {
+        private readonly Task _reconcile;
+        private readonly HubClient _client = new(new Uri("http://127.0.0.1:9/"), new PairingCodec(null));
+        private readonly PairingResponse _pairing;
+
+        public Rig(Uri hubUrl)
+        {
+            var signal = new ReconcileSignal();
+            Remote = new RemoteAppStore(signal, TimeProvider.System);
+            Reconciler = new Reconciler(
+                new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), Remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+            _reconcile = Task.Run(() => Reconciler.RunAsync(Stop.Token));
+            _pairing = new PairingResponse(
+                "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),
+                new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hubUrl.ToString() });
+        }
+
+        public CancellationTokenSource Stop { get; } = new();
+
+        public RemoteAppStore Remote { get; }
+
+        public Reconciler Reconciler { get; }
+
+        public SyncLoop Loop(RetryPipelines retries, Func<CancellationToken, Task> renewTunnel) =>
+            new(_client, () => _pairing, _ => Task.CompletedTask, renewTunnel, Reconciler, Remote, "spoke1", null, new WormholeMetrics(), retries, TimeProvider.System, NullLogger.Instance);
+
+        public async ValueTask DisposeAsync()
+        {
+            await Stop.CancelAsync();
+            await _reconcile.ContinueWith(_ => { }, TaskScheduler.Default);
+            _client.Dispose();
+            Stop.Dispose();
         }
     }
 
