@@ -12,6 +12,7 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.WireGuard;

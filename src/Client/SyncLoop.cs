@@ -6,6 +6,7 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Sync;
 
 namespace Wormhole.Tunnel.Client;

@@ -8,6 +8,7 @@ using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Sync;
 
 namespace Wormhole.Tunnel.Server;

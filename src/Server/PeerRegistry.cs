@@ -8,6 +8,7 @@ using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.WireGuard;

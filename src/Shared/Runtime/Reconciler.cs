@@ -5,6 +5,8 @@ using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Resilience;
+using Wormhole.Tunnel.Sinks;
+using Wormhole.Tunnel.Sources;
 
 namespace Wormhole.Tunnel.Runtime;
 

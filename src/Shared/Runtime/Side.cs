@@ -10,19 +10,12 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Resilience;
+using Wormhole.Tunnel.Sinks;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.WireGuard;
 
 namespace Wormhole.Tunnel.Runtime;
-
-/// <summary>A side that offers no apps of its own (no --apps-file): it still consumes the peers' apps.</summary>
-public sealed class NoLocalApps : ILocalAppSource
-{
-    public IReadOnlyList<LocalApp> Current => [];
-
-    /// <summary>Nothing to watch: waits for the stop, as every background loop does.</summary>
-    public Task RunAsync(CancellationToken cancellationToken) => Task.Delay(Timeout.Infinite, cancellationToken);
-}
 
 /// <summary>How the process ends: 0 unless a background loop died (then 1, with the reason).</summary>
 public sealed class ExitStatus

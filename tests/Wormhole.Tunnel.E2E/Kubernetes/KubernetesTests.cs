@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Text.Json.Nodes;
 using Wormhole.Tunnel.E2E.Infrastructure;
+using Wormhole.Tunnel.Sinks;
 
 namespace Wormhole.Tunnel.E2E.Kubernetes;
 

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Tests.Hosting;
 
 namespace Wormhole.Tunnel.Tests.Apps;

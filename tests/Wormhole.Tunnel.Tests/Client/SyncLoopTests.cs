@@ -9,6 +9,7 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.Tests.Server;
 

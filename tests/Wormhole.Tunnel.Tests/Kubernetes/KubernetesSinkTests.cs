@@ -4,6 +4,7 @@ using k8s;
 using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Sinks;
 using Emulator = Wormhole.Tunnel.KubeEmulator.KubeEmulator;
 using EmulatorOptions = Wormhole.Tunnel.KubeEmulator.KubeEmulatorOptions;
 

@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using k8s;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Sinks;
 
 namespace Wormhole.Tunnel.Tests.KubernetesTranslation;
 

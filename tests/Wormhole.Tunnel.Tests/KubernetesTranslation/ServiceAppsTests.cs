@@ -2,6 +2,7 @@ using k8s;
 using k8s.Models;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Sources;
 
 namespace Wormhole.Tunnel.Tests.KubernetesTranslation;
 

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Tests.Server;
 using static Wormhole.Tunnel.Tests.Metrics.MetricsTestMeter;
 

@@ -6,6 +6,7 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Tests.Server;
 
 namespace Wormhole.Tunnel.Tests.Runtime;

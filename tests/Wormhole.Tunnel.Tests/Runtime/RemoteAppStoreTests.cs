@@ -1,6 +1,7 @@
 using System.Net;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sources;
 
 namespace Wormhole.Tunnel.Tests.Runtime;
 

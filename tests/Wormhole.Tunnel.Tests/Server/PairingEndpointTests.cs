@@ -8,6 +8,7 @@ using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.WireGuard;
 

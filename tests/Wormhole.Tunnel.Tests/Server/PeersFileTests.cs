@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Tests.WireGuard;
 using Wormhole.Tunnel.WireGuard;

@@ -2,11 +2,13 @@ using System.Text.Json.Nodes;
 using k8s;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Kubernetes;
+namespace Wormhole.Tunnel.Sinks;
 
 /// <summary>
 /// Makes the generated Services and NetworkPolicies in our namespace exactly those of the plan: creates, patches in

@@ -1,12 +1,14 @@
 using System.Text;
 using Microsoft.Extensions.Logging;
+using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
-namespace Wormhole.Tunnel.Apps;
+namespace Wormhole.Tunnel.Sources;
 
 /// <summary>
 /// The standalone source: a YAML file (<c>apps: [{name, address}]</c>) reloaded whenever it changes (inotify on its

@@ -1,6 +1,9 @@
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Apps;
+namespace Wormhole.Tunnel.Sources;
 
 /// <summary>Where this side's local apps come from.</summary>
 public interface ILocalAppSource

@@ -1,8 +1,10 @@
 using k8s.Models;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Kubernetes;
+namespace Wormhole.Tunnel.Sinks;
 
 /// <summary>Where and how generated objects are made (from --kubernetes-namespace, --kubernetes-labels, --network-policies).</summary>
 /// <param name="Instance">This side's --name: every generated object is labelled with it (see <see cref="KubernetesSink"/>).</param>

@@ -1,9 +1,11 @@
 using System.Collections.Immutable;
 using System.Net;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Runtime;
+namespace Wormhole.Tunnel.Sources;
 
 /// <summary>
 /// The latest app list of every peer, with the time it was last confirmed. A peer whose syncs stop for the TTL has its

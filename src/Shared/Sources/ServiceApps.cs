@@ -1,9 +1,11 @@
 using System.Globalization;
 using k8s.Models;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Kubernetes;
+namespace Wormhole.Tunnel.Sources;
 
 /// <summary>What one annotated Service offers, and what was wrong with its annotations (reported as Events).</summary>
 public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<string> Warnings)

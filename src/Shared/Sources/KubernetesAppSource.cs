@@ -3,10 +3,11 @@ using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Kubernetes;
+namespace Wormhole.Tunnel.Sources;
 
 /// <summary>
 /// Local apps from annotated Services in every namespace. The informer's watch events drive it directly: expose,

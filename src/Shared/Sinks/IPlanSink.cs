@@ -1,6 +1,9 @@
+using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Runtime;
 
-namespace Wormhole.Tunnel.Runtime;
+namespace Wormhole.Tunnel.Sinks;
 
 /// <summary>Something outside that a plan is applied to after the proxy listeners (Kubernetes objects).</summary>
 public interface IPlanSink
