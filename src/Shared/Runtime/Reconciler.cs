@@ -236,7 +236,12 @@ public sealed partial class Reconciler(
         {
             try
             {
-                if (await sink.ApplyAsync(plan, cancellationToken) is { } after)
+                if (sink.IsUpToDate(plan))
+                {
+                    continue;
+                }
+
+                if ((await sink.ApplyAsync(plan, cancellationToken)).RetryAfter is { } after)
                 {
                     retry = retry is null || after < retry ? after : retry;
                 }
@@ -250,9 +255,9 @@ public sealed partial class Reconciler(
                 Retries?.Report(new RetryNotice(RetrySchedule.Sinks.Operation, _sinkFailures, backoff, ex));
                 // The API refusing or unreachable is one line; anything else is a bug, logged with its stack.
                 var expected = ex is Kubernetes.KubeApiException or HttpRequestException or IOException or OperationCanceledException;
-                LogSinkFailed(expected ? null : ex, sink.GetType().Name, ex.Message, backoff.TotalSeconds);
+                LogSinkFailed(expected ? null : ex, sink.Name, ex.Message, backoff.TotalSeconds);
                 retry = retry is null || backoff < retry ? backoff : retry;
-                failure ??= $"{sink.GetType().Name} failed: {ex.Message}";
+                failure ??= $"{sink.Name} sink failed: {ex.Message}";
             }
         }
 
@@ -311,7 +316,7 @@ public sealed partial class Reconciler(
     [LoggerMessage(EventId = 1305, Level = LogLevel.Warning, Message = "App {App} of peer {Peer} skipped: {Reason}")]
     private partial void LogProblem(string peer, string app, string reason);
 
-    [LoggerMessage(EventId = 1307, Level = LogLevel.Warning, Message = "{Sink} failed: {Reason}; retrying in {Seconds:0.#} s")]
+    [LoggerMessage(EventId = 1307, Level = LogLevel.Warning, Message = "The {Sink} sink failed: {Reason}; retrying in {Seconds:0.#} s")]
     private partial void LogSinkFailed(Exception? exception, string sink, string reason, double seconds);
 
     [LoggerMessage(EventId = 1306, Level = LogLevel.Warning, Message = "Peer {Peer} has not synced for {Seconds} s; its apps are withdrawn until it syncs again")]

@@ -59,7 +59,12 @@ public sealed partial class KubernetesSink(
     private readonly Dictionary<string, Dictionary<string, string?>> _atStart = new(StringComparer.Ordinal);
     private readonly HashSet<string> _reportedSinceStart = new(StringComparer.Ordinal);
 
-    public async Task<TimeSpan?> ApplyAsync(Plan plan, CancellationToken cancellationToken)
+    public string Name => "kubernetes";
+
+    /// <summary>Never: every pass lists our objects and repairs what drifted.</summary>
+    public bool IsUpToDate(Plan plan) => false;
+
+    public async Task<SinkResult> ApplyAsync(Plan plan, CancellationToken cancellationToken)
     {
         var desired = GeneratedObjects.Build(plan, options);
         var wantedBy = new Dictionary<string, RemoteListener>(StringComparer.Ordinal);
@@ -76,7 +81,7 @@ public sealed partial class KubernetesSink(
 
         var services = await SyncAsync(desired.Services, Services, wantedBy, graceLeft, cancellationToken);
         var policies = await SyncAsync(desired.NetworkPolicies, Policies, wantedBy, graceLeft, cancellationToken);
-        return services is null ? policies : policies is null || services < policies ? services : policies;
+        return new SinkResult { RetryAfter = services is null ? policies : policies is null || services < policies ? services : policies };
     }
 
     /// <summary>Returns when to pass again (deletions deferred by the startup grace, an object that vanished mid-pass), or null.</summary>

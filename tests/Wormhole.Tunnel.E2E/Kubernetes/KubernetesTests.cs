@@ -226,7 +226,7 @@ public class KubernetesTests
         using var response = await TunnelLab.DeletePeerAsync(k.Lab.Hub, "client", "kajtek:kajtek");
 
         response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the Service could not be deleted, so 204 would be a lie");
-        (await response.Content.ReadAsStringAsync()).Should().Contain("KubernetesSink failed");
+        (await response.Content.ReadAsStringAsync()).Should().Contain("kubernetes sink failed");
         (await TunnelLab.ApiAsync(k.Lab.Hub, "/api/peers")).AsArray().Should().BeEmpty("the peer itself is forgotten");
     }
 

@@ -63,7 +63,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
         var plan = PlanOf(("wormhole", "server", 25001), ("client", "nginx-nginx", 25002));
         for (var pass = 0; pass < 3; pass++)
         {
-            (await sink.ApplyAsync(plan, CancellationToken.None)).Should().BeNull("a clash is not something a retry can fix");
+            (await sink.ApplyAsync(plan, CancellationToken.None)).RetryAfter.Should().BeNull("a clash is not something a retry can fix");
         }
 
         Snapshot("services", "wormhole-server").Should().Be(service, "the chart's Service keeps its spec, labels and resourceVersion");
@@ -148,7 +148,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
 
         // Restarted: nobody has synced yet, so the plan wants nothing.
         var sink = NewSink("server", HubPods, new RecordingLogger(), grace: TimeSpan.FromSeconds(15), isKnownPeer: p => p != "unpaired");
-        (await sink.ApplyAsync(Plan.Empty, CancellationToken.None)).Should().Be(TimeSpan.FromSeconds(15), "a pass is due when the grace ends");
+        (await sink.ApplyAsync(Plan.Empty, CancellationToken.None)).RetryAfter.Should().Be(TimeSpan.FromSeconds(15), "a pass is due when the grace ends");
         Names().Should().BeEquivalentTo(["client-web", "client-old", "silent-app"], "objects of paired peers wait; those of a peer that is not paired go at once");
 
         // client's first sync after the start: its app set is authoritative at once, well within the grace.
@@ -163,7 +163,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
 
         // A paired peer that stays silent loses its objects when the grace ends.
         _time.Advance(TimeSpan.FromSeconds(14));
-        (await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None)).Should().BeNull();
+        (await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None)).RetryAfter.Should().BeNull();
         Names().Should().BeEmpty();
         _api.List("networkpolicies", Ns).Should().BeEmpty();
     }
@@ -176,7 +176,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
         Names().Should().Equal("client-nginx-nginx");
 
         _time.Advance(TimeSpan.FromSeconds(2));
-        (await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None)).Should().BeNull("nothing waits");
+        (await sink.ApplyAsync(Plan.Empty with { ReportedPeers = ["client"] }, CancellationToken.None)).RetryAfter.Should().BeNull("nothing waits");
         Names().Should().BeEmpty("exposed=no in the first 15 s after a start takes effect at once");
         _api.List("networkpolicies", Ns).Should().BeEmpty();
     }
