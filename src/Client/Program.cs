@@ -68,6 +68,7 @@ namespace Wormhole.Tunnel.Client
         private readonly StateDirectory _state;
         private readonly IWireGuardDevice _wireGuard;
         private readonly Reconciler _reconciler;
+        private readonly TunnelSource _tunnel;
         private readonly RemoteAppStore _remoteApps;
         private readonly WormholeMetrics _metrics;
         private readonly RetryPipelines _retries;
@@ -86,6 +87,7 @@ namespace Wormhole.Tunnel.Client
             _state = services.GetRequiredService<StateDirectory>();
             _wireGuard = services.GetRequiredService<IWireGuardDevice>();
             _reconciler = services.GetRequiredService<Reconciler>();
+            _tunnel = services.GetRequiredService<TunnelSource>();
             _remoteApps = services.GetRequiredService<RemoteAppStore>();
             _metrics = services.GetRequiredService<WormholeMetrics>();
             _retries = services.GetRequiredService<RetryPipelines>();
@@ -243,7 +245,11 @@ namespace Wormhole.Tunnel.Client
             return false;
         }
 
-        /// <summary>Configures WireGuard from a pairing response (address, route and the hub as the one peer).</summary>
+        /// <summary>
+        /// Configures WireGuard from a pairing response: the interface (address, route to the hub) here, the hub as the
+        /// one peer through the tunnel source and the next plan. Returns once that plan is applied; throws when
+        /// WireGuard refused it.
+        /// </summary>
         private async Task ApplyAsync(PairingResponse pairing, CancellationToken cancellationToken)
         {
             if (_pairing is not null && _pairing == pairing)
@@ -253,14 +259,25 @@ namespace Wormhole.Tunnel.Client
 
             var c = _settings.Common;
             await _wireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, _keys.PrivateKey, $"{pairing.AssignedIp}/32", null, [$"{pairing.InternalServerIp}/32"]), cancellationToken);
-            await _wireGuard.SetPeersAsync([HubPeer(pairing)], cancellationToken);
+            _tunnel.Set(new TunnelState(IPAddress.Parse(pairing.AssignedIp), [HubLink(pairing)]));
+            if ((await _reconciler.ConvergeAsync(cancellationToken)).FailureOf("wireguard") is { } refused)
+            {
+                throw new WireGuardCommandException(refused);
+            }
+
             _pairing = pairing;
-            _reconciler.TunnelAddress = IPAddress.Parse(pairing.AssignedIp);
             LogWireGuardUp(_logger, c.WgInterface, _wireGuard.Backend ?? "?", pairing.AssignedIp, pairing.WireGuard.Endpoint ?? "?");
         }
 
-        private static WgPeer HubPeer(PairingResponse pairing) =>
-            new(pairing.WireGuard.PublicKey, [$"{pairing.InternalServerIp}/32"], pairing.WireGuard.Endpoint, 10);
+        /// <summary>The hub as this spoke's one peer: its tunnel address routed to it, dialled at its endpoint, kept alive.</summary>
+        private static PeerLink HubLink(PairingResponse pairing) =>
+            new(pairing.Name, pairing.WireGuard.PublicKey, IPAddress.Parse(pairing.InternalServerIp), pairing.WireGuard.Endpoint, 10);
+
+        private static WgPeer HubPeer(PairingResponse pairing)
+        {
+            var link = HubLink(pairing);
+            return new(link.PublicKey, [$"{link.Address}/32"], link.Endpoint, link.KeepaliveSeconds);
+        }
 
         /// <summary>
         /// Drops the WireGuard session with the hub (the peer removed and set again), so the next packet starts a fresh

@@ -30,9 +30,11 @@ internal enum PairingOutcome
 internal sealed record PairingResult(PairingOutcome Outcome, StoredPeer? Peer, string? Reason);
 
 /// <summary>
-/// The hub's spokes: name ↔ public key ↔ tunnel address, persisted before any answer is given, mirrored into WireGuard.
-/// All changes are serialised; reads see an immutable snapshot. A change is stored, then given to WireGuard; when
-/// WireGuard refuses it, the file is put back as it was and the in-memory list never saw the change.
+/// The hub's spokes: name ↔ public key ↔ tunnel address, persisted before any answer is given. The registry is the
+/// source of the hub's tunnel peers: a change is stored, handed to the <see cref="TunnelSource"/> and converged (the
+/// planner makes it the WireGuard peer set, the loop applies it); when WireGuard refuses it, the file and the peers are
+/// put back as they were and the in-memory list never saw the change. All changes are serialised; reads see an
+/// immutable snapshot.
 /// </summary>
 /// <remarks>
 /// An entry of peers.json the hub cannot use (see <see cref="Load"/>) is skipped, not fatal: it is logged, listed by
@@ -45,11 +47,13 @@ internal sealed partial class PeerRegistry(
     JsonStateFile<StoredPeers> file,
     AddressPool pool,
     string hubPublicKey,
-    IWireGuardDevice wireGuard,
+    TunnelSource tunnel,
     RemoteAppStore remoteApps,
     ILogger<PeerRegistry> logger,
     Reconciler reconciler) : IPeerDirectory
 {
+    private const string WireGuardSinkName = "wireguard";
+
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile IReadOnlyList<StoredPeer> _peers = [];
     private volatile IReadOnlyList<SkippedEntry> _skipped = [];
@@ -121,6 +125,7 @@ internal sealed partial class PeerRegistry(
 
         _peers = peers;
         _skipped = skipped;
+        tunnel.SetPeers(Links(peers));
     }
 
     public StoredPeer? FindByAddress(IPAddress address)
@@ -149,6 +154,12 @@ internal sealed partial class PeerRegistry(
             return new PairingResult(PairingOutcome.InvalidKey, null, keyRefusal);
         }
 
+        if (!reconciler.FirstPlanApplied)
+        {
+            // Its WireGuard peers are applied by the first plan's pass: until then a pairing could not be made real.
+            return new PairingResult(PairingOutcome.Unavailable, null, "the hub is starting");
+        }
+
         await _gate.WaitAsync(cancellationToken);
         try
         {
@@ -160,7 +171,9 @@ internal sealed partial class PeerRegistry(
                     return new PairingResult(PairingOutcome.KeyMismatch, null, $"peer '{name}' is already paired with another public key; delete it on the hub (DELETE /api/peers/v1/{name}) to pair again");
                 }
 
-                if (await TryApplyWireGuardAsync(_peers) is { } again)
+                // The same spoke again (its cached pairing did not reach us): its peer is on the interface unless WireGuard
+                // refused the peer set, which the last pass says.
+                if ((await reconciler.ConvergeAsync(CancellationToken.None)).FailureOf(WireGuardSinkName) is { } again)
                 {
                     return new PairingResult(PairingOutcome.Unavailable, null, again);
                 }
@@ -188,7 +201,7 @@ internal sealed partial class PeerRegistry(
 
             var peer = new StoredPeer(name, address.ToString(), publicKey);
             var updated = _peers.Append(peer).ToList();
-            if (await CommitAsync(updated, _skipped, applyWireGuard: true) is { } failure)
+            if ((await CommitAsync(updated, _skipped, applyWireGuard: true)).Refused is { } failure)
             {
                 LogChangeFailed(name, failure);
                 return new PairingResult(PairingOutcome.Unavailable, null, $"the hub could not add peer '{name}': {failure}");
@@ -218,7 +231,7 @@ internal sealed partial class PeerRegistry(
         try
         {
             var updated = _peers.Select(p => p.Name == name ? p with { Metadata = metadata?.Clone() } : p).ToList();
-            return await CommitAsync(updated, _skipped, applyWireGuard: false);
+            return (await CommitAsync(updated, _skipped, applyWireGuard: false)).Refused;
         }
         finally
         {
@@ -233,16 +246,16 @@ internal sealed partial class PeerRegistry(
     /// </summary>
     public async Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken)
     {
-        if (!await ForgetAsync(name, cancellationToken))
+        if (await ForgetAsync(name, cancellationToken) is not { } converged)
         {
             return PeerDeletion.NotFound;
         }
 
-        var converged = await reconciler.ConvergeAsync(cancellationToken);
         return converged.Succeeded ? PeerDeletion.Deleted : PeerDeletion.Incomplete(converged.SinkFailure!);
     }
 
-    private async Task<bool> ForgetAsync(string name, CancellationToken cancellationToken)
+    /// <summary>Null when there is no such peer; else the pass that withdrew its apps (its WireGuard peer went in an earlier one).</summary>
+    private async Task<ConvergeResult?> ForgetAsync(string name, CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken);
         try
@@ -252,11 +265,11 @@ internal sealed partial class PeerRegistry(
             var skippedRemoved = _skipped.Count - keptSkipped.Count;
             if (peer is null && skippedRemoved == 0)
             {
-                return false;
+                return null;
             }
 
             var updated = _peers.Where(p => p.Name != name).ToList();
-            if (await CommitAsync(updated, keptSkipped, applyWireGuard: peer is not null) is { } failure)
+            if ((await CommitAsync(updated, keptSkipped, applyWireGuard: peer is not null)).Refused is { } failure)
             {
                 LogChangeFailed(LogText.Of(name), failure);
                 throw new PeerDirectoryException($"the hub could not delete peer '{LogText.Of(name)}': {failure}");
@@ -272,27 +285,13 @@ internal sealed partial class PeerRegistry(
             {
                 LogSkippedDeleted(skippedRemoved, LogText.Of(name), file.Path);
             }
-
-            return true;
         }
         finally
         {
             _gate.Release();
         }
-    }
 
-    /// <summary>Makes WireGuard's peer list match the store (at start and after every change).</summary>
-    public async Task SyncWireGuardAsync(CancellationToken cancellationToken)
-    {
-        await _gate.WaitAsync(cancellationToken);
-        try
-        {
-            await ApplyWireGuardAsync(_peers, cancellationToken);
-        }
-        finally
-        {
-            _gate.Release();
-        }
+        return await reconciler.ConvergeAsync(cancellationToken);
     }
 
     /// <summary>Why <paramref name="publicKey"/> cannot be a spoke's key, or null when it can.</summary>
@@ -312,12 +311,12 @@ internal sealed partial class PeerRegistry(
     }
 
     /// <summary>
-    /// Stores <paramref name="updated"/>, then gives it to WireGuard; only when both worked does <see cref="List"/>
-    /// show it. A refusal puts the peers file back byte for byte and WireGuard back to the current list. Null on
-    /// success, else the reason. Not cancellable once started: a client that hangs up must not leave the file and
-    /// WireGuard half changed.
+    /// Stores <paramref name="updated"/>, then (with <paramref name="applyWireGuard"/>) hands it to the tunnel source
+    /// and converges; only when both worked does <see cref="List"/> show it. When WireGuard refused the peer set, the
+    /// peers file is put back byte for byte and the tunnel's peers with it. Not cancellable once started: a client
+    /// that hangs up must not leave the file and WireGuard half changed.
     /// </summary>
-    private async Task<string?> CommitAsync(List<StoredPeer> updated, IReadOnlyList<SkippedEntry> skipped, bool applyWireGuard)
+    private async Task<Commit> CommitAsync(List<StoredPeer> updated, IReadOnlyList<SkippedEntry> skipped, bool applyWireGuard)
     {
         byte[]? before;
         try
@@ -327,35 +326,49 @@ internal sealed partial class PeerRegistry(
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
         {
-            return $"the peers file cannot be written ({ex.Message})";
+            return new Commit($"the peers file cannot be written ({ex.Message})", null);
         }
 
-        if (applyWireGuard && await TryApplyWireGuardAsync(updated) is { } refused)
+        ConvergeResult? converged = null;
+        if (applyWireGuard)
         {
-            try
+            tunnel.SetPeers(Links(updated));
+            converged = await reconciler.ConvergeAsync(CancellationToken.None);
+            if (converged.FailureOf(WireGuardSinkName) is { } refused)
             {
-                if (before is null)
+                try
                 {
-                    File.Delete(file.Path);
+                    if (before is null)
+                    {
+                        File.Delete(file.Path);
+                    }
+                    else
+                    {
+                        await AtomicFile.WriteAsync(file.Path, before, CancellationToken.None);
+                    }
                 }
-                else
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                 {
-                    await AtomicFile.WriteAsync(file.Path, before, CancellationToken.None);
+                    LogRollbackFailed(file.Path, ex.Message);
                 }
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                LogRollbackFailed(file.Path, ex.Message);
-            }
 
-            _ = await TryApplyWireGuardAsync(_peers);
-            return refused;
+                tunnel.SetPeers(Links(_peers));
+                _ = await reconciler.ConvergeAsync(CancellationToken.None);
+                return new Commit($"WireGuard refused the peer list ({refused})", converged);
+            }
         }
 
         _peers = updated;
         _skipped = skipped;
-        return null;
+        return new Commit(null, converged);
     }
+
+    /// <summary>What a change came to: why it was refused (then nothing changed), and the pass that applied it, if one ran.</summary>
+    private sealed record Commit(string? Refused, ConvergeResult? Converged);
+
+    /// <summary>The stored peers as the tunnel's peers (they dial the hub: no endpoint, no keepalive).</summary>
+    private static IEnumerable<PeerLink> Links(IEnumerable<StoredPeer> peers) =>
+        peers.Select(p => new PeerLink(p.Name, p.PublicKey, IPAddress.Parse(p.Ip)));
 
     /// <summary>peers.json: the usable peers, then every skipped entry exactly as it was read.</summary>
     private static byte[] Serialize(IReadOnlyList<StoredPeer> peers, IReadOnlyList<SkippedEntry> skipped)
@@ -456,22 +469,6 @@ internal sealed partial class PeerRegistry(
 
     /// <summary>A skipped entry: what the admin API shows, and its bytes as read (written back unchanged).</summary>
     private sealed record SkippedEntry(InvalidStoredPeer Info, byte[] Raw);
-
-    private async Task<string?> TryApplyWireGuardAsync(IReadOnlyList<StoredPeer> peers)
-    {
-        try
-        {
-            await ApplyWireGuardAsync(peers, CancellationToken.None);
-            return null;
-        }
-        catch (Exception ex)
-        {
-            return $"WireGuard refused the peer list ({ex.Message})";
-        }
-    }
-
-    private Task ApplyWireGuardAsync(IReadOnlyList<StoredPeer> peers, CancellationToken cancellationToken) =>
-        wireGuard.SetPeersAsync(peers.Select(p => new WgPeer(p.PublicKey, [$"{p.Ip}/32"])).ToList(), cancellationToken);
 
     private static bool JsonEquals(JsonElement? a, JsonElement? b) =>
         (a is null || a.Value.ValueKind == JsonValueKind.Null) && (b is null || b.Value.ValueKind == JsonValueKind.Null)

@@ -146,19 +146,19 @@ namespace Wormhole.Tunnel.Server
                 builder.Services.AddSide(c, TimeProvider.System, runner, sp => name => sp.GetRequiredService<PeerRegistry>().Find(name) is not null);
                 builder.Services.AddSingleton(sp => new PeerRegistry(
                     sp.GetRequiredService<StateDirectory>().Peers, new AddressPool(settings.InternalHost, settings.SubnetMask), keys.PublicKey,
-                    sp.GetRequiredService<IWireGuardDevice>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<ILogger<PeerRegistry>>(), sp.GetRequiredService<Reconciler>()));
+                    sp.GetRequiredService<TunnelSource>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<ILogger<PeerRegistry>>(), sp.GetRequiredService<Reconciler>()));
                 builder.Services.AddSingleton<IPeerDirectory>(sp => sp.GetRequiredService<PeerRegistry>());
                 app = builder.Build();
                 app.MapListeners(listeners);
 
+                // The interface first; its peers (the stored ones) come with the first plan, as every later change does.
                 var registry = app.Services.GetRequiredService<PeerRegistry>();
                 registry.Load();
                 wireGuard = app.Services.GetRequiredService<IWireGuardDevice>();
                 await wireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);
                 wgUp = true;
-                await registry.SyncWireGuardAsync(stop);
                 LogWireGuardUp(logger, c.WgInterface, wireGuard.Backend ?? "?", $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, registry.List().Count);
-                app.Services.GetRequiredService<Reconciler>().TunnelAddress = settings.InternalHost;
+                app.Services.GetRequiredService<TunnelSource>().SetAddress(settings.InternalHost);
                 if (!codec.Encrypted)
                 {
                     LogNoToken(logger);

@@ -1,6 +1,8 @@
 using System.Collections.Immutable;
 using System.Net;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Sources;
+using Wormhole.Tunnel.WireGuard;
 
 namespace Wormhole.Tunnel.Planning;
 
@@ -27,6 +29,9 @@ public sealed record PlanInput(
     PortRange RemotePorts,
     IReadOnlySet<int>? UnusablePorts = null)
 {
+    /// <summary>The peers this side is paired with (the tunnel source): the planner makes them the WireGuard peer set.</summary>
+    public IReadOnlyList<PeerLink> Peers { get; init; } = [];
+
     /// <summary>
     /// Listeners the proxy could not open in this pass, by app (local) or by (peer, app) (remote), with the reason: the
     /// planner leaves them out (not listened on, not advertised) with that reason as a problem. The next pass tries them
@@ -60,7 +65,27 @@ public sealed record Plan(
 {
     public static readonly Plan Empty = new([], [], [], [], []);
 
+    /// <summary>
+    /// The WireGuard peers the interface must have, exactly (ordered by key): one per paired peer, routing its tunnel
+    /// address to it. Null while this side has no tunnel address (a spoke before pairing: no interface to apply it to).
+    /// </summary>
+    public WireGuardPlan? WireGuard { get; init; }
+
+    /// <summary>This side's tunnel address: local listeners bind to it. Null until known (a spoke before pairing).</summary>
+    public IPAddress? TunnelAddress { get; init; }
+
+    /// <summary>The names of the peers this side is paired with (ordinal order), whether or not they have synced.</summary>
+    public ImmutableArray<string> PairedPeers { get; init; } = [];
+
     /// <summary>Remote apps as /api/apps/v1 shows them without Kubernetes: <c>localhost:&lt;listener port&gt;</c>.</summary>
     public IEnumerable<AppDescriptor> Exposed =>
         RemoteListeners.Select(l => new AppDescriptor(l.App, AppAddress.Format("localhost", l.Port), l.Peer, l.OriginalPort, l.TargetLabels));
+}
+
+/// <summary>The WireGuard part of a plan: the interface's whole peer set.</summary>
+public sealed record WireGuardPlan(ImmutableArray<WgPeer> Peers)
+{
+    /// <summary>Whether both sets hold the same peers with the same settings (records compare lists by reference).</summary>
+    public bool SameAs(WireGuardPlan? other) =>
+        other is not null && Peers.Length == other.Peers.Length && Peers.Zip(other.Peers).All(p => p.First.SameAs(p.Second));
 }

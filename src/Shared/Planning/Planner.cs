@@ -1,5 +1,7 @@
 using System.Collections.Immutable;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Sources;
+using Wormhole.Tunnel.WireGuard;
 
 namespace Wormhole.Tunnel.Planning;
 
@@ -107,7 +109,34 @@ public static class Planner
         }
 
         var reported = input.RemoteApps.Select(p => p.Peer).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
-        return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable(), reported);
+        return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable(), reported)
+        {
+            TunnelAddress = input.TunnelAddress,
+            WireGuard = input.TunnelAddress is null ? null : WireGuardPeers(input.Peers),
+            PairedPeers = input.Peers.Select(p => p.Name).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray(),
+        };
+    }
+
+    /// <summary>
+    /// One WireGuard peer per paired peer: its tunnel address (a /32) is routed to it, nothing else, so a peer can only
+    /// send from and receive at its own address. A key or an address listed twice keeps the first (the pairing store
+    /// never holds such twins; this keeps a bad input from making a peer set WireGuard would refuse). Ordered by key.
+    /// </summary>
+    private static WireGuardPlan WireGuardPeers(IReadOnlyList<PeerLink> peers)
+    {
+        var keys = new HashSet<string>(StringComparer.Ordinal);
+        var addresses = new HashSet<System.Net.IPAddress>();
+        var result = ImmutableArray.CreateBuilder<WgPeer>();
+        foreach (var peer in peers)
+        {
+            if (keys.Add(peer.PublicKey) && addresses.Add(peer.Address))
+            {
+                result.Add(new WgPeer(peer.PublicKey, [$"{peer.Address}/{(peer.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128)}"], peer.Endpoint, peer.KeepaliveSeconds));
+            }
+        }
+
+        result.Sort((a, b) => string.CompareOrdinal(a.PublicKey, b.PublicKey));
+        return new WireGuardPlan(result.ToImmutable());
     }
 
     private static Dictionary<TKey, int> AssignPorts<T, TKey>(

@@ -1,19 +1,26 @@
-using System.Net;
+using System.Threading.RateLimiting;
 using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Planning;
-using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 
 namespace Wormhole.Tunnel.Runtime;
 
-/// <summary>What <see cref="Reconciler.ConvergeAsync"/> found: null <see cref="SinkFailure"/> when every sink applied the plan.</summary>
-public sealed record ConvergeResult(string? SinkFailure)
+/// <summary>What <see cref="Reconciler.ConvergeAsync"/> found: which sinks failed to apply the plan, and why (none: converged).</summary>
+public sealed record ConvergeResult(IReadOnlyDictionary<string, string> Failures)
 {
-    public bool Succeeded => SinkFailure is null;
+    public static readonly ConvergeResult Converged = new(new Dictionary<string, string>());
+
+    public bool Succeeded => Failures.Count == 0;
+
+    /// <summary>The first failure as one line (<c>the kubernetes sink failed: …</c>), or null.</summary>
+    public string? SinkFailure => Failures.Count == 0 ? null : Failures.First().Value;
+
+    /// <summary>Why the sink of that name failed, or null when it applied the plan.</summary>
+    public string? FailureOf(string sink) => Failures.GetValueOrDefault(sink);
 }
 
 /// <summary>Reconciler settings that differ between hub and spoke.</summary>
@@ -25,36 +32,45 @@ public sealed record ReconcilerOptions(string SelfName, TimeSpan PeerTtl)
 }
 
 /// <summary>
-/// The one loop of a side: every change (apps file, a sync, pairing, expiry) requests a recompute; one worker
-/// rebuilds the whole plan with <see cref="Planner"/> and applies it to the proxy table. Readers (admin API, sync)
-/// see the last applied plan through <see cref="Current"/>.
+/// The one loop of a side: sources (local apps, the peers' apps, the tunnel) → <see cref="Planner"/> → sinks (proxy,
+/// WireGuard, Kubernetes). Every change a source reports requests a recompute; requests coalesce, passes are
+/// rate-limited, and one worker rebuilds the whole plan and gives it to each sink in order, skipping those whose part
+/// is up to date. What a sink could not do comes back as a typed result and is a planner input of the next plan;
+/// nothing edits a plan after the planner built it. Readers (admin API, sync) see the last applied plan through
+/// <see cref="Current"/>. Every <see cref="Resync"/> a pass runs anyway, so sinks can repair drift.
 /// </summary>
 public sealed partial class Reconciler(
     ReconcilerOptions options,
     ILocalAppSource localApps,
     RemoteAppStore remoteApps,
-    IProxyTable proxy,
+    TunnelSource tunnel,
+    IReadOnlyList<IPlanSink> sinks,
     ReconcileSignal signal,
     TimeProvider time,
     ILogger<Reconciler> logger,
-    IReadOnlyList<IPlanSink>? sinks = null,
     Metrics.WormholeMetrics? metrics = null)
 {
+    /// <summary>A pass at least this often, whether or not a source changed: sinks repair drift, failed ports are tried again.</summary>
+    public static readonly TimeSpan Resync = TimeSpan.FromSeconds(30);
+
+    /// <summary>At most this many passes a second after a burst of as many (a storm of changes is coalesced anyway).</summary>
+    public const int PassesPerSecond = 20;
+
     private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);
-    private static readonly TimeSpan Resync = TimeSpan.FromSeconds(30);
     private readonly string _instance = Convert.ToHexStringLower(BitConverter.GetBytes(Random.Shared.NextInt64()))[..8];
     private readonly HashSet<int> _unusablePorts = [];
     private Plan _current = Plan.Empty;
     private long _advertisedCounter;
     private TaskCompletionSource _advertisedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private volatile IPAddress? _tunnelAddress;
     private int _sinkFailures;
     private long _requested;
     private long _applied;
     private TaskCompletionSource _appliedChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _firstApplied = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private volatile string? _lastSinkFailure;
+    private volatile ConvergeResult _lastResult = ConvergeResult.Converged;
     private int _advertisedWaiters;
+    private long _lastResyncTicks;
+    private volatile bool _resyncDue;
 
     /// <summary>Where a re-scheduled pass after a sink failure is counted and logged at Debug.</summary>
     public RetryPipelines? Retries { get; init; }
@@ -72,17 +88,6 @@ public sealed partial class Reconciler(
 
     /// <summary>Changes whenever the list of apps this side advertises changes (used by the long-poll sync).</summary>
     public string AdvertisedVersion => $"{_instance}.{Interlocked.Read(ref _advertisedCounter)}";
-
-    /// <summary>This side's tunnel address; local listeners bind to it. The spoke learns it at pairing.</summary>
-    public IPAddress? TunnelAddress
-    {
-        get => _tunnelAddress;
-        set
-        {
-            _tunnelAddress = value;
-            signal.Request();
-        }
-    }
 
     /// <summary>Completes when the advertised list differs from <paramref name="knownVersion"/>, or after <paramref name="maxWait"/>.</summary>
     public async Task WaitForAdvertisedChangeAsync(string? knownVersion, TimeSpan maxWait, CancellationToken cancellationToken)
@@ -108,8 +113,8 @@ public sealed partial class Reconciler(
     }
 
     /// <summary>
-    /// Requests a recompute and completes once a plan built after this call has been applied — to the proxy at least;
-    /// the result says whether every sink applied it too (a failing Kubernetes API makes it a failure with the reason).
+    /// Requests a recompute and completes once a plan built after this call has been applied; the result says which
+    /// sinks failed to apply it (a failing Kubernetes API, WireGuard refusing a peer set), if any.
     /// </summary>
     public async Task<ConvergeResult> ConvergeAsync(CancellationToken cancellationToken)
     {
@@ -126,7 +131,7 @@ public sealed partial class Reconciler(
             await changed.WaitAsync(cancellationToken);
         }
 
-        return new ConvergeResult(_lastSinkFailure);
+        return _lastResult;
     }
 
     /// <summary>Completes once the first plan has been applied (see <see cref="FirstPlanApplied"/>).</summary>
@@ -134,50 +139,45 @@ public sealed partial class Reconciler(
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        Interlocked.Exchange(ref _lastResyncTicks, time.GetTimestamp());
         using var tick = time.CreateTimer(_ => OnTick(), null, Tick, Tick);
-        var lastFull = time.GetUtcNow();
+        await using var limiter = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = PassesPerSecond,
+            TokensPerPeriod = PassesPerSecond,
+            ReplenishmentPeriod = TimeSpan.FromSeconds(1),
+            QueueLimit = 1,
+            AutoReplenishment = true,
+        });
         signal.Request();
         while (!cancellationToken.IsCancellationRequested)
         {
             await signal.WaitAsync(cancellationToken);
-            if (time.GetUtcNow() - lastFull > Resync)
+            using var lease = await limiter.AcquireAsync(1, cancellationToken);
+            if (_resyncDue)
             {
+                _resyncDue = false;
                 _unusablePorts.Clear();
-                lastFull = time.GetUtcNow();
             }
 
             await ReconcileOnceAsync(cancellationToken);
         }
     }
 
-    /// <summary>Builds and applies one plan. Public for tests that drive the loop step by step.</summary>
+    /// <summary>Builds one plan and gives it to every sink. Public for tests that drive the loop step by step.</summary>
     public async Task ReconcileOnceAsync(CancellationToken cancellationToken)
     {
         var generation = Interlocked.Read(ref _requested);
         var started = time.GetTimestamp();
         var previous = Current;
-        var tunnel = _tunnelAddress;
-        var input = new PlanInput(options.SelfName, tunnel, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts);
-        var plan = Planner.Build(input, previous);
-        var failures = await proxy.ApplyAsync(ListenerSpecs(plan, tunnel), cancellationToken);
-        if (failures.Count > 0)
+        var tunnelState = tunnel.Current;
+        var input = new PlanInput(options.SelfName, tunnelState.Address, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts)
         {
-            // What failed is a planner input: those apps are left out of this plan (not advertised), and the next pass
-            // gives them other ports.
-            var unavailable = new Dictionary<ListenerKey, string>();
-            foreach (var f in failures)
-            {
-                _unusablePorts.Add(f.Spec.Port);
-                var key = f.Spec.Kind == ListenerKind.Local
-                    ? new ListenerKey(null, f.Spec.App)
-                    : new ListenerKey(plan.RemoteListeners.First(r => r.Port == f.Spec.Port).Peer, f.Spec.App);
-                unavailable[key] = $"cannot listen on port {f.Spec.Port}: {f.Reason}; trying another port";
-            }
-
-            plan = Planner.Build(input with { Unavailable = unavailable }, previous);
-            await proxy.ApplyAsync(ListenerSpecs(plan, tunnel), cancellationToken);
-            signal.Request();
-        }
+            Peers = tunnelState.Peers,
+        };
+        var plan = Planner.Build(input, previous);
+        var (applied, failures) = await ApplySinksAsync(input, plan, previous, cancellationToken);
+        plan = applied;
 
         foreach (var problem in plan.Problems.Except(previous.Problems))
         {
@@ -186,7 +186,7 @@ public sealed partial class Reconciler(
 
         LogChanges(previous, plan);
         Volatile.Write(ref _current, plan);
-        _lastSinkFailure = await ApplySinksAsync(plan, cancellationToken);
+        _lastResult = new ConvergeResult(failures);
         if (metrics is not null)
         {
             // Series of withdrawn apps go; the app label values left are those of this plan.
@@ -208,57 +208,70 @@ public sealed partial class Reconciler(
         }
     }
 
-    private static List<ListenerSpec> ListenerSpecs(Plan plan, IPAddress? tunnel)
-    {
-        var specs = new List<ListenerSpec>(plan.LocalListeners.Length + plan.RemoteListeners.Length);
-        foreach (var l in plan.LocalListeners)
-        {
-            specs.Add(new ListenerSpec(ListenerKind.Local, l.App, tunnel!, l.Port, l.TargetHost, l.TargetPort));
-        }
-
-        foreach (var r in plan.RemoteListeners)
-        {
-            specs.Add(new ListenerSpec(ListenerKind.Remote, r.App, IPAddress.Any, r.Port, r.PeerAddress.ToString(), r.PeerPort, tunnel));
-        }
-
-        return specs;
-    }
-
     /// <summary>
-    /// Applies the plan to the outside sinks; a failure or pending work schedules another pass (with backoff).
-    /// Returns why a sink failed, or null.
+    /// Gives the plan to each sink in order. When a sink could not make some listeners, they are a planner input: the
+    /// plan is built again without them (they are left out, with the reason as a problem) and applied from the first
+    /// sink on, once per pass; the next pass, requested at once, gives them other ports. A sink that throws is retried
+    /// with backoff on the shared schedule. Returns the plan the sinks applied and which sinks failed.
     /// </summary>
-    private async Task<string?> ApplySinksAsync(Plan plan, CancellationToken cancellationToken)
+    private async Task<(Plan Plan, Dictionary<string, string> Failures)> ApplySinksAsync(PlanInput input, Plan plan, Plan previous, CancellationToken cancellationToken)
     {
+        var failures = new Dictionary<string, string>(StringComparer.Ordinal);
         TimeSpan? retry = null;
-        string? failure = null;
-        foreach (var sink in sinks ?? [])
+        var replanned = false;
+        for (var i = 0; i < sinks.Count; i++)
         {
+            var sink = sinks[i];
+            if (sink.IsUpToDate(plan))
+            {
+                continue;
+            }
+
+            SinkResult result;
             try
             {
-                if (sink.IsUpToDate(plan))
-                {
-                    continue;
-                }
-
-                if ((await sink.ApplyAsync(plan, cancellationToken)).RetryAfter is { } after)
-                {
-                    retry = retry is null || after < retry ? after : retry;
-                }
-
-                _sinkFailures = 0;
+                result = await sink.ApplyAsync(plan, cancellationToken);
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
                 _sinkFailures++;
                 var backoff = RetrySchedule.Sinks.Delay(_sinkFailures);
                 Retries?.Report(new RetryNotice(RetrySchedule.Sinks.Operation, _sinkFailures, backoff, ex));
-                // The API refusing or unreachable is one line; anything else is a bug, logged with its stack.
-                var expected = ex is Kubernetes.KubeApiException or HttpRequestException or IOException or OperationCanceledException;
+                // The outside refusing or unreachable is one line; anything else is a bug, logged with its stack.
+                var expected = ex is Kubernetes.KubeApiException or HttpRequestException or IOException or OperationCanceledException or WireGuard.WireGuardCommandException;
                 LogSinkFailed(expected ? null : ex, sink.Name, ex.Message, backoff.TotalSeconds);
                 retry = retry is null || backoff < retry ? backoff : retry;
-                failure ??= $"{sink.Name} sink failed: {ex.Message}";
+                failures[sink.Name] = $"the {sink.Name} sink failed: {ex.Message}";
+                continue;
             }
+
+            if (result.RetryAfter is { } after)
+            {
+                retry = retry is null || after < retry ? after : retry;
+            }
+
+            if (!result.Unavailable.IsEmpty)
+            {
+                foreach (var u in result.Unavailable)
+                {
+                    _unusablePorts.Add(u.Port);
+                }
+
+                signal.Request();
+                if (!replanned)
+                {
+                    replanned = true;
+                    var unavailable = result.Unavailable.ToDictionary(u => u.Key, u => $"cannot listen on port {u.Port}: {u.Reason}; trying another port");
+                    plan = Planner.Build(input with { Unavailable = unavailable }, previous);
+                    i = -1;
+                    continue;
+                }
+            }
+        }
+
+        if (failures.Count == 0)
+        {
+            _sinkFailures = 0;
         }
 
         if (retry is { } delay)
@@ -267,7 +280,7 @@ public sealed partial class Reconciler(
                 .ContinueWith(_ => signal.Request(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
 
-        return failure;
+        return (plan, failures);
     }
 
     private void OnTick()
@@ -275,6 +288,13 @@ public sealed partial class Reconciler(
         foreach (var peer in remoteApps.Expire(options.PeerTtl))
         {
             LogExpired(peer, options.PeerTtl.TotalSeconds);
+        }
+
+        if (time.GetElapsedTime(Interlocked.Read(ref _lastResyncTicks)) >= Resync)
+        {
+            Interlocked.Exchange(ref _lastResyncTicks, time.GetTimestamp());
+            _resyncDue = true;
+            signal.Request();
         }
     }
 

@@ -76,6 +76,7 @@ public static partial class Side
             notice => sp.GetRequiredService<WormholeMetrics>().Retried(notice.Operation)));
         services.AddSingleton<ReconcileSignal>();
         services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time));
+        services.AddSingleton(sp => new TunnelSource(sp.GetRequiredService<ReconcileSignal>()));
         if (settings.Kubernetes)
         {
             services.AddSingleton(sp =>
@@ -90,7 +91,7 @@ public static partial class Side
                 sp.GetRequiredService<KubeApi>(), settings.Name, sp.GetRequiredService<ReconcileSignal>(), sp.GetRequiredService<EventRecorder>(), time, sp.GetRequiredService<ILoggerFactory>()));
             services.AddSingleton(new KubernetesSinkOptions(
                 settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
-            services.AddSingleton<IPlanSink>(sp => new KubernetesSink(
+            services.AddSingleton(sp => new KubernetesSink(
                 sp.GetRequiredService<KubeApi>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
                 sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>()));
         }
@@ -105,17 +106,30 @@ public static partial class Side
 
         services.AddSingleton(sp => new ProxyTable(
             new ProxyOptions { Engine = settings.ProxyEngine }, sp.GetRequiredService<WormholeMetrics>(), sp.GetRequiredService<ILogger<ProxyTable>>(), time));
+        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(runner, sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
         services.AddSingleton(sp =>
         {
+            // The sinks in the order a plan is applied: listeners first (what they cannot open is replanned before
+            // anything else sees it), then the WireGuard peers, then the Kubernetes objects pointing at the listeners.
+            List<IPlanSink> sinks =
+            [
+                new ProxySink(sp.GetRequiredService<ProxyTable>()),
+                new WireGuardSink(sp.GetRequiredService<IWireGuardDevice>(), time),
+            ];
+            if (sp.GetService<KubernetesSink>() is { } kubernetes)
+            {
+                sinks.Add(kubernetes);
+            }
+
             var reconciler = new Reconciler(
                 new ReconcilerOptions(settings.Name, settings.PeerTtl),
                 sp.GetRequiredService<ILocalAppSource>(),
                 sp.GetRequiredService<RemoteAppStore>(),
-                sp.GetRequiredService<ProxyTable>(),
+                sp.GetRequiredService<TunnelSource>(),
+                sinks,
                 sp.GetRequiredService<ReconcileSignal>(),
                 time,
                 sp.GetRequiredService<ILogger<Reconciler>>(),
-                [.. sp.GetServices<IPlanSink>()],
                 sp.GetRequiredService<WormholeMetrics>())
             {
                 Retries = sp.GetRequiredService<RetryPipelines>(),
@@ -124,7 +138,6 @@ public static partial class Side
             metrics.OnCollect(() => metrics.SetApps(reconciler.Current.LocalListeners.Length, reconciler.Current.RemoteListeners.Length));
             return reconciler;
         });
-        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(runner, sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
         services.AddSingleton(sp => new BackgroundLoop("reconcile", ct => ReconcileWhenReadyAsync(sp, ct)));
         services.AddSingleton(sp => new BackgroundLoop("local apps", sp.GetRequiredService<ILocalAppSource>().RunAsync));
         services.AddHostedService<LoopsService>();

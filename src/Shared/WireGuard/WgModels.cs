@@ -9,7 +9,13 @@ public sealed record WgPeer(
     string PublicKey,
     IReadOnlyList<string> AllowedIps,
     string? Endpoint = null,
-    int? PersistentKeepaliveSeconds = null);
+    int? PersistentKeepaliveSeconds = null)
+{
+    /// <summary>Same key, allowed IPs (in order), endpoint and keepalive (the record's own equality compares the list by reference).</summary>
+    public bool SameAs(WgPeer other) =>
+        other is not null && PublicKey == other.PublicKey && Endpoint == other.Endpoint
+        && PersistentKeepaliveSeconds == other.PersistentKeepaliveSeconds && AllowedIps.SequenceEqual(other.AllowedIps);
+}
 
 /// <summary>What <see cref="IWireGuardDevice.UpAsync"/> makes of an interface.</summary>
 /// <param name="Name">Interface name, at most 15 characters, unique on the machine (wireguard-go's control sockets are shared by all namespaces).</param>

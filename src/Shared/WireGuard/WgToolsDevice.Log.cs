@@ -29,8 +29,8 @@ public sealed partial class WgToolsDevice
     [LoggerMessage(EventId = 1107, Level = LogLevel.Debug, Message = "Set peer {PublicKey} on {Interface}: allowed IPs {AllowedIps}, endpoint {Endpoint}")]
     private partial void LogPeerSet(string publicKey, string @interface, string allowedIps, string endpoint);
 
-    [LoggerMessage(EventId = 1108, Level = LogLevel.Information, Message = "Peers of {Interface}: {Count} set, {Removed} removed")]
-    private partial void LogPeersReconciled(string @interface, int count, int removed);
+    [LoggerMessage(EventId = 1108, Level = LogLevel.Information, Message = "Peers of {Interface}: {Count} set, {Removed} removed in one wg set; {Total} peer(s) now")]
+    private partial void LogPeersReconciled(string @interface, int count, int removed, int total);
 
     [LoggerMessage(EventId = 1109, Level = LogLevel.Information, Message = "WireGuard interface {Interface} deleted (existed: {Existed})")]
     private partial void LogInterfaceDown(string @interface, bool existed);

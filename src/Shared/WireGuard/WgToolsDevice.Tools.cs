@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using System.Globalization;
 using Wormhole.Tunnel.Hosting;
 
 namespace Wormhole.Tunnel.WireGuard;
@@ -111,11 +112,35 @@ public sealed partial class WgToolsDevice
         return addresses;
     }
 
-    private async Task<HashSet<string>> ReadPeersAsync(string name, CancellationToken ct)
+    /// <summary>
+    /// The interface's peers as <c>wg show NAME dump</c> prints them (one tab-separated line per peer: key, preshared
+    /// key, endpoint, allowed IPs, handshake, bytes, keepalive). Its first line holds the interface's private key: it is
+    /// skipped unread.
+    /// </summary>
+    private async Task<Dictionary<string, PeerState>> ReadPeerStateAsync(string name, CancellationToken ct)
     {
-        var output = (await RunCheckedAsync("wg", ["show", name, "peers"], null, null, ct)).StandardOutput;
-        return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal);
+        var output = (await RunCheckedAsync("wg", ["show", name, "dump"], null, null, ct)).StandardOutput;
+        var peers = new Dictionary<string, PeerState>(StringComparer.Ordinal);
+        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1))
+        {
+            var fields = line.TrimEnd('\r').Split('\t');
+            if (fields.Length < 8)
+            {
+                continue;
+            }
+
+            var allowed = fields[3] == "(none)" ? [] : fields[3].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            peers[fields[0]] = new PeerState(
+                fields[2] == "(none)" ? null : fields[2],
+                allowed.ToHashSet(StringComparer.Ordinal),
+                int.TryParse(fields[7], NumberStyles.None, CultureInfo.InvariantCulture, out var keepalive) && keepalive > 0 ? keepalive : null);
+        }
+
+        return peers;
     }
+
+    /// <summary>One peer as the interface has it now.</summary>
+    private sealed record PeerState(string? Endpoint, HashSet<string> AllowedIps, int? KeepaliveSeconds);
 
     private async Task<ProcessResult> RunCheckedAsync(string tool, IReadOnlyList<string> args, string? stdin, string? secret, CancellationToken ct)
     {

@@ -1,5 +1,7 @@
 using System.ComponentModel;
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Polly;
 using Wormhole.Tunnel.Hosting;
@@ -29,7 +31,6 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
 
     private readonly IProcessRunner _runner;
     private readonly ILogger<WgToolsDevice> _logger;
-    private readonly Dictionary<string, WgPeer> _applied = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _gate = new(1, 1);
     private WgInterfaceConfig? _config;
     private bool _isUp;
@@ -112,9 +113,6 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         }
     }
 
-    private static bool SamePeer(WgPeer a, WgPeer b) =>
-        a.Endpoint == b.Endpoint && a.PersistentKeepaliveSeconds == b.PersistentKeepaliveSeconds && a.AllowedIps.SequenceEqual(b.AllowedIps);
-
     public async Task SetPeersAsync(IReadOnlyCollection<WgPeer> peers, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(peers);
@@ -141,56 +139,113 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         }
     }
 
-    /// <summary>One attempt: reads the interface's peers, removes the unwanted, sets the new or changed. Safe to run again.</summary>
+    /// <summary>
+    /// One attempt: reads what the interface has (<c>wg show dump</c>), then makes every difference in one
+    /// <c>wg set</c> — peers removed first, so an address can move from one peer to another in the same call. Whatever
+    /// drifted (a peer removed or edited by hand, the hub's name resolving elsewhere now) is repaired; nothing runs when
+    /// nothing differs. Safe to run again.
+    /// </summary>
     private async Task SetPeersCoreAsync(string name, Dictionary<string, WgPeer> wanted, CancellationToken ct)
     {
-        var current = await ReadPeersAsync(name, ct);
+        var current = await ReadPeerStateAsync(name, ct);
+        List<string> args = ["set", name];
         var removed = 0;
-        foreach (var key in current.Where(k => !wanted.ContainsKey(k)))
+        foreach (var key in current.Keys.Where(k => !wanted.ContainsKey(k)).Order(StringComparer.Ordinal))
         {
-            await RunCheckedAsync("wg", ["set", name, "peer", key, "remove"], null, null, ct);
+            args.AddRange(["peer", key, "remove"]);
             LogPeerRemoved(key, name);
             removed++;
         }
 
-        foreach (var key in _applied.Keys.Where(k => !wanted.ContainsKey(k) || !current.Contains(k)).ToList())
+        var set = 0;
+        foreach (var peer in wanted.Values.OrderBy(p => p.PublicKey, StringComparer.Ordinal))
         {
-            _applied.Remove(key);
-        }
-
-        foreach (var peer in wanted.Values)
-        {
-            // A peer already on the interface exactly as wanted needs no `wg set` (pairing the n-th spoke
-            // would otherwise run n processes).
-            if (_applied.TryGetValue(peer.PublicKey, out var applied) && SamePeer(applied, peer))
+            current.TryGetValue(peer.PublicKey, out var now);
+            if (now is not null && await MatchesAsync(now, peer, ct))
             {
                 continue;
             }
 
-            List<string> args = ["set", name, "peer", peer.PublicKey, "allowed-ips", string.Join(',', peer.AllowedIps)];
+            args.AddRange(["peer", peer.PublicKey, "allowed-ips", string.Join(',', peer.AllowedIps)]);
             if (peer.Endpoint is { } endpoint)
             {
-                args.Add("endpoint");
-                args.Add(endpoint);
+                args.AddRange(["endpoint", endpoint]);
             }
 
-            if (peer.PersistentKeepaliveSeconds is { } keepalive)
-            {
-                args.Add("persistent-keepalive");
-                args.Add(keepalive.ToString(CultureInfo.InvariantCulture));
-            }
-            else if (current.Contains(peer.PublicKey))
-            {
-                args.Add("persistent-keepalive");
-                args.Add("off"); // an update clears a keepalive that is no longer wanted
-            }
-
-            await RunCheckedAsync("wg", args, null, null, ct);
-            _applied[peer.PublicKey] = peer;
+            // An update clears a keepalive that is no longer wanted.
+            args.AddRange(["persistent-keepalive", peer.PersistentKeepaliveSeconds?.ToString(CultureInfo.InvariantCulture) ?? "off"]);
             LogPeerSet(peer.PublicKey, name, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
+            set++;
         }
 
-        LogPeersReconciled(name, wanted.Count, removed);
+        if (removed + set > 0)
+        {
+            await RunCheckedAsync("wg", args, null, null, ct);
+            LogPeersReconciled(name, set, removed, wanted.Count);
+        }
+    }
+
+    /// <summary>
+    /// Whether the interface's peer is as wanted. An endpoint given as a name is compared with what the name resolves
+    /// to now, so a hub whose address changed is dialled at the new one on the next check; one that does not resolve
+    /// is left as it is.
+    /// </summary>
+    private static async Task<bool> MatchesAsync(PeerState now, WgPeer wanted, CancellationToken ct)
+    {
+        if (!now.AllowedIps.SetEquals(wanted.AllowedIps.Select(NormalizeCidr)) || now.KeepaliveSeconds != (wanted.PersistentKeepaliveSeconds is null or 0 ? null : wanted.PersistentKeepaliveSeconds))
+        {
+            return false;
+        }
+
+        if (wanted.Endpoint is not { } endpoint)
+        {
+            return true; // the peer dials us: wherever it roams from is fine
+        }
+
+        if (now.Endpoint is null || !IPEndPoint.TryParse(now.Endpoint, out var actual))
+        {
+            return false;
+        }
+
+        var colon = endpoint.LastIndexOf(':');
+        var host = endpoint[..colon].Trim('[', ']');
+        var port = int.Parse(endpoint.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture);
+        if (port != actual.Port)
+        {
+            return false;
+        }
+
+        if (IPAddress.TryParse(host, out var literal))
+        {
+            return Same(literal, actual.Address);
+        }
+
+        try
+        {
+            var addresses = await Dns.GetHostAddressesAsync(host, ct);
+            return addresses.Length == 0 || addresses.Any(a => Same(a, actual.Address));
+        }
+        catch (SocketException)
+        {
+            return true;
+        }
+
+        static bool Same(IPAddress a, IPAddress b) =>
+            (a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a).Equals(b.IsIPv4MappedToIPv6 ? b.MapToIPv4() : b);
+    }
+
+    private static string NormalizeCidr(string cidr)
+    {
+        var slash = cidr.IndexOf('/', StringComparison.Ordinal);
+        var address = IPAddress.Parse(cidr.AsSpan(0, slash));
+        var prefix = int.Parse(cidr.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture);
+        var bytes = address.GetAddressBytes();
+        for (var bit = prefix; bit < bytes.Length * 8; bit++)
+        {
+            bytes[bit / 8] &= (byte)~(0x80 >> (bit % 8));
+        }
+
+        return $"{new IPAddress(bytes)}/{prefix}";
     }
 
     public async Task DownAsync(CancellationToken ct)

@@ -127,6 +127,49 @@ public sealed class WireGuardDeviceTests
     }
 
     [RootFact]
+    public async Task SetPeers_makes_every_difference_in_one_wg_set_runs_none_when_nothing_differs_and_repairs_edits_made_by_hand()
+    {
+        using var cts = new CancellationTokenSource(TestTimeout);
+        var ct = cts.Token;
+        await using var net = await TestNetwork.CreateAsync("hub");
+        var hub = net["hub"];
+        var keys = await WgKeys.GenerateAsync(hub.Runner, ct);
+        var a = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        var b = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        var c = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        var runner = new CountingRunner(hub.Runner);
+        await using var device = new WgToolsDevice(runner, NullLogger<WgToolsDevice>.Instance);
+        await device.UpAsync(new WgInterfaceConfig(hub.WgInterfaceName, keys.PrivateKey, "10.188.0.1/24", 51820, []), ct);
+        WgPeer[] wanted =
+        [
+            new(a, ["10.188.0.2/32"]),
+            new(b, ["10.188.0.3/32"], "10.213.0.99:51820", 25),
+            new(c, ["10.188.0.4/32"], "localhost:51999"),
+        ];
+
+        runner.Reset();
+        await device.SetPeersAsync(wanted, ct);
+        runner.WgSets.Should().Be(1, "three new peers are one wg set");
+        (await PeersAsync(hub, ct)).Should().BeEquivalentTo([a, b, c]);
+
+        runner.Reset();
+        await device.SetPeersAsync(wanted, ct);
+        runner.WgSets.Should().Be(0, "nothing differs (the endpoint given as a name resolves to what the interface has)");
+
+        // Someone edits the interface by hand: a peer removed, another's allowed IPs and endpoint changed, a stranger added.
+        var stranger = (await WgKeys.GenerateAsync(hub.Runner, ct)).PublicKey;
+        await hub.RunCheckedAsync("wg", "set", hub.WgInterfaceName, "peer", a, "remove", "peer", b, "allowed-ips", "10.9.9.9/32", "endpoint", "10.213.0.77:51820", "peer", stranger, "allowed-ips", "10.188.0.66/32");
+        runner.Reset();
+        await device.SetPeersAsync(wanted, ct);
+
+        runner.WgSets.Should().Be(1, "every repair is one wg set");
+        (await PeersAsync(hub, ct)).Should().BeEquivalentTo([a, b, c]);
+        var dump = (await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "allowed-ips")).StandardOutput;
+        dump.Should().Contain($"{b}\t10.188.0.3/32").And.NotContain("10.9.9.9").And.NotContain("10.188.0.66");
+        (await hub.RunCheckedAsync("wg", "show", hub.WgInterfaceName, "endpoints")).StandardOutput.Should().Contain($"{b}\t10.213.0.99:51820");
+    }
+
+    [RootFact]
     public async Task Down_removes_the_interface()
     {
         using var cts = new CancellationTokenSource(TestTimeout);
@@ -222,7 +265,7 @@ public sealed class WireGuardDeviceTests
         // The interface vanishing behind the device's back surfaces as the failing `wg show`.
         await hub.RunCheckedAsync("ip", "link", "delete", "dev", hub.WgInterfaceName);
         var gone = async () => await first.SetPeersAsync([], ct);
-        (await gone.Should().ThrowAsync<WireGuardCommandException>()).Which.Command.Should().Be($"wg show {hub.WgInterfaceName} peers");
+        (await gone.Should().ThrowAsync<WireGuardCommandException>()).Which.Command.Should().Be($"wg show {hub.WgInterfaceName} dump");
     }
 
     [RootFact]
@@ -274,6 +317,26 @@ public sealed class WireGuardDeviceTests
         }
 
         public ValueTask DisposeAsync() => Device.DisposeAsync();
+    }
+
+    /// <summary>Runs every command for real and counts the <c>wg set</c> runs that change peers.</summary>
+    private sealed class CountingRunner(IProcessRunner inner) : IProcessRunner
+    {
+        private int _wgSets;
+
+        public int WgSets => Volatile.Read(ref _wgSets);
+
+        public void Reset() => Volatile.Write(ref _wgSets, 0);
+
+        public Task<ProcessResult> RunAsync(string fileName, IReadOnlyList<string> arguments, string? standardInput = null, CancellationToken cancellationToken = default)
+        {
+            if (fileName == "wg" && arguments is ["set", _, "peer", ..])
+            {
+                Interlocked.Increment(ref _wgSets);
+            }
+
+            return inner.RunAsync(fileName, arguments, standardInput, cancellationToken);
+        }
     }
 
     /// <summary>Runs every command for real, except that the first <c>failures</c> <c>wg set … peer … allowed-ips</c> fail with exit code 1.</summary>

@@ -9,6 +9,7 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Resilience;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Sync;
 using Wormhole.Tunnel.Tests.Server;
@@ -76,7 +77,8 @@ public class SyncLoopTests
             var signal = new ReconcileSignal();
             Remote = new RemoteAppStore(signal, TimeProvider.System);
             Reconciler = new Reconciler(
-                new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), Remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+                new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)), new MutableLocalApps(signal), Remote, new TunnelSource(signal),
+                [new ProxySink(new RecordingProxyTable())], signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
             _reconcile = Task.Run(() => Reconciler.RunAsync(Stop.Token));
             _pairing = new PairingResponse(
                 "server", "127.0.0.2", "127.0.0.1", new PairingWireGuard(HubFixture.NewKey(), "hub.example.test:51820"),

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Tests.Server;
 using static Wormhole.Tunnel.Tests.Metrics.MetricsTestMeter;
@@ -170,11 +171,12 @@ public sealed class ReconcilerMetricsSpecs
         var metrics = new WormholeMetrics();
         var signal = new ReconcileSignal();
         var local = new MutableLocalApps(signal);
+        var tunnel = new TunnelSource(signal);
+        tunnel.SetAddress(IPAddress.Parse("10.188.0.1"));
         var reconciler = new Reconciler(
-            new ReconcilerOptions("hub", TimeSpan.FromHours(1)), local, new RemoteAppStore(signal, TimeProvider.System),
-            new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance,
-            metrics: metrics)
-        { TunnelAddress =IPAddress.Parse("10.188.0.1") };
+            new ReconcilerOptions("hub", TimeSpan.FromHours(1)), local, new RemoteAppStore(signal, TimeProvider.System), tunnel,
+            [new ProxySink(new RecordingProxyTable())], signal, TimeProvider.System, NullLogger<Reconciler>.Instance,
+            metrics: metrics);
         local.Set([new LocalApp("web", "127.0.0.1", 8088, 8088), new LocalApp("db", "127.0.0.1", 5432, 5432)]);
         await reconciler.ReconcileOnceAsync(CancellationToken.None);
         metrics.ForApp("web", "local").ConnectionsTotal.Inc();

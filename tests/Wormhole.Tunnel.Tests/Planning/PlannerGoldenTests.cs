@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Planning;
+using Wormhole.Tunnel.Sources;
 
 namespace Wormhole.Tunnel.Tests.Planning;
 
@@ -55,7 +56,9 @@ public class PlannerGoldenTests
         var unusable = step["unusablePorts"]?.AsArray().Select(p => (int)p!).ToHashSet();
         var localPorts = step["localPorts"] is JsonArray lp ? new PortRange((int)lp[0]!, (int)lp[1]!) : PortRange.Local;
         var remotePorts = step["remotePorts"] is JsonArray rp ? new PortRange((int)rp[0]!, (int)rp[1]!) : PortRange.Remote;
-        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable);
+        var peers = step["peers"]?.AsArray().Select(p => new PeerLink(
+            (string)p!["name"]!, (string)p["publicKey"]!, IPAddress.Parse((string)p["address"]!), (string?)p["endpoint"], (int?)p["keepalive"])).ToList() ?? [];
+        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable) { Peers = peers };
     }
 
     private static JsonObject Describe(Plan plan) => new()
@@ -66,6 +69,9 @@ public class PlannerGoldenTests
         ["exposed"] = new JsonArray(plan.Exposed.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer}").ToArray()),
         ["problems"] = new JsonArray(plan.Problems.Select(p => (JsonNode)$"{p.Peer}/{p.App}: {p.Reason}").ToArray()),
         ["reportedPeers"] = new JsonArray(plan.ReportedPeers.Select(p => (JsonNode)p).ToArray()),
+        ["pairedPeers"] = new JsonArray(plan.PairedPeers.Select(p => (JsonNode)p).ToArray()),
+        ["wireGuard"] = plan.WireGuard is null ? null : new JsonArray(plan.WireGuard.Peers.Select(p =>
+            (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}").ToArray()),
     };
 
     private static string SourceDir([CallerFilePath] string path = "") => Path.GetDirectoryName(Path.GetDirectoryName(path))!;

@@ -6,6 +6,7 @@ using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Runtime;
+using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.Tests.Server;
 
@@ -28,12 +29,11 @@ public class ListenerFailureTests
         var local = new MutableLocalApps(signal);
         var metrics = new WormholeMetrics();
         await using var proxy = new ProxyTable(new ProxyOptions(), metrics, NullLogger<ProxyTable>.Instance, TimeProvider.System);
+        var tunnel = new TunnelSource(signal);
+        tunnel.SetAddress(IPAddress.Loopback);
         var reconciler = new Reconciler(
             new ReconcilerOptions("spoke1", TimeSpan.FromHours(1)) { LocalPorts = range },
-            local, new RemoteAppStore(signal, TimeProvider.System), proxy, signal, TimeProvider.System, NullLogger<Reconciler>.Instance)
-        {
-            TunnelAddress = IPAddress.Loopback,
-        };
+            local, new RemoteAppStore(signal, TimeProvider.System), tunnel, [new ProxySink(proxy)], signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
         local.Set([new LocalApp("web", "127.0.0.1", 9, 80)]);
 
         await reconciler.ReconcileOnceAsync(CancellationToken.None);

@@ -18,6 +18,7 @@ using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
@@ -60,10 +61,12 @@ internal sealed class HubFixture : IAsyncDisposable
         LocalApps = new MutableLocalApps(Signal);
         Proxy = new RecordingProxyTable();
         Metrics = new WormholeMetrics();
+        Tunnel = new TunnelSource(Signal);
         Reconciler = new Reconciler(
-            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Proxy, Signal, TimeProvider.System, Logs.For<Reconciler>(), metrics: Metrics);
+            new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Tunnel,
+            [new ProxySink(Proxy), new WireGuardSink(WireGuard, TimeProvider.System)], Signal, TimeProvider.System, Logs.For<Reconciler>(), metrics: Metrics);
         HubPublicKey = NewKey();
-        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, WireGuard, RemoteApps, Logs.For<PeerRegistry>(), Reconciler);
+        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, Tunnel, RemoteApps, Logs.For<PeerRegistry>(), Reconciler);
         Codec = new PairingCodec(InviteToken);
     }
 
@@ -82,6 +85,9 @@ internal sealed class HubFixture : IAsyncDisposable
     public AddressPool Pool { get; }
 
     public ReconcileSignal Signal { get; }
+
+    /// <summary>The hub's tunnel: its address and the registry's peers, as the hub's composition sets them.</summary>
+    public TunnelSource Tunnel { get; }
 
     public RemoteAppStore RemoteApps { get; }
 
@@ -269,9 +275,8 @@ internal sealed class HubFixture : IAsyncDisposable
     private async Task StartCoreAsync(bool startReconciler)
     {
         Registry.Load();
-        await Registry.SyncWireGuardAsync(CancellationToken.None);
         Metrics.ObservePeers(Registry);
-        Reconciler.TunnelAddress = HubAddress;
+        Tunnel.SetAddress(HubAddress);
         if (startReconciler)
         {
             StartReconciler();

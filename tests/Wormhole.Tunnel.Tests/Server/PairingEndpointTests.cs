@@ -8,6 +8,7 @@ using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.WireGuard;
@@ -403,9 +404,11 @@ public sealed class PairingEndpointTests
     {
         var signal = new ReconcileSignal();
         var remote = new RemoteAppStore(signal, TimeProvider.System);
+        var tunnel = new TunnelSource(signal);
         var reconciler = new Reconciler(
-            new ReconcilerOptions(HubFixture.HubName, TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
-        return new PeerRegistry(file, new AddressPool(HubFixture.HubAddress, 24), HubFixture.NewKey(), new RecordingWireGuard(file.Path), remote, NullLogger<PeerRegistry>.Instance, reconciler);
+            new ReconcilerOptions(HubFixture.HubName, TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, tunnel,
+            [new ProxySink(new RecordingProxyTable()), new WireGuardSink(new RecordingWireGuard(file.Path), TimeProvider.System)], signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+        return new PeerRegistry(file, new AddressPool(HubFixture.HubAddress, 24), HubFixture.NewKey(), tunnel, remote, NullLogger<PeerRegistry>.Instance, reconciler);
     }
 
     private static List<StoredPeer> StoredPeersIn(string peersJson) =>

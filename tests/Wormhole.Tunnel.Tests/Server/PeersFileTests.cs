@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Wormhole.Tunnel.Pairing;
 using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.Server;
+using Wormhole.Tunnel.Sinks;
 using Wormhole.Tunnel.Sources;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Tests.WireGuard;
@@ -85,11 +86,13 @@ public sealed class PeersFileTests : IDisposable
         WritePeers(Entry("mirror", "127.0.0.3", _good));
         var signal = new ReconcileSignal();
         var remote = new RemoteAppStore(signal, TimeProvider.System);
+        var tunnel = new TunnelSource(signal);
         var reconciler = new Reconciler(
-            new ReconcilerOptions(HubFixture.HubName, TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, new RecordingProxyTable(), signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
+            new ReconcilerOptions(HubFixture.HubName, TimeSpan.FromHours(1)), new MutableLocalApps(signal), remote, tunnel,
+            [new ProxySink(new RecordingProxyTable())], signal, TimeProvider.System, NullLogger<Reconciler>.Instance);
         var registry = new PeerRegistry(
             new StateDirectory(_dir).Peers, new AddressPool(HubFixture.HubAddress, 24), hubPublicKey: _good,
-            new RecordingWireGuard(PeersPath), remote, NullLogger<PeerRegistry>.Instance, reconciler);
+            tunnel, remote, NullLogger<PeerRegistry>.Instance, reconciler);
 
         registry.Load();
 

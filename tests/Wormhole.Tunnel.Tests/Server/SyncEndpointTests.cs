@@ -19,11 +19,48 @@ public sealed class SyncEndpointTests
     private static readonly TimeSpan Prompt = TimeSpan.FromSeconds(5);
 
     [Fact]
-    public async Task Before_its_first_plan_is_applied_the_hub_answers_503_and_keeps_nothing_of_the_sync()
+    public async Task Before_its_first_plan_is_applied_the_hub_refuses_pairing_with_503_and_stores_nothing()
     {
         await using var hub = await HubFixture.StartAsync(startReconciler: false);
-        hub.LocalApps.Set([HubFixture.App("db", 5432)]);
+
+        using (var early = await hub.PostPairingAsync("alpha", HubFixture.NewKey()))
+        {
+            early.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "its WireGuard peer would only be set by the first plan");
+            (await early.Content.ReadAsStringAsync()).Should().Contain("the hub is starting");
+        }
+
+        hub.Registry.List().Should().BeEmpty();
+        File.Exists(hub.PeersFile.Path).Should().BeFalse("a refused pairing writes nothing");
+        hub.StartReconciler();
+        await Eventually.TrueAsync(() => hub.Reconciler.FirstPlanApplied, "the first plan is applied");
         (await hub.PairAsync("alpha")).AssignedIp.Should().Be(Alpha);
+        hub.WireGuard.Peers.Should().ContainSingle().Which.AllowedIps.Should().Equal($"{Alpha}/32");
+    }
+
+    [Fact]
+    public async Task Before_its_first_plan_is_applied_the_hub_answers_503_and_keeps_nothing_of_the_sync()
+    {
+        // A restarted hub: alpha paired with it before.
+        var dir = HubFixture.NewTempDir();
+        try
+        {
+            await using (var before = await HubFixture.StartAsync(stateDir: dir))
+            {
+                (await before.PairAsync("alpha")).AssignedIp.Should().Be(Alpha);
+            }
+
+            await BeforeTheFirstPlanAsync(dir);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static async Task BeforeTheFirstPlanAsync(string stateDir)
+    {
+        await using var hub = await HubFixture.StartAsync(stateDir: stateDir, startReconciler: false);
+        hub.LocalApps.Set([HubFixture.App("db", 5432)]);
         var body = Sync("alpha", AppJson("web", $"{Alpha}:20000"));
 
         using (var early = await hub.PostSyncAsync(Alpha, body))

@@ -1,0 +1,38 @@
+using System.Collections.Immutable;
+using System.Net;
+using Wormhole.Tunnel.Runtime;
+
+namespace Wormhole.Tunnel.Sources;
+
+/// <summary>A peer this side is paired with: its name, WireGuard key, tunnel address and, for a hub, where to dial it.</summary>
+/// <param name="Endpoint">Where to send WireGuard packets (<c>host:port</c>), or null when the peer dials us (a spoke, seen from the hub).</param>
+/// <param name="KeepaliveSeconds">WireGuard persistent keepalive towards this peer, or null for none.</param>
+public sealed record PeerLink(string Name, string PublicKey, IPAddress Address, string? Endpoint = null, int? KeepaliveSeconds = null);
+
+/// <summary>What a side knows of its tunnel: its own address (null until known) and the peers it is paired with.</summary>
+public sealed record TunnelState(IPAddress? Address, ImmutableArray<PeerLink> Peers)
+{
+    public static readonly TunnelState Empty = new(null, []);
+}
+
+/// <summary>
+/// The tunnel as a source of the plan. The hub sets its address at start and its peers from the pairing store after
+/// every change; a spoke sets both from its pairing. Every change requests a recompute: the planner turns it into
+/// the WireGuard peer set and the loop applies that.
+/// </summary>
+public sealed class TunnelSource(ReconcileSignal signal)
+{
+    private TunnelState _current = TunnelState.Empty;
+
+    public TunnelState Current => Volatile.Read(ref _current);
+
+    public void SetAddress(IPAddress address) => Set(Current with { Address = address });
+
+    public void SetPeers(IEnumerable<PeerLink> peers) => Set(Current with { Peers = [.. peers] });
+
+    public void Set(TunnelState state)
+    {
+        Volatile.Write(ref _current, state);
+        signal.Request();
+    }
+}
