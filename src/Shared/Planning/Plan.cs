@@ -29,6 +29,9 @@ public sealed record PlanInput(
     PortRange RemotePorts,
     IReadOnlySet<int>? UnusablePorts = null)
 {
+    /// <summary>Whether this side consumes every app name its peers offer through one global listener too, and in what order of sites.</summary>
+    public GlobalServicesOptions GlobalServices { get; init; } = GlobalServicesOptions.Off;
+
     /// <summary>The peers this side is paired with (the tunnel source): the planner makes them the WireGuard peer set.</summary>
     public IReadOnlyList<PeerLink> Peers { get; init; } = [];
 
@@ -40,8 +43,8 @@ public sealed record PlanInput(
     public IReadOnlyDictionary<ListenerKey, string>? Unavailable { get; init; }
 }
 
-/// <summary>Which listener: a local app (<paramref name="Peer"/> null) or a peer's app.</summary>
-public readonly record struct ListenerKey(string? Peer, string App);
+/// <summary>Which listener: a local app (<paramref name="Peer"/> null), a peer's app, or the global listener of an app name.</summary>
+public readonly record struct ListenerKey(string? Peer, string App, bool Global = false);
 
 /// <summary>A listener on the tunnel address for one local app.</summary>
 public sealed record LocalListener(string App, int Port, string TargetHost, int TargetPort);
@@ -71,6 +74,12 @@ public sealed record Plan(
     /// </summary>
     public WireGuardPlan? WireGuard { get; init; }
 
+    /// <summary>
+    /// With global services on: one listener per app name that one or more peers offer, balancing new connections
+    /// over the sites that offer it (ordinal order of app names). Empty otherwise.
+    /// </summary>
+    public ImmutableArray<GlobalListener> GlobalListeners { get; init; } = [];
+
     /// <summary>This side's tunnel address: local listeners bind to it. Null until known (a spoke before pairing).</summary>
     public IPAddress? TunnelAddress { get; init; }
 
@@ -88,4 +97,30 @@ public sealed record WireGuardPlan(ImmutableArray<WgPeer> Peers)
     /// <summary>Whether both sets hold the same peers with the same settings (records compare lists by reference).</summary>
     public bool SameAs(WireGuardPlan? other) =>
         other is not null && Peers.Length == other.Peers.Length && Peers.Zip(other.Peers).All(p => p.First.SameAs(p.Second));
+}
+
+/// <summary>
+/// Global services (<c>--global-services</c>): every app name one or more peers offer also gets one listener here that
+/// sends each new connection to a healthy site. <paramref name="Priorities"/>, by app name, lists peers to prefer in
+/// that order (<c>--global-priority web=site-a,site-b</c>); the sites not listed come after them, by name.
+/// </summary>
+public sealed record GlobalServicesOptions(bool Enabled, IReadOnlyDictionary<string, IReadOnlyList<string>> Priorities)
+{
+    public static readonly GlobalServicesOptions Off = new(false, new Dictionary<string, IReadOnlyList<string>>());
+
+    /// <summary>Never prints more than the shape (the dictionary's own ToString is its type name).</summary>
+    public override string ToString() =>
+        Enabled ? $"on ({string.Join("; ", Priorities.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={string.Join(',', p.Value)}"))})" : "off";
+}
+
+/// <summary>One site of a global app: a peer that offers the app, at its tunnel address and tunnel listener port.</summary>
+/// <param name="Priority">0 for the most preferred site; sites of equal priority share the load.</param>
+public sealed record GlobalSite(string Peer, IPAddress Address, int Port, int Priority);
+
+/// <summary>The global listener of one app name: its port here, the port its Service shows, and its sites in order of preference.</summary>
+public sealed record GlobalListener(string App, int Port, int OriginalPort, ImmutableArray<GlobalSite> Sites)
+{
+    /// <summary>Whether both have the same port and sites (records compare arrays by reference).</summary>
+    public bool SameAs(GlobalListener other) =>
+        other is not null && App == other.App && Port == other.Port && OriginalPort == other.OriginalPort && Sites.SequenceEqual(other.Sites);
 }

@@ -96,7 +96,11 @@ public static class Planner
             }
         }
 
-        var remotePorts = AssignPorts(candidates, c => (c.Peer, c.App.Name), previousRemote, input.RemotePorts, unusable);
+        // The global listeners' ports stay theirs: a new per-peer listener does not take one.
+        var keepForGlobals = input.GlobalServices.Enabled && !previous.GlobalListeners.IsEmpty
+            ? new HashSet<int>(unusable.Concat(previous.GlobalListeners.Select(g => g.Port)))
+            : unusable;
+        var remotePorts = AssignPorts(candidates, c => (c.Peer, c.App.Name), previousRemote, input.RemotePorts, keepForGlobals);
         foreach (var c in candidates)
         {
             if (!remotePorts.TryGetValue((c.Peer, c.App.Name), out var port))
@@ -108,9 +112,13 @@ public static class Planner
             remotes.Add(new RemoteListener(c.Peer, c.App.Name, port, c.Address, c.PeerPort, c.App.OriginalPort, c.App.TargetLabels ?? ""));
         }
 
+        var globals = input.GlobalServices.Enabled
+            ? GlobalListeners(input, previous, candidates.Select(c => new GlobalCandidate(c.Peer, c.App, c.Address, c.PeerPort)).ToList(), remotes.Select(r => r.Port), unusable, unavailable, problems)
+            : [];
         var reported = input.RemoteApps.Select(p => p.Peer).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
         return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable(), reported)
         {
+            GlobalListeners = globals,
             TunnelAddress = input.TunnelAddress,
             WireGuard = input.TunnelAddress is null ? null : WireGuardPeers(input.Peers),
             PairedPeers = input.Peers.Select(p => p.Name).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray(),
@@ -138,6 +146,93 @@ public static class Planner
         result.Sort((a, b) => string.CompareOrdinal(a.PublicKey, b.PublicKey));
         return new WireGuardPlan(result.ToImmutable());
     }
+
+    /// <summary>
+    /// One global listener per app name that one or more peers offer (valid names only, as for the per-peer
+    /// listeners), on a port of the remote range that no per-peer listener has; its sites ordered by the consumer's
+    /// priority for that app, then by peer name. A site offering the app under another original port still serves
+    /// it (see <see cref="ServicePort"/>).
+    /// </summary>
+    private static ImmutableArray<GlobalListener> GlobalListeners(
+        PlanInput input, Plan previous, List<GlobalCandidate> candidates, IEnumerable<int> remotePorts, IReadOnlySet<int> unusable,
+        IReadOnlyDictionary<ListenerKey, string> unavailable, ImmutableArray<PlanProblem>.Builder problems)
+    {
+        var byApp = new SortedDictionary<string, List<GlobalCandidate>>(StringComparer.Ordinal);
+        foreach (var c in candidates)
+        {
+            if (!byApp.TryGetValue(c.App.Name, out var sites))
+            {
+                byApp[c.App.Name] = sites = [];
+            }
+
+            sites.Add(c);
+        }
+
+        var names = new List<string>();
+        foreach (var app in byApp.Keys)
+        {
+            if (unavailable.TryGetValue(new ListenerKey(null, app, Global: true), out var why))
+            {
+                problems.Add(new PlanProblem("(global)", app, why));
+                continue;
+            }
+
+            names.Add(app);
+        }
+
+        var previousPorts = previous.GlobalListeners.ToDictionary(g => g.App, g => g.Port, StringComparer.Ordinal);
+        var reserved = new HashSet<int>(unusable);
+        reserved.UnionWith(remotePorts);
+        var ports = AssignPorts(names, n => n, previousPorts, input.RemotePorts, reserved);
+        var result = ImmutableArray.CreateBuilder<GlobalListener>();
+        foreach (var app in names)
+        {
+            if (!ports.TryGetValue(app, out var port))
+            {
+                problems.Add(new PlanProblem("(global)", app, $"no free port left in {input.RemotePorts.First}-{input.RemotePorts.Last} for the global listener"));
+                continue;
+            }
+
+            var order = input.GlobalServices.Priorities.GetValueOrDefault(app) ?? [];
+            var sites = byApp[app]
+                .Select(c => (Candidate: c, Rank: Rank(order, c.Peer)))
+                .OrderBy(s => s.Rank).ThenBy(s => s.Candidate.Peer, StringComparer.Ordinal)
+                .Select(s => new GlobalSite(s.Candidate.Peer, s.Candidate.Address, s.Candidate.PeerPort, s.Rank))
+                .ToImmutableArray();
+            result.Add(new GlobalListener(app, port, ServicePort(byApp[app], previous.GlobalListeners.FirstOrDefault(g => g.App == app)), sites));
+        }
+
+        return result.ToImmutable();
+    }
+
+    /// <summary>
+    /// The port a global app's Service shows: the one it showed before while a site still offers the app under it (a
+    /// site leaving does not move what clients dial), else the original port most sites use, the lowest on a tie.
+    /// </summary>
+    private static int ServicePort(List<GlobalCandidate> sites, GlobalListener? before)
+    {
+        if (before is not null && sites.Any(s => s.App.OriginalPort == before.OriginalPort))
+        {
+            return before.OriginalPort;
+        }
+
+        return sites.GroupBy(s => s.App.OriginalPort).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+    }
+
+    private static int Rank(IReadOnlyList<string> order, string peer)
+    {
+        for (var i = 0; i < order.Count; i++)
+        {
+            if (order[i] == peer)
+            {
+                return i;
+            }
+        }
+
+        return order.Count;
+    }
+
+    private sealed record GlobalCandidate(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort);
 
     private static Dictionary<TKey, int> AssignPorts<T, TKey>(
         IReadOnlyList<T> items, Func<T, TKey> key, Dictionary<TKey, int> previous, PortRange range, IReadOnlySet<int> unusable)

@@ -58,7 +58,16 @@ public class PlannerGoldenTests
         var remotePorts = step["remotePorts"] is JsonArray rp ? new PortRange((int)rp[0]!, (int)rp[1]!) : PortRange.Remote;
         var peers = step["peers"]?.AsArray().Select(p => new PeerLink(
             (string)p!["name"]!, (string)p["publicKey"]!, IPAddress.Parse((string)p["address"]!), (string?)p["endpoint"], (int?)p["keepalive"])).ToList() ?? [];
-        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable) { Peers = peers };
+        var global = step["global"] is JsonObject g
+            ? new GlobalServicesOptions(true, g.ToDictionary(p => p.Key, p => (IReadOnlyList<string>)p.Value!.AsArray().Select(s => (string)s!).ToList()))
+            : GlobalServicesOptions.Off;
+        var unavailable = step["unavailableGlobal"]?.AsArray().ToDictionary(a => new ListenerKey(null, (string)a!, Global: true), _ => "cannot listen (test)");
+        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable)
+        {
+            Peers = peers,
+            GlobalServices = global,
+            Unavailable = unavailable,
+        };
     }
 
     private static JsonObject Describe(Plan plan) => new()
@@ -70,6 +79,8 @@ public class PlannerGoldenTests
         ["problems"] = new JsonArray(plan.Problems.Select(p => (JsonNode)$"{p.Peer}/{p.App}: {p.Reason}").ToArray()),
         ["reportedPeers"] = new JsonArray(plan.ReportedPeers.Select(p => (JsonNode)p).ToArray()),
         ["pairedPeers"] = new JsonArray(plan.PairedPeers.Select(p => (JsonNode)p).ToArray()),
+        ["globalListeners"] = new JsonArray(plan.GlobalListeners.Select(g =>
+            (JsonNode)$"{g.App} :{g.Port} originalPort={g.OriginalPort} -> {string.Join(", ", g.Sites.Select(s => $"{s.Peer}@{s.Address}:{s.Port}#{s.Priority}"))}").ToArray()),
         ["wireGuard"] = plan.WireGuard is null ? null : new JsonArray(plan.WireGuard.Peers.Select(p =>
             (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}").ToArray()),
     };
