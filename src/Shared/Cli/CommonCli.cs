@@ -28,7 +28,11 @@ public sealed record CommonSettings(
     bool JsonLogs,
     bool Debug,
     Wormhole.Tunnel.Proxy.ProxyEngine ProxyEngine = Wormhole.Tunnel.Proxy.ProxyEngine.Auto,
-    string? KubeContext = null);
+    string? KubeContext = null)
+{
+    /// <summary>Global services (<c>--global-services</c>, <c>--global-priority</c>): off unless asked for.</summary>
+    public Wormhole.Tunnel.Planning.GlobalServicesOptions GlobalServices { get; init; } = Wormhole.Tunnel.Planning.GlobalServicesOptions.Off;
+}
 
 /// <summary>Builds the shared flags onto a command and reads them back, validated.</summary>
 public sealed class CommonCli
@@ -77,6 +81,17 @@ public sealed class CommonCli
         DefaultValueFactory = _ => "auto",
     };
 
+    public Option<bool> GlobalServices { get; } = new("--global-services")
+    {
+        Description = "Also consume every app name the peers offer through one listener (and, with --kubernetes, one Service global-<app>) that sends each new connection to a healthy site",
+    };
+
+    public Option<string[]> GlobalPriority { get; } = new("--global-priority")
+    {
+        Description = "With --global-services: APP=PEER1,PEER2 prefers those sites for APP in that order (the others share what is left); repeat for more apps",
+        AllowMultipleArgumentsPerToken = false,
+    };
+
     public Option<bool> Check { get; } = new("--check") { Description = "Validate the flags, print the effective configuration (no secrets) and exit" };
 
     public CommonCli(string? defaultName)
@@ -94,7 +109,8 @@ public sealed class CommonCli
         foreach (var option in new Option[]
         {
             Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
-            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine, Check,
+            StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine,
+            GlobalServices, GlobalPriority, Check,
         })
         {
             command.Options.Add(option);
@@ -132,7 +148,7 @@ public sealed class CommonCli
             }
         }
 
-        Console.WriteLine($"configuration OK: {s.Name}, state in {s.StateDir}, interface {s.WgInterface}, {source}, proxy engine {engine}");
+        Console.WriteLine($"configuration OK: {s.Name}, state in {s.StateDir}, interface {s.WgInterface}, {source}, proxy engine {engine}, global services {s.GlobalServices}");
         return true;
     }
 
@@ -227,6 +243,40 @@ public sealed class CommonCli
             name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
             result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
             result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, logFormat == "json", result.GetValue(Debug), engine,
-            string.IsNullOrWhiteSpace(result.GetValue(KubeContext)) ? null : result.GetValue(KubeContext)!.Trim());
+            string.IsNullOrWhiteSpace(result.GetValue(KubeContext)) ? null : result.GetValue(KubeContext)!.Trim())
+        {
+            GlobalServices = ReadGlobalServices(result.GetValue(GlobalServices), result.GetValue(GlobalPriority) ?? []),
+        };
+    }
+
+    /// <summary>--global-services and every --global-priority APP=PEER1,PEER2 (app names as peers send them, peers as DNS labels).</summary>
+    private static Wormhole.Tunnel.Planning.GlobalServicesOptions ReadGlobalServices(bool enabled, string[] priorities)
+    {
+        if (!enabled)
+        {
+            return priorities.Length == 0
+                ? Wormhole.Tunnel.Planning.GlobalServicesOptions.Off
+                : throw new OptionsException("--global-priority needs --global-services.");
+        }
+
+        var byApp = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
+        foreach (var text in priorities)
+        {
+            var eq = text.IndexOf('=', StringComparison.Ordinal);
+            var app = eq > 0 ? text[..eq] : "";
+            var peers = eq > 0 ? text[(eq + 1)..].Split(',', StringSplitOptions.TrimEntries) : [];
+            if (!Wormhole.Tunnel.Apps.Names.IsValidAppName(app) || peers.Length == 0 || peers.Any(p => !Wormhole.Tunnel.Apps.Names.IsValidPeerName(p))
+                || peers.Distinct(StringComparer.Ordinal).Count() != peers.Length)
+            {
+                throw new OptionsException($"--global-priority '{LogText.Of(text, 128)}' is not APP=PEER1,PEER2 (an app name, then distinct peer names).");
+            }
+
+            if (!byApp.TryAdd(app, peers))
+            {
+                throw new OptionsException($"--global-priority names app '{LogText.Of(app, 128)}' twice.");
+            }
+        }
+
+        return new Wormhole.Tunnel.Planning.GlobalServicesOptions(true, byApp);
     }
 }

@@ -26,9 +26,10 @@ public static class GlobalAppsApi
     /// <summary>The name of an app's generated Service: <c>global-&lt;app&gt;</c>, made valid as per-peer names are.</summary>
     public static string ServiceName(string app) => KubeNames.ObjectName("global", app);
 
+    /// <param name="sites">Null when global services are off: the list is empty then.</param>
     /// <param name="kubernetesNamespace">With Kubernetes, the namespace of the generated Services (the address is the Service's); null without.</param>
-    public static void MapGlobalApps(this IEndpointRouteBuilder routes, GlobalSites sites, string? kubernetesNamespace) =>
-        routes.MapGet("/api/global-apps/v1", () => Results.Json(View(sites, kubernetesNamespace), GlobalJsonContext.Default.ListGlobalAppView));
+    public static void MapGlobalApps(this IEndpointRouteBuilder routes, GlobalSites? sites, string? kubernetesNamespace) =>
+        routes.MapGet("/api/global-apps/v1", () => Results.Json(sites is null ? [] : View(sites, kubernetesNamespace), GlobalJsonContext.Default.ListGlobalAppView));
 
     public static List<GlobalAppView> View(GlobalSites sites, string? kubernetesNamespace) =>
         [.. sites.Apps.Where(a => a.Listener is not null).Select(a => new GlobalAppView(

@@ -29,6 +29,8 @@ public sealed record ReconcilerOptions(string SelfName, TimeSpan PeerTtl)
     public PortRange LocalPorts { get; init; } = PortRange.Local;
 
     public PortRange RemotePorts { get; init; } = PortRange.Remote;
+
+    public GlobalServicesOptions GlobalServices { get; init; } = GlobalServicesOptions.Off;
 }
 
 /// <summary>
@@ -174,6 +176,7 @@ public sealed partial class Reconciler(
         var input = new PlanInput(options.SelfName, tunnelState.Address, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts)
         {
             Peers = tunnelState.Peers,
+            GlobalServices = options.GlobalServices,
         };
         var plan = Planner.Build(input, previous);
         var (applied, failures) = await ApplySinksAsync(input, plan, previous, cancellationToken);

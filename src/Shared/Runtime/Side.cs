@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Wormhole.Tunnel.Api;
 using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Cli;
+using Wormhole.Tunnel.Global;
 using Wormhole.Tunnel.Hosting;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Metrics;
@@ -111,18 +112,22 @@ public static partial class Side
         {
             // The sinks in the order a plan is applied: listeners first (what they cannot open is replanned before
             // anything else sees it), then the WireGuard peers, then the Kubernetes objects pointing at the listeners.
-            List<IPlanSink> sinks =
-            [
-                new ProxySink(sp.GetRequiredService<ProxyTable>()),
-                new WireGuardSink(sp.GetRequiredService<IWireGuardDevice>(), time),
-            ];
+            // Global apps' sites come first: the proxy's global listeners pick among them.
+            List<IPlanSink> sinks = [];
+            if (sp.GetService<GlobalSites>() is { } global)
+            {
+                sinks.Add(global);
+            }
+
+            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>()));
+            sinks.Add(new WireGuardSink(sp.GetRequiredService<IWireGuardDevice>(), time));
             if (sp.GetService<KubernetesSink>() is { } kubernetes)
             {
                 sinks.Add(kubernetes);
             }
 
             var reconciler = new Reconciler(
-                new ReconcilerOptions(settings.Name, settings.PeerTtl),
+                new ReconcilerOptions(settings.Name, settings.PeerTtl) { GlobalServices = settings.GlobalServices },
                 sp.GetRequiredService<ILocalAppSource>(),
                 sp.GetRequiredService<RemoteAppStore>(),
                 sp.GetRequiredService<TunnelSource>(),
@@ -140,6 +145,12 @@ public static partial class Side
         });
         services.AddSingleton(sp => new BackgroundLoop("reconcile", ct => ReconcileWhenReadyAsync(sp, ct)));
         services.AddSingleton(sp => new BackgroundLoop("local apps", sp.GetRequiredService<ILocalAppSource>().RunAsync));
+        if (settings.GlobalServices.Enabled)
+        {
+            services.AddSingleton(sp => new GlobalSites(time, sp.GetRequiredService<ILogger<GlobalSites>>()));
+            services.AddSingleton(sp => new BackgroundLoop("global health", new GlobalHealthProbe(sp.GetRequiredService<GlobalSites>(), time).RunAsync));
+        }
+
         services.AddHostedService<LoopsService>();
         return services;
     }
@@ -148,7 +159,10 @@ public static partial class Side
     public static IEnumerable<Listener> ApiListeners(CommonSettings settings, BasicAuthCredentials? basicAuth)
     {
         yield return new Listener("admin API", settings.ApiListen, 64 * 1024, (routes, sp) =>
-            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth));
+        {
+            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth);
+            routes.MapGlobalApps(sp.GetService<GlobalSites>(), settings.Kubernetes ? settings.KubernetesNamespace : null);
+        });
         if (settings.Metrics)
         {
             yield return new Listener("metrics", settings.MetricsListen, 1024, (routes, sp) => routes.MapPrometheus(sp.GetRequiredService<WormholeMetrics>()));
