@@ -28,7 +28,14 @@ public sealed record CommonSettings(
     bool JsonLogs,
     bool Debug,
     Wormhole.Tunnel.Proxy.ProxyEngine ProxyEngine = Wormhole.Tunnel.Proxy.ProxyEngine.Auto,
-    string? KubeContext = null);
+    string? KubeContext = null)
+{
+    /// <summary>What one peer may take on this side: apps, metadata bytes, name lengths.</summary>
+    public Planning.PeerQuotas Quotas { get; init; } = Planning.PeerQuotas.Default;
+
+    /// <summary>Never prints the invite token.</summary>
+    public override string ToString() => $"CommonSettings {{ Name = {Name}, StateDir = {StateDir}, WgInterface = {WgInterface}, InviteToken = {(InviteToken is null ? "none" : "(hidden)")} }}";
+}
 
 /// <summary>Builds the shared flags onto a command and reads them back, validated.</summary>
 public sealed class CommonCli
@@ -36,6 +43,14 @@ public sealed class CommonCli
     public Option<string?> Name { get; }
 
     public Option<string?> InviteToken { get; } = new("--invite-token") { Description = "The pre-shared key (PSK) used to encrypt pairing; at least 6 characters. Env: INVITE_TOKEN" };
+
+    public Option<string?> InviteTokenFile { get; } = new("--invite-token-file") { Description = "File holding the invite token (instead of --invite-token). Env: INVITE_TOKEN_FILE" };
+
+    public Option<int> MaxAppsPerPeer { get; } = new("--max-apps-per-peer") { Description = "Apps one peer may expose here; the rest are left out (by name order) and reported", DefaultValueFactory = _ => Planning.PeerQuotas.Default.MaxAppsPerPeer };
+
+    public Option<int> MaxMetadataBytes { get; } = new("--max-metadata-bytes") { Description = "Largest sync metadata accepted from one peer (compact JSON bytes)", DefaultValueFactory = _ => Planning.PeerQuotas.Default.MaxMetadataBytes };
+
+    public Option<int> MaxAppNameLength { get; } = new("--max-app-name-length") { Description = "Longest app name accepted from a peer (characters); longer ones are left out and reported", DefaultValueFactory = _ => Planning.PeerQuotas.Default.MaxAppNameLength };
 
     public Option<bool> Kubernetes { get; } = new("--kubernetes") { Description = "Discover local apps from annotated Services and create Services for remote apps" };
 
@@ -93,7 +108,7 @@ public sealed class CommonCli
     {
         foreach (var option in new Option[]
         {
-            Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
+            Name, InviteToken, InviteTokenFile, MaxAppsPerPeer, MaxMetadataBytes, MaxAppNameLength, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
             StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine, Check,
         })
         {
@@ -144,7 +159,7 @@ public sealed class CommonCli
             throw new OptionsException("Option '--name' is required.");
         }
 
-        var token = result.GetValue(InviteToken) ?? Environment.GetEnvironmentVariable("INVITE_TOKEN");
+        var token = Secrets.Read(result.GetValue(InviteToken), result.GetValue(InviteTokenFile), "INVITE_TOKEN");
         if (!string.IsNullOrEmpty(token) && System.Text.Encoding.UTF8.GetByteCount(token) < 6)
         {
             throw new OptionsException("The invite token (--invite-token or INVITE_TOKEN) must be at least 6 characters.");
@@ -223,10 +238,21 @@ public sealed class CommonCli
             throw new OptionsException("--proxy-engine splice needs Linux (x64 or arm64) with epoll, pipe2 and splice allowed; use auto or sockets.");
         }
 
+        var maxApps = result.GetValue(MaxAppsPerPeer);
+        var maxMetadata = result.GetValue(MaxMetadataBytes);
+        var maxName = result.GetValue(MaxAppNameLength);
+        if (maxApps is < 1 or > 100_000 || maxMetadata is < 2 or > 1024 * 1024 || maxName is < 1 or > 253)
+        {
+            throw new OptionsException("--max-apps-per-peer must be 1-100000, --max-metadata-bytes 2-1048576 and --max-app-name-length 1-253.");
+        }
+
         return new CommonSettings(
             name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
             result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
             result.GetValue(Metrics), metricsEndpoint, peerTtl, gcGrace, logFormat == "json", result.GetValue(Debug), engine,
-            string.IsNullOrWhiteSpace(result.GetValue(KubeContext)) ? null : result.GetValue(KubeContext)!.Trim());
+            string.IsNullOrWhiteSpace(result.GetValue(KubeContext)) ? null : result.GetValue(KubeContext)!.Trim())
+        {
+            Quotas = new Planning.PeerQuotas(maxApps, maxMetadata, maxName),
+        };
     }
 }

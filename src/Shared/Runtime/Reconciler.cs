@@ -29,6 +29,9 @@ public sealed record ReconcilerOptions(string SelfName, TimeSpan PeerTtl)
     public PortRange LocalPorts { get; init; } = PortRange.Local;
 
     public PortRange RemotePorts { get; init; } = PortRange.Remote;
+
+    /// <summary>What one peer may take on this side.</summary>
+    public PeerQuotas Quotas { get; init; } = PeerQuotas.Default;
 }
 
 /// <summary>
@@ -174,6 +177,8 @@ public sealed partial class Reconciler(
         var input = new PlanInput(options.SelfName, tunnelState.Address, localApps.Current, remoteApps.Snapshot(), options.LocalPorts, options.RemotePorts, _unusablePorts)
         {
             Peers = tunnelState.Peers,
+            Quotas = options.Quotas,
+            TunnelPeerNetwork = tunnelState.PeerNetwork,
         };
         var plan = Planner.Build(input, previous);
         var (applied, failures) = await ApplySinksAsync(input, plan, previous, cancellationToken);

@@ -75,7 +75,7 @@ public static partial class Side
             time,
             notice => sp.GetRequiredService<WormholeMetrics>().Retried(notice.Operation)));
         services.AddSingleton<ReconcileSignal>();
-        services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time));
+        services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time, settings.Quotas.MaxAppsPerPeer));
         services.AddSingleton(sp => new TunnelSource(sp.GetRequiredService<ReconcileSignal>()));
         if (settings.Kubernetes)
         {
@@ -122,7 +122,7 @@ public static partial class Side
             }
 
             var reconciler = new Reconciler(
-                new ReconcilerOptions(settings.Name, settings.PeerTtl),
+                new ReconcilerOptions(settings.Name, settings.PeerTtl) { Quotas = settings.Quotas },
                 sp.GetRequiredService<ILocalAppSource>(),
                 sp.GetRequiredService<RemoteAppStore>(),
                 sp.GetRequiredService<TunnelSource>(),
@@ -148,7 +148,7 @@ public static partial class Side
     public static IEnumerable<Listener> ApiListeners(CommonSettings settings, BasicAuthCredentials? basicAuth)
     {
         yield return new Listener("admin API", settings.ApiListen, 64 * 1024, (routes, sp) =>
-            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth));
+            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth, sp.GetService<IJoinTokenIssuer>()));
         if (settings.Metrics)
         {
             yield return new Listener("metrics", settings.MetricsListen, 1024, (routes, sp) => routes.MapPrometheus(sp.GetRequiredService<WormholeMetrics>()));

@@ -57,8 +57,11 @@ public class PlannerGoldenTests
         var localPorts = step["localPorts"] is JsonArray lp ? new PortRange((int)lp[0]!, (int)lp[1]!) : PortRange.Local;
         var remotePorts = step["remotePorts"] is JsonArray rp ? new PortRange((int)rp[0]!, (int)rp[1]!) : PortRange.Remote;
         var peers = step["peers"]?.AsArray().Select(p => new PeerLink(
-            (string)p!["name"]!, (string)p["publicKey"]!, IPAddress.Parse((string)p["address"]!), (string?)p["endpoint"], (int?)p["keepalive"])).ToList() ?? [];
-        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable) { Peers = peers };
+            (string)p!["name"]!, (string)p["publicKey"]!, IPAddress.Parse((string)p["address"]!), (string?)p["endpoint"], (int?)p["keepalive"], (string?)p["presharedKey"])).ToList() ?? [];
+        var quotas = step["maxAppsPerPeer"] is JsonNode max
+            ? PeerQuotas.Default with { MaxAppsPerPeer = (int)max, MaxAppNameLength = (int?)step["maxAppNameLength"] ?? PeerQuotas.Default.MaxAppNameLength }
+            : PeerQuotas.Default;
+        return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable) { Peers = peers, Quotas = quotas };
     }
 
     private static JsonObject Describe(Plan plan) => new()
@@ -71,7 +74,7 @@ public class PlannerGoldenTests
         ["reportedPeers"] = new JsonArray(plan.ReportedPeers.Select(p => (JsonNode)p).ToArray()),
         ["pairedPeers"] = new JsonArray(plan.PairedPeers.Select(p => (JsonNode)p).ToArray()),
         ["wireGuard"] = plan.WireGuard is null ? null : new JsonArray(plan.WireGuard.Peers.Select(p =>
-            (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}").ToArray()),
+            (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}{(p.PresharedKey is null ? "" : " preshared-key (set)")}").ToArray()),
     };
 
     private static string SourceDir([CallerFilePath] string path = "") => Path.GetDirectoryName(Path.GetDirectoryName(path))!;
