@@ -31,13 +31,20 @@ internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposab
         Timeout = Timeout.InfiniteTimeSpan,
     };
 
+    /// <summary>With a join token: pairs at the token's URL, the request keyed from its secret, the answer checked against its fingerprint.</summary>
+    public JoinToken? JoinToken { get; init; }
+
+    /// <summary>The clock of token requests' timestamps.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
     public async Task<PairingResponse> PairAsync(PairingRequest request, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromSeconds(10));
-        var url = new Uri(pairingBase, "pairing");
-        using var content = new ByteArrayContent(codec.EncodeRequest(request));
-        content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        byte[] nonce = [];
+        var url = JoinToken is { } token ? new Uri(token.PairingUrl, JoinPairing.Path.TrimStart('/')) : new Uri(pairingBase, "pairing");
+        using var content = new ByteArrayContent(JoinToken is { } t ? JoinPairing.SealRequest(t, request, Time.GetUtcNow(), out nonce) : codec.EncodeRequest(request));
+        content.Headers.ContentType = new MediaTypeHeaderValue(JoinToken is null ? "application/octet-stream" : "application/json");
         HttpResponseMessage response;
         try
         {
@@ -56,7 +63,7 @@ internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposab
                 throw new HubCallException($"the hub refused pairing with status {(int)response.StatusCode}: {ShortText(body)}", response.StatusCode);
             }
 
-            var decoded = codec.DecodeResponse(body, out var error)
+            var decoded = (JoinToken is { } joined ? JoinPairing.OpenResponse(joined, nonce, body, out var error) : codec.DecodeResponse(body, out error))
                 ?? throw new HubCallException($"the hub's pairing response is unusable: {error}");
             if (!IPAddress.TryParse(decoded.AssignedIp, out _) || !IPAddress.TryParse(decoded.InternalServerIp, out _))
             {
@@ -110,6 +117,35 @@ internal sealed class HubClient(Uri pairingBase, PairingCodec codec) : IDisposab
         catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
             throw new HubCallException($"sync with the hub at {syncBase} failed: {(ex is OperationCanceledException ? "timed out" : ex.Message)}");
+        }
+    }
+
+    /// <summary>
+    /// Asks the hub, through the tunnel, to move this spoke to a new key and preshared key. Throws
+    /// <see cref="HubCallException"/>; its status is null when the answer never came (the hub may have switched).
+    /// </summary>
+    public async Task RotateAsync(Uri syncBase, KeyRotation rotation, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(10));
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(syncBase, KeyRotation.Path.TrimStart('/')))
+        {
+            Content = new ByteArrayContent(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(rotation, KeyRotationJsonContext.Default.KeyRotation)),
+        };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        request.Headers.ConnectionClose = true;
+        try
+        {
+            using var response = await _http.SendAsync(request, timeout.Token);
+            var bytes = await response.Content.ReadAsByteArrayAsync(timeout.Token);
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                throw new HubCallException($"the hub refused the key rotation with status {(int)response.StatusCode}: {ShortText(bytes)}", response.StatusCode);
+            }
+        }
+        catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new HubCallException($"the key rotation got no answer: {(ex is OperationCanceledException ? "timed out" : ex.Message)}");
         }
     }
 

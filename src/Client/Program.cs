@@ -21,7 +21,16 @@ return await CliRunner.RunAsync(SpokeCli.Build(), args);
 
 namespace Wormhole.Tunnel.Client
 {
-    internal sealed record SpokeSettings(CommonSettings Common, Uri Server, JsonElement? Metadata);
+    internal sealed record SpokeSettings(CommonSettings Common, Uri Server, JsonElement? Metadata)
+    {
+        /// <summary>Pair with this join token (--join-token) instead of the invite token at --server.</summary>
+        public JoinToken? JoinToken { get; init; }
+
+        /// <summary>Rotate the WireGuard key through the tunnel this often (--key-rotation-interval); null: never.</summary>
+        public TimeSpan? KeyRotationInterval { get; init; }
+
+        public override string ToString() => $"SpokeSettings {{ {Common}, Server = {Server}, JoinToken = {(JoinToken is null ? "none" : "(hidden)")} }}";
+    }
 
     /// <summary>The spoke's command line (design.md, "Command line").</summary>
     internal static class SpokeCli
@@ -31,10 +40,16 @@ namespace Wormhole.Tunnel.Client
             var common = new CommonCli(defaultName: null);
             var server = new Option<string>("--server") { Description = "The hub's pairing API URL", DefaultValueFactory = _ => "http://localhost:8080" };
             var metadata = new Option<string?>("--client-metadata") { Description = "JSON object sent with every sync, shown in the hub's /api/peers/v2 [default: {}]. Env: CLIENT_METADATA" };
+            var joinToken = new Option<string?>("--join-token") { Description = "A join token from `wormhole-server token create` (it holds the hub's URL; no --server or --invite-token needed). Env: JOIN_TOKEN" };
+            var joinTokenFile = new Option<string?>("--join-token-file") { Description = "File holding the join token. Env: JOIN_TOKEN_FILE" };
+            var rotation = new Option<string?>("--key-rotation-interval") { Description = "Rotate this spoke's WireGuard key through the tunnel this often (e.g. 24h); same address and apps, no re-pairing [default: never]" };
             var root = new RootCommand("Wormhole.Tunnel spoke: pairs with a hub, syncs apps and proxies them over WireGuard.");
             common.AddTo(root);
             root.Options.Add(server);
             root.Options.Add(metadata);
+            root.Options.Add(joinToken);
+            root.Options.Add(joinTokenFile);
+            root.Options.Add(rotation);
             CliRunner.SetAction(
                 root,
                 common,
@@ -53,7 +68,27 @@ namespace Wormhole.Tunnel.Client
                     }
 
                     var json = ClientMetadata.Parse(result.GetValue(metadata) ?? Environment.GetEnvironmentVariable("CLIENT_METADATA") ?? "{}", out var error);
-                    return error is not null ? throw new OptionsException(error) : new SpokeSettings(c, serverUri, json);
+                    if (error is not null)
+                    {
+                        throw new OptionsException(error);
+                    }
+
+                    JoinToken? token = null;
+                    if (Secrets.Read(result.GetValue(joinToken), result.GetValue(joinTokenFile), "JOIN_TOKEN") is { } tokenText)
+                    {
+                        token = JoinToken.TryParse(tokenText, out var tokenError) ?? throw new OptionsException($"--join-token: {tokenError}.");
+                        serverUri = token.PairingUrl;
+                    }
+
+                    TimeSpan? interval = null;
+                    if (result.GetValue(rotation) is { } rotationText)
+                    {
+                        interval = Durations.TryParse(rotationText, out var every) && every >= TimeSpan.FromSeconds(1)
+                            ? every
+                            : throw new OptionsException($"--key-rotation-interval '{rotationText}' is not a duration of at least 1s, such as 24h.");
+                    }
+
+                    return new SpokeSettings(c, serverUri, json) { JoinToken = token, KeyRotationInterval = interval };
                 },
                 settings => settings.Common,
                 Spoke.RunAsync);
@@ -73,8 +108,9 @@ namespace Wormhole.Tunnel.Client
         private readonly WormholeMetrics _metrics;
         private readonly RetryPipelines _retries;
         private readonly TimeProvider _time;
+        private readonly IProcessRunner _runner;
         private readonly HubClient _hub;
-        private readonly WgKeyPair _keys;
+        private volatile WgKeyPair _keys;
         private readonly ILogger _logger;
         private readonly PairingResponse? _cached;
         private volatile PairingResponse? _pairing;
@@ -92,7 +128,8 @@ namespace Wormhole.Tunnel.Client
             _metrics = services.GetRequiredService<WormholeMetrics>();
             _retries = services.GetRequiredService<RetryPipelines>();
             _time = services.GetRequiredService<TimeProvider>();
-            _hub = new HubClient(settings.Server, new PairingCodec(settings.Common.InviteToken));
+            _runner = services.GetRequiredService<IProcessRunner>();
+            _hub = new HubClient(settings.Server, new PairingCodec(settings.Common.InviteToken)) { JoinToken = settings.JoinToken, Time = _time };
             _cached = _state.PairingCache.Read();
         }
 
@@ -113,13 +150,22 @@ namespace Wormhole.Tunnel.Client
             try
             {
                 var keys = await Side.PrepareAsync(c, runner, logger, stop);
-                Listener[] listeners = [.. Side.ApiListeners(c, basicAuth: null)];
+                // Through the tunnel the hub can reach every address of this side: these listeners refuse it.
+                Func<System.Net.IPNetwork?> hubNetwork = () => app?.Services.GetService<TunnelSource>()?.Current.PeerNetwork;
+                Listener[] listeners = [.. Side.ApiListeners(c, basicAuth: null).Select(l => l with
+                {
+                    Guard = new ConnectionGuard(l.Name, 1024, 64, hubNetwork, loggerFactory.CreateLogger("Wormhole.Tunnel.Client.Connections")),
+                })];
 
                 // The composition root: the side's parts and the spoke's pairing and sync loop.
                 var builder = WebHost.CreateBuilder(listeners, loggerFactory);
                 builder.Services.AddSide(c, TimeProvider.System, runner, sp => name => sp.GetRequiredService<Spoke>().HubName == name);
                 builder.Services.AddSingleton(sp => new Spoke(settings, keys, sp, logger));
                 builder.Services.AddSingleton(sp => new BackgroundLoop("sync", sp.GetRequiredService<Spoke>().PairAndSyncAsync));
+                if (settings.KeyRotationInterval is { } every)
+                {
+                    builder.Services.AddSingleton(sp => new BackgroundLoop("key rotation", ct => sp.GetRequiredService<Spoke>().RotateEveryAsync(every, ct)));
+                }
                 app = builder.Build();
                 app.MapListeners(listeners);
                 spoke = app.Services.GetRequiredService<Spoke>();
@@ -183,6 +229,8 @@ namespace Wormhole.Tunnel.Client
             if (cached is not null && cached.SyncServerAddress is not null)
             {
                 await ApplyAsync(cached, stop);
+                await ResolvePendingRotationAsync(cached, stop);
+                cached = _pairing ?? cached;
                 LogTryingCache(_logger, cached.InternalServerIp);
                 if (await ProbeAsync(cached, stop))
                 {
@@ -217,7 +265,9 @@ namespace Wormhole.Tunnel.Client
             PairingResponse response;
             try
             {
-                response = await _hub.PairAsync(new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), []), cancellationToken);
+                response = await _hub.PairAsync(
+                    new PairingRequest(_settings.Common.Name, new PairingWireGuard(_keys.PublicKey), new Dictionary<string, string> { [PairingRequest.WantsPresharedKeyKey] = "1" }),
+                    cancellationToken);
                 await ApplyAsync(response, cancellationToken);
                 await _state.PairingCache.WriteAsync(response, cancellationToken);
             }
@@ -259,7 +309,8 @@ namespace Wormhole.Tunnel.Client
 
             var c = _settings.Common;
             await _wireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, _keys.PrivateKey, $"{pairing.AssignedIp}/32", null, [$"{pairing.InternalServerIp}/32"]), cancellationToken);
-            _tunnel.Set(new TunnelState(IPAddress.Parse(pairing.AssignedIp), [HubLink(pairing)]));
+            var hub = IPAddress.Parse(pairing.InternalServerIp);
+            _tunnel.Set(new TunnelState(IPAddress.Parse(pairing.AssignedIp), [HubLink(pairing)]) { PeerNetwork = new System.Net.IPNetwork(hub, hub.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128) });
             if ((await _reconciler.ConvergeAsync(cancellationToken)).FailureOf("wireguard") is { } refused)
             {
                 throw new WireGuardCommandException(refused);
@@ -271,12 +322,13 @@ namespace Wormhole.Tunnel.Client
 
         /// <summary>The hub as this spoke's one peer: its tunnel address routed to it, dialled at its endpoint, kept alive.</summary>
         private static PeerLink HubLink(PairingResponse pairing) =>
-            new(pairing.Name, pairing.WireGuard.PublicKey, IPAddress.Parse(pairing.InternalServerIp), pairing.WireGuard.Endpoint, 10);
+            new(pairing.Name, pairing.WireGuard.PublicKey, IPAddress.Parse(pairing.InternalServerIp), pairing.WireGuard.Endpoint, 10,
+                WgKeys.IsValidKey(pairing.PresharedKey) ? pairing.PresharedKey : null);
 
         private static WgPeer HubPeer(PairingResponse pairing)
         {
             var link = HubLink(pairing);
-            return new(link.PublicKey, [$"{link.Address}/32"], link.Endpoint, link.KeepaliveSeconds);
+            return new(link.PublicKey, [$"{link.Address}/32"], link.Endpoint, link.KeepaliveSeconds, link.PresharedKey);
         }
 
         /// <summary>
@@ -303,6 +355,126 @@ namespace Wormhole.Tunnel.Client
                 LogTunnelRenewFailed(_logger, ex.Message);
             }
         }
+
+        /// <summary>Rotates the key every <paramref name="every"/> once paired; a rotation that fails is tried again at the next one.</summary>
+        internal async Task RotateEveryAsync(TimeSpan every, CancellationToken stop)
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await Task.Delay(every, _time, stop);
+                if (_pairing is null)
+                {
+                    continue;
+                }
+
+                try
+                {
+                    await RotateOnceAsync(stop);
+                }
+                catch (Exception ex) when (ex is HubCallException or WireGuardCommandException or IOException)
+                {
+                    LogRotationFailed(_logger, ex.Message);
+                }
+            }
+        }
+
+        /// <summary>
+        /// One key rotation through the tunnel: a new key pair and preshared key are stored (keys-next.json) before the
+        /// hub is asked, so a crash or a lost answer never leaves the spoke without the key the hub has. When the hub
+        /// agreed, this side switches; when the answer was lost, whichever pair reaches the hub is kept.
+        /// </summary>
+        internal async Task RotateOnceAsync(CancellationToken stop)
+        {
+            var pairing = _pairing ?? throw new HubCallException("not paired yet");
+            var next = await WgKeys.GenerateAsync(_runner, stop);
+            var rotation = new StoredRotation(next.PrivateKey, next.PublicKey, Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)));
+            await _state.NextKeys.WriteAsync(rotation, stop);
+            try
+            {
+                await _hub.RotateAsync(SyncBaseOf(pairing), new KeyRotation(rotation.PublicKey, rotation.PresharedKey), stop);
+            }
+            catch (HubCallException ex) when (ex.Status is not null)
+            {
+                File.Delete(_state.NextKeys.Path); // refused: nothing changed on either side
+                throw;
+            }
+            catch (HubCallException)
+            {
+                // No answer: the hub may or may not have switched. Whichever pair reaches it is the one it has.
+                if (await TryKeysAsync(rotation, stop))
+                {
+                    return;
+                }
+
+                await ApplyKeysAsync(_keys, pairing, stop);
+                File.Delete(_state.NextKeys.Path);
+                throw;
+            }
+
+            await CommitRotationAsync(rotation, pairing, stop);
+        }
+
+        /// <summary>At start: a rotation left half done (keys-next.json) is finished when the hub has the new key, else dropped.</summary>
+        private async Task ResolvePendingRotationAsync(PairingResponse cached, CancellationToken stop)
+        {
+            if (_state.NextKeys.Read() is not { } pending)
+            {
+                return;
+            }
+
+            _pairing = null;
+            if (await TryKeysAsync(pending, stop))
+            {
+                return;
+            }
+
+            _pairing = null;
+            File.Delete(_state.NextKeys.Path);
+            await ApplyAsync(cached, stop);
+        }
+
+        /// <summary>Switches to the rotation's keys and probes the hub; on success commits them, else returns false (still switched).</summary>
+        private async Task<bool> TryKeysAsync(StoredRotation rotation, CancellationToken stop)
+        {
+            var pairing = _pairing ?? _cached!;
+            var moved = pairing with { Metadata = WithPresharedKey(pairing.Metadata, rotation.PresharedKey) };
+            await ApplyKeysAsync(new WgKeyPair(rotation.PrivateKey, rotation.PublicKey), moved, stop);
+            if (await ProbeAsync(moved, stop))
+            {
+                await CommitRotationAsync(rotation, pairing, stop);
+                return true;
+            }
+
+            return false;
+        }
+
+        private async Task ApplyKeysAsync(WgKeyPair keys, PairingResponse pairing, CancellationToken stop)
+        {
+            _keys = keys;
+            _pairing = null;
+            await ApplyAsync(pairing, stop);
+        }
+
+        private async Task CommitRotationAsync(StoredRotation rotation, PairingResponse pairing, CancellationToken stop)
+        {
+            var keys = new WgKeyPair(rotation.PrivateKey, rotation.PublicKey);
+            var moved = pairing with { Metadata = WithPresharedKey(pairing.Metadata, rotation.PresharedKey) };
+            if (_keys.PublicKey != keys.PublicKey || _pairing != moved)
+            {
+                await ApplyKeysAsync(keys, moved, stop);
+            }
+
+            await _state.Keys.WriteAsync(new StoredKeys(keys.PrivateKey, keys.PublicKey), stop);
+            await _state.PairingCache.WriteAsync(moved, stop);
+            File.Delete(_state.NextKeys.Path);
+            LogRotated(_logger, keys.PublicKey);
+        }
+
+        private static Dictionary<string, string> WithPresharedKey(Dictionary<string, string>? metadata, string presharedKey) =>
+            new(metadata ?? [], StringComparer.Ordinal) { [PairingResponse.PresharedKeyKey] = presharedKey };
+
+        private static Uri SyncBaseOf(PairingResponse pairing) =>
+            new(pairing.SyncServerAddress!.EndsWith('/') ? pairing.SyncServerAddress : pairing.SyncServerAddress + "/");
 
         /// <summary>One pairing attempt from inside the sync loop (the hub forgot us, or the tunnel has been dead for a while).</summary>
         private async Task TryRepairAsync(CancellationToken stop)
@@ -343,6 +515,12 @@ namespace Wormhole.Tunnel.Client
 
         [LoggerMessage(EventId = 3012, Level = LogLevel.Warning, Message = "Could not renew the WireGuard session with the hub: {Reason}")]
         private static partial void LogTunnelRenewFailed(ILogger logger, string reason);
+
+        [LoggerMessage(EventId = 3013, Level = LogLevel.Information, Message = "Rotated the WireGuard key through the tunnel: new public key {PublicKey} (same address, same apps)")]
+        private static partial void LogRotated(ILogger logger, string publicKey);
+
+        [LoggerMessage(EventId = 3014, Level = LogLevel.Warning, Message = "Key rotation failed: {Reason}; the current key stays and it is tried again at the next interval")]
+        private static partial void LogRotationFailed(ILogger logger, string reason);
 
         [LoggerMessage(EventId = 3009, Level = LogLevel.Critical, Message = "Spoke cannot run: {Reason}")]
         private static partial void LogFatal(ILogger logger, string reason);

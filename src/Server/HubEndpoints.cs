@@ -33,7 +33,11 @@ internal static partial class HubEndpoints
     });
 
     /// <param name="time">Clock of the refusal-log rate limiter (tests pass a manual one).</param>
-    public static void MapPairing(this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger, TimeProvider? time = null)
+    /// <param name="tokens">The hub's join tokens: with them, <c>POST /pairing/token</c> pairs a spoke that holds one.</param>
+    /// <param name="pskPairing">False turns the reference's PSK pairing (<c>POST /pairing</c>) off: tokens only.</param>
+    public static void MapPairing(
+        this IEndpointRouteBuilder app, PairingCodec codec, PeerRegistry registry, HubIdentity hub, WormholeMetrics metrics, ILogger logger,
+        TimeProvider? time = null, JoinTokenStore? tokens = null, bool pskPairing = true)
     {
         // A flood of refused pairings (90,000 in 10 s wrote 17 MB of log) gives one line per outcome per interval
         // plus a count; the metric still counts every one.
@@ -45,6 +49,11 @@ internal static partial class HubEndpoints
         app.MapPost("/pairing", async (HttpContext context) =>
         {
             var started = Stopwatch.GetTimestamp();
+            if (!pskPairing)
+            {
+                return Fail(context, null, StatusCodes.Status403Forbidden, "psk_disabled", "PSK pairing is turned off on this hub: pair with a join token (--join-token)", started);
+            }
+
             byte[] body;
             try
             {
@@ -55,37 +64,110 @@ internal static partial class HubEndpoints
                 return Fail(context, null, ex.StatusCode, "bad_request", "the pairing body is too large or incomplete", started);
             }
 
-            var request = codec.DecodeRequest(body, out var error);
+            var request = codec.DecodeRequest(body, out var error, out var withPrevious);
             if (request is null)
             {
                 return Fail(context, null, StatusCodes.Status400BadRequest, "bad_request", error!, started);
             }
 
-            var result = await registry.PairAsync(request.Name, request.WireGuard.PublicKey, context.RequestAborted);
-            switch (result.Outcome)
+            var result = await registry.PairAsync(request.Name, request.WireGuard.PublicKey, request.WantsPresharedKey, context.RequestAborted);
+            if (result.Outcome == PairingOutcome.Paired)
             {
-                case PairingOutcome.Paired:
-                    var peer = result.Peer!;
-                    LogPaired(logger, peer.Name, peer.Ip);
-                    var response = new PairingResponse(
-                        hub.Name,
-                        peer.Ip,
-                        hub.TunnelAddress.ToString(),
-                        new PairingWireGuard(hub.PublicKey, hub.Endpoint),
-                        new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.SyncServerAddress });
-                    var encoded = codec.EncodeResponse(response);
-                    metrics.Pairing("paired", Stopwatch.GetElapsedTime(started));
-                    return Results.Bytes(encoded, "application/octet-stream");
-                case PairingOutcome.KeyMismatch:
-                    return Fail(context, request.Name, StatusCodes.Status409Conflict, "key_mismatch", result.Reason!, started);
-                case PairingOutcome.PoolExhausted:
-                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!, started);
-                case PairingOutcome.Unavailable:
-                    return Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!, started);
-                default:
-                    return Fail(context, request.Name, StatusCodes.Status400BadRequest, "bad_request", result.Reason!, started);
+                var peer = result.Peer!;
+                LogPaired(logger, peer.Name, peer.Ip);
+                var encoded = codec.EncodeResponse(Response(hub, peer, request.WantsPresharedKey), withPrevious);
+                metrics.Pairing("paired", Stopwatch.GetElapsedTime(started));
+                return Results.Bytes(encoded, "application/octet-stream");
             }
+
+            return Refused(context, request.Name, result, started);
         });
+
+        if (tokens is not null)
+        {
+            // Pairing with a join token: the request is sealed with a key derived from the token's secret, fresh
+            // (timestamp within the clock skew, nonce never seen), and redeems one use; the answer is sealed for the
+            // spoke, bound to its request. Safe over plain HTTP.
+            app.MapPost(JoinPairing.Path, async (HttpContext context) =>
+            {
+                var started = Stopwatch.GetTimestamp();
+                byte[] body;
+                try
+                {
+                    body = await ReadBodyAsync(context);
+                }
+                catch (BadHttpRequestException ex)
+                {
+                    return Fail(context, null, ex.StatusCode, "bad_request", "the pairing body is too large or incomplete", started);
+                }
+
+                var envelope = JoinPairing.ParseRequest(body, out var error);
+                if (envelope is null)
+                {
+                    return Fail(context, null, StatusCodes.Status400BadRequest, "bad_request", error!, started);
+                }
+
+                // Unknown token and a request the token does not authenticate look the same to the sender.
+                var verifier = tokens.VerifierOf(envelope.Id);
+                var request = verifier is null ? null : JoinPairing.OpenRequest(envelope, verifier, out error);
+                if (request is null)
+                {
+                    return Fail(context, null, StatusCodes.Status403Forbidden, "token_refused", "the join token is unknown or the request is not authenticated by it", started);
+                }
+
+                var fresh = tokens.CheckFresh(envelope.Id, envelope.Nonce, envelope.Timestamp);
+                if (fresh != TokenRefusal.None)
+                {
+                    return fresh == TokenRefusal.ReplayCacheFull
+                        ? Fail(context, request.Name, StatusCodes.Status503ServiceUnavailable, "unavailable", "too many token pairings in the last minutes; retry later", started)
+                        : Fail(context, request.Name, StatusCodes.Status403Forbidden, fresh == TokenRefusal.Replayed ? "replayed" : "token_refused", TokenReason(fresh), started);
+                }
+
+                // Names and keys are checked before a use is taken.
+                if (!Apps.Names.IsValidPeerName(request.Name))
+                {
+                    return Fail(context, request.Name, StatusCodes.Status400BadRequest, "bad_request", "the peer name must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit", started);
+                }
+
+                var taken = tokens.TryReserve(envelope.Id, request.Name, request.WireGuard.PublicKey, out var reservation);
+                if (taken != TokenRefusal.None)
+                {
+                    return Fail(context, request.Name, StatusCodes.Status403Forbidden, "token_refused", TokenReason(taken), started);
+                }
+
+                PairingResult result;
+                try
+                {
+                    result = await registry.PairAsync(request.Name, request.WireGuard.PublicKey, wantsPresharedKey: true, CancellationToken.None);
+                }
+                catch
+                {
+                    tokens.Release(reservation!);
+                    throw;
+                }
+
+                if (result.Outcome != PairingOutcome.Paired)
+                {
+                    tokens.Release(reservation!);
+                    return Refused(context, request.Name, result, started);
+                }
+
+                await tokens.CommitAsync(reservation!);
+                var peer = result.Peer!;
+                LogPairedWithToken(logger, peer.Name, peer.Ip, envelope.Id);
+                metrics.Pairing("paired", Stopwatch.GetElapsedTime(started));
+                return Results.Bytes(JoinPairing.SealResponse(verifier!, envelope, Response(hub, peer, includePresharedKey: true)), "application/json");
+            });
+        }
+
+        IResult Refused(HttpContext context, string name, PairingResult result, long started) => result.Outcome switch
+        {
+            PairingOutcome.KeyMismatch => Fail(context, name, StatusCodes.Status409Conflict, "key_mismatch", result.Reason!, started),
+            PairingOutcome.Revoked => Fail(context, name, StatusCodes.Status403Forbidden, "revoked", result.Reason!, started),
+            PairingOutcome.PoolExhausted => Fail(context, name, StatusCodes.Status503ServiceUnavailable, "pool_exhausted", result.Reason!, started),
+            PairingOutcome.Unavailable => Fail(context, name, StatusCodes.Status503ServiceUnavailable, "unavailable", result.Reason!, started),
+            _ => Fail(context, name, StatusCodes.Status400BadRequest, "bad_request", result.Reason!, started),
+        };
 
         // Every refusal: one log line (the name as the client sent it, escaped and cut), the metric, the reason.
         IResult Fail(HttpContext context, string? name, int status, string outcome, string reason, long started)
@@ -101,9 +183,34 @@ internal static partial class HubEndpoints
         }
     }
 
+    /// <summary>The pairing answer for a peer (reference §2.2), with its own preshared key when it asked for one.</summary>
+    private static PairingResponse Response(HubIdentity hub, State.StoredPeer peer, bool includePresharedKey)
+    {
+        var metadata = new Dictionary<string, string> { [PairingResponse.SyncServerAddressKey] = hub.SyncServerAddress };
+        if (includePresharedKey && peer.PresharedKey is { } psk)
+        {
+            metadata[PairingResponse.PresharedKeyKey] = psk;
+        }
+
+        return new PairingResponse(hub.Name, peer.Ip, hub.TunnelAddress.ToString(), new PairingWireGuard(hub.PublicKey, hub.Endpoint), metadata);
+    }
+
+    private static string TokenReason(TokenRefusal refusal) => refusal switch
+    {
+        TokenRefusal.Revoked => "the join token is revoked",
+        TokenRefusal.Expired => "the join token has expired",
+        TokenRefusal.Exhausted => "the join token has been used as many times as it allows",
+        TokenRefusal.OtherName => "the join token is for another peer name",
+        TokenRefusal.Replayed => "this request was seen before (a replay)",
+        TokenRefusal.ClockSkew => $"the request's timestamp is more than {JoinPairing.MaxClockSkew.TotalMinutes:0} minutes from the hub's clock (check both clocks)",
+        _ => "the join token is unknown or the request is not authenticated by it",
+    };
+
     /// <param name="stopping">Cancelled when the hub stops: held long-polls end at once (503) instead of holding the shutdown.</param>
     /// <param name="time">Clock of the refusal-log rate limiter (tests pass a manual one).</param>
-    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger, CancellationToken stopping, TimeProvider? time = null)
+    /// <param name="tokens">Told when a spoke rotates its key, so a token it redeemed still answers it (may be null).</param>
+    /// <param name="maxMetadataBytes">The metadata quota per peer (--max-metadata-bytes).</param>
+    public static void MapSync(this IEndpointRouteBuilder app, PeerRegistry registry, RemoteAppStore remoteApps, Reconciler reconciler, string hubName, WormholeMetrics metrics, ILogger logger, CancellationToken stopping, TimeProvider? time = null, JoinTokenStore? tokens = null, int maxMetadataBytes = SyncCodec.MaxMetadataBytes)
     {
         // Refused syncs: one line per interval per paired peer (and one for senders that are no peer) plus a count.
         var refusals = new LogRateLimiter(time ?? TimeProvider.System, LogRateLimiter.DefaultInterval, (peer, count, interval) =>
@@ -111,6 +218,47 @@ internal static partial class HubEndpoints
 
         // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
         app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));
+
+        // A spoke's key rotation: WireGuard authenticated it by its current key (the tunnel address is its own). The new
+        // key is stored before the answer; WireGuard switches once the answer has left through the old key's session.
+        app.MapPost(KeyRotation.Path, async (HttpContext context) =>
+        {
+            var source = context.Connection.RemoteIpAddress ?? IPAddress.None;
+            var peer = registry.FindByAddress(source);
+            if (peer is null)
+            {
+                return Fail(WormholeMetrics.UnknownPeer, StatusCodes.Status403Forbidden, "rotation refused: the request does not come from a paired peer's tunnel address");
+            }
+
+            KeyRotation? rotation;
+            try
+            {
+                rotation = System.Text.Json.JsonSerializer.Deserialize(await ReadBodyAsync(context), KeyRotationJsonContext.Default.KeyRotation);
+            }
+            catch (Exception ex) when (ex is System.Text.Json.JsonException or BadHttpRequestException)
+            {
+                rotation = null;
+            }
+
+            if (rotation?.PublicKey is null || rotation.PresharedKey is null)
+            {
+                return Fail(peer.Name, StatusCodes.Status400BadRequest, "the body must be {\"public_key\":…,\"preshared_key\":…}");
+            }
+
+            var (refusal, apply) = await registry.RotateAsync(peer.Name, rotation.PublicKey, rotation.PresharedKey, CancellationToken.None);
+            if (refusal is not null)
+            {
+                return Fail(peer.Name, StatusCodes.Status409Conflict, "rotation refused: " + refusal);
+            }
+
+            if (tokens is not null)
+            {
+                await tokens.KeyRotatedAsync(peer.Name, peer.PublicKey, rotation.PublicKey);
+            }
+
+            context.Response.OnCompleted(apply!);
+            return Results.Text("{\"public_key\":\"" + rotation.PublicKey + "\"}", "application/json");
+        });
 
         // POST only, as /pairing.
         app.MapPost("/sync", async (HttpContext context) =>
@@ -140,7 +288,7 @@ internal static partial class HubEndpoints
                 return Fail(peer.Name, ex.StatusCode, $"the sync body is larger than {SyncCodec.MaxBodyBytes / (1024 * 1024)} MiB or incomplete");
             }
 
-            var message = SyncCodec.Decode(body, out var error);
+            var message = SyncCodec.Decode(body, maxMetadataBytes, out var error);
             if (message is null)
             {
                 return Fail(peer.Name, StatusCodes.Status400BadRequest, error!);
@@ -208,6 +356,9 @@ internal static partial class HubEndpoints
 
     [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Pairing request from {Name}, assigned IP {Ip}")]
     private static partial void LogPaired(ILogger logger, string name, string ip);
+
+    [LoggerMessage(EventId = 2105, Level = LogLevel.Information, Message = "Pairing request from {Name} with join token {TokenId}, assigned IP {Ip}")]
+    private static partial void LogPairedWithToken(ILogger logger, string name, string ip, string tokenId);
 
     [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Refused pairing request from {Source} for peer {Name} with status {Status}: {Reason}")]
     private static partial void LogPairingRefused(ILogger logger, string source, string name, int status, string reason);

@@ -23,6 +23,9 @@ internal enum PairingOutcome
     KeyMismatch,
     PoolExhausted,
 
+    /// <summary>The name or the key was revoked (<c>DELETE /api/peers/v1/{name}?revoke=true</c>).</summary>
+    Revoked,
+
     /// <summary>WireGuard or the peers file refused the change; nothing was changed (the client is not at fault).</summary>
     Unavailable,
 }
@@ -43,6 +46,7 @@ internal sealed record PairingResult(PairingOutcome Outcome, StoredPeer? Peer, s
 /// and is removed only by <c>DELETE /api/peers/v1/{name}</c> or by editing the file.
 /// </remarks>
 /// <param name="hubPublicKey">The hub's own WireGuard public key: no spoke may pair with it.</param>
+/// <param name="revocationsFile">revocations.json: revoked names and keys (in memory only when null).</param>
 internal sealed partial class PeerRegistry(
     JsonStateFile<StoredPeers> file,
     AddressPool pool,
@@ -50,13 +54,24 @@ internal sealed partial class PeerRegistry(
     TunnelSource tunnel,
     RemoteAppStore remoteApps,
     ILogger<PeerRegistry> logger,
-    Reconciler reconciler) : IPeerDirectory
+    Reconciler reconciler,
+    JsonStateFile<StoredRevocations>? revocationsFile = null,
+    TimeProvider? time = null) : IPeerDirectory
 {
     private const string WireGuardSinkName = "wireguard";
 
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile IReadOnlyList<StoredPeer> _peers = [];
     private volatile IReadOnlyList<SkippedEntry> _skipped = [];
+    private volatile IReadOnlyList<StoredRevocation> _revocations = [];
+
+    /// <summary>A new per-peer WireGuard preshared key: 32 random bytes, base64.</summary>
+    public static string NewPresharedKey() => Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+
+    public IReadOnlyList<RevocationInfo> Revocations() => _revocations.Select(r => new RevocationInfo(r.Name, r.PublicKey, r.RevokedAt)).ToList();
+
+    /// <summary>Whether the name or the key is revoked.</summary>
+    public bool IsRevoked(string name, string? publicKey) => _revocations.Any(r => r.Name == name || (publicKey is not null && r.PublicKey == publicKey));
 
     public IReadOnlyList<StoredPeer> List() => _peers;
 
@@ -125,6 +140,7 @@ internal sealed partial class PeerRegistry(
 
         _peers = peers;
         _skipped = skipped;
+        _revocations = revocationsFile?.Read()?.Revocations?.Where(r => r is not null && r.Name is not null).ToList() ?? [];
         tunnel.SetPeers(Links(peers));
     }
 
@@ -142,7 +158,15 @@ internal sealed partial class PeerRegistry(
     public StoredPeer? Find(string name) => _peers.FirstOrDefault(p => p.Name == name);
 
     /// <summary>Binds name ↔ key on first contact; the same key gets the same address again.</summary>
-    public async Task<PairingResult> PairAsync(string name, string publicKey, CancellationToken cancellationToken)
+    public Task<PairingResult> PairAsync(string name, string publicKey, CancellationToken cancellationToken) =>
+        PairAsync(name, publicKey, wantsPresharedKey: false, cancellationToken);
+
+    /// <summary>
+    /// Binds name ↔ key on first contact; the same key gets the same address again. With
+    /// <paramref name="wantsPresharedKey"/> the peer gets its own WireGuard preshared key (kept when it pairs again).
+    /// A revoked name or key is refused.
+    /// </summary>
+    public async Task<PairingResult> PairAsync(string name, string publicKey, bool wantsPresharedKey, CancellationToken cancellationToken)
     {
         if (!Names.IsValidPeerName(name))
         {
@@ -154,6 +178,11 @@ internal sealed partial class PeerRegistry(
             return new PairingResult(PairingOutcome.InvalidKey, null, keyRefusal);
         }
 
+        if (IsRevoked(name, publicKey))
+        {
+            return new PairingResult(PairingOutcome.Revoked, null, $"peer '{name}' or its key is revoked on this hub (DELETE /api/revocations/v1/{name} lifts it)");
+        }
+
         if (!reconciler.FirstPlanApplied)
         {
             // Its WireGuard peers are applied by the first plan's pass: until then a pairing could not be made real.
@@ -163,12 +192,29 @@ internal sealed partial class PeerRegistry(
         await _gate.WaitAsync(cancellationToken);
         try
         {
+            if (IsRevoked(name, publicKey))
+            {
+                return new PairingResult(PairingOutcome.Revoked, null, $"peer '{name}' or its key is revoked on this hub (DELETE /api/revocations/v1/{name} lifts it)");
+            }
+
             var existing = Find(name);
             if (existing is not null)
             {
                 if (existing.PublicKey != publicKey)
                 {
                     return new PairingResult(PairingOutcome.KeyMismatch, null, $"peer '{name}' is already paired with another public key; delete it on the hub (DELETE /api/peers/v1/{name}) to pair again");
+                }
+
+                if (wantsPresharedKey && existing.PresharedKey is null)
+                {
+                    // Paired before without one (an older spoke or version): it gets its own now.
+                    var withKey = existing with { PresharedKey = NewPresharedKey() };
+                    if ((await CommitAsync(_peers.Select(p => p.Name == name ? withKey : p).ToList(), _skipped, applyWireGuard: true)).Refused is { } refusedKey)
+                    {
+                        return new PairingResult(PairingOutcome.Unavailable, null, $"the hub could not give peer '{name}' a preshared key: {refusedKey}");
+                    }
+
+                    return new PairingResult(PairingOutcome.Paired, withKey, null);
                 }
 
                 // The same spoke again (its cached pairing did not reach us): its peer is on the interface unless WireGuard
@@ -199,7 +245,7 @@ internal sealed partial class PeerRegistry(
                 return new PairingResult(PairingOutcome.PoolExhausted, null, $"the hub's address pool ({pool.HubAddress}/{pool.PrefixLength}) is exhausted; delete unused peers or use a larger --wg-subnet-mask");
             }
 
-            var peer = new StoredPeer(name, address.ToString(), publicKey);
+            var peer = new StoredPeer(name, address.ToString(), publicKey, PresharedKey: wantsPresharedKey ? NewPresharedKey() : null);
             var updated = _peers.Append(peer).ToList();
             if ((await CommitAsync(updated, _skipped, applyWireGuard: true)).Refused is { } failure)
             {
@@ -244,9 +290,12 @@ internal sealed partial class PeerRegistry(
     /// so <see cref="PeerDeletion.Deleted"/> means gone. When a sink could not apply the withdrawal (the Kubernetes API
     /// failing) the peer is still forgotten and the result says what is left; the sink retries on its own.
     /// </summary>
-    public async Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken)
+    public Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken) => DeleteAsync(name, revoke: false, cancellationToken);
+
+    /// <summary>As <see cref="DeleteAsync(string, CancellationToken)"/>; with <paramref name="revoke"/> the name and its key are also refused at pairing until lifted.</summary>
+    public async Task<PeerDeletion> DeleteAsync(string name, bool revoke, CancellationToken cancellationToken)
     {
-        if (await ForgetAsync(name, cancellationToken) is not { } converged)
+        if (await ForgetAsync(name, revoke, cancellationToken) is not { } converged)
         {
             return PeerDeletion.NotFound;
         }
@@ -254,8 +303,88 @@ internal sealed partial class PeerRegistry(
         return converged.Succeeded ? PeerDeletion.Deleted : PeerDeletion.Incomplete(converged.SinkFailure!);
     }
 
+    public async Task<bool> LiftRevocationAsync(string name, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            var kept = _revocations.Where(r => r.Name != name).ToList();
+            if (kept.Count == _revocations.Count)
+            {
+                return false;
+            }
+
+            await StoreRevocationsAsync(kept);
+            _revocations = kept;
+            LogRevocationLifted(LogText.Of(name));
+            return true;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The spoke <paramref name="name"/> (known by its tunnel address, so WireGuard authenticated the request) moves to a
+    /// new key and preshared key, keeping its address and its apps. The change is stored at once; WireGuard is switched
+    /// by the returned action, which the caller runs once the answer has left (through the old key's session).
+    /// </summary>
+    public async Task<(string? Refusal, Func<Task>? Apply)> RotateAsync(string name, string newKey, string newPresharedKey, CancellationToken cancellationToken)
+    {
+        if (KeyRefusal(newKey) is { } keyRefusal)
+        {
+            return (keyRefusal, null);
+        }
+
+        if (!WgKeys.IsValidKey(newPresharedKey))
+        {
+            return ("the preshared key is not 32 bytes in canonical base64", null);
+        }
+
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            var peer = Find(name);
+            if (peer is null)
+            {
+                return ("peer does not exist", null);
+            }
+
+            if (peer.PublicKey == newKey)
+            {
+                return ("the new key is the key the peer has now", null);
+            }
+
+            if (_peers.Any(p => p.PublicKey == newKey) || IsRevoked(name, newKey))
+            {
+                return ("the new key is another peer's or is revoked", null);
+            }
+
+            var rotated = peer with { PublicKey = newKey, PresharedKey = newPresharedKey };
+            if ((await CommitAsync(_peers.Select(p => p.Name == name ? rotated : p).ToList(), _skipped, applyWireGuard: false)).Refused is { } failure)
+            {
+                return ($"the hub could not store the new key: {failure}", null);
+            }
+
+            LogRotated(name, peer.PublicKey, newKey);
+            return (null, async () =>
+            {
+                tunnel.SetPeers(Links(_peers));
+                if ((await reconciler.ConvergeAsync(CancellationToken.None)).FailureOf(WireGuardSinkName) is { } refused)
+                {
+                    LogChangeFailed(name, refused);
+                }
+            });
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     /// <summary>Null when there is no such peer; else the pass that withdrew its apps (its WireGuard peer went in an earlier one).</summary>
-    private async Task<ConvergeResult?> ForgetAsync(string name, CancellationToken cancellationToken)
+    private async Task<ConvergeResult?> ForgetAsync(string name, bool revoke, CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken);
         try
@@ -266,6 +395,24 @@ internal sealed partial class PeerRegistry(
             if (peer is null && skippedRemoved == 0)
             {
                 return null;
+            }
+
+            if (revoke)
+            {
+                // Stored first: a peer that is gone but not revoked could pair again at once (a replayed message).
+                var key = peer?.PublicKey ?? _skipped.FirstOrDefault(s => s.Info.Name == name)?.Info.PublicKey;
+                var revocations = _revocations.Where(r => r.Name != name).Append(new StoredRevocation(name, key, (time ?? TimeProvider.System).GetUtcNow())).ToList();
+                try
+                {
+                    await StoreRevocationsAsync(revocations);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    throw new PeerDirectoryException($"the hub could not store the revocation of '{LogText.Of(name)}': {ex.Message}");
+                }
+
+                _revocations = revocations;
+                LogRevoked(LogText.Of(name));
             }
 
             var updated = _peers.Where(p => p.Name != name).ToList();
@@ -292,6 +439,14 @@ internal sealed partial class PeerRegistry(
         }
 
         return await reconciler.ConvergeAsync(cancellationToken);
+    }
+
+    private async Task StoreRevocationsAsync(List<StoredRevocation> revocations)
+    {
+        if (revocationsFile is not null)
+        {
+            await revocationsFile.WriteAsync(new StoredRevocations(revocations), CancellationToken.None);
+        }
     }
 
     /// <summary>Why <paramref name="publicKey"/> cannot be a spoke's key, or null when it can.</summary>
@@ -368,7 +523,7 @@ internal sealed partial class PeerRegistry(
 
     /// <summary>The stored peers as the tunnel's peers (they dial the hub: no endpoint, no keepalive).</summary>
     private static IEnumerable<PeerLink> Links(IEnumerable<StoredPeer> peers) =>
-        peers.Select(p => new PeerLink(p.Name, p.PublicKey, IPAddress.Parse(p.Ip)));
+        peers.Select(p => new PeerLink(p.Name, p.PublicKey, IPAddress.Parse(p.Ip), PresharedKey: WgKeys.IsValidKey(p.PresharedKey) ? p.PresharedKey : null));
 
     /// <summary>peers.json: the usable peers, then every skipped entry exactly as it was read.</summary>
     private static byte[] Serialize(IReadOnlyList<StoredPeer> peers, IReadOnlyList<SkippedEntry> skipped)
@@ -491,6 +646,15 @@ internal sealed partial class PeerRegistry(
 
     [LoggerMessage(EventId = 2006, Level = LogLevel.Information, Message = "Removed {Count} skipped entry(ies) of peer {Name} from {Path}")]
     private partial void LogSkippedDeleted(int count, string name, string path);
+
+    [LoggerMessage(EventId = 2008, Level = LogLevel.Warning, Message = "Revoked peer {Name}: its name and key are refused at pairing until DELETE /api/revocations/v1/{Name}")]
+    private partial void LogRevoked(string name);
+
+    [LoggerMessage(EventId = 2009, Level = LogLevel.Information, Message = "Lifted the revocation of {Name}: it may pair again")]
+    private partial void LogRevocationLifted(string name);
+
+    [LoggerMessage(EventId = 2010, Level = LogLevel.Information, Message = "Peer {Name} rotated its WireGuard key {OldKey} → {NewKey} (same address, same apps)")]
+    private partial void LogRotated(string name, string oldKey, string newKey);
 
     [LoggerMessage(EventId = 2004, Level = LogLevel.Error, Message = "Could not put the peers file {Path} back after WireGuard refused a change: {Reason}")]
     private partial void LogRollbackFailed(string path, string reason);

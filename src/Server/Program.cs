@@ -28,7 +28,28 @@ namespace Wormhole.Tunnel.Server
         int WgPort,
         IPEndPoint PairingListen,
         int SyncPort,
-        BasicAuthCredentials? BasicAuth);
+        BasicAuthCredentials? BasicAuth)
+    {
+        /// <summary>The PSK accepted beside the invite token during a rotation (--previous-invite-token).</summary>
+        public string? PreviousInviteToken { get; init; }
+
+        /// <summary>False: the reference's PSK pairing is off, join tokens only (--pairing-psk=false).</summary>
+        public bool PskPairing { get; init; } = true;
+
+        /// <summary>The pairing URL join tokens carry (--pairing-public-url, else http://&lt;--wg-public-host&gt;:&lt;pairing port&gt;).</summary>
+        public Uri PairingPublicUrl { get; init; } = new("http://localhost:8080/");
+
+        public int PairingRatePerSecond { get; init; } = PairingRateLimit.DefaultPerSecond;
+
+        public int PairingBurst { get; init; } = PairingRateLimit.DefaultBurst;
+
+        public int MaxConnections { get; init; } = 1024;
+
+        public int MaxConnectionsPerSource { get; init; } = 64;
+
+        /// <summary>Never prints a secret.</summary>
+        public override string ToString() => $"HubSettings {{ {Common}, PublicHost = {PublicHost}, PairingPublicUrl = {PairingPublicUrl}, PskPairing = {PskPairing} }}";
+    }
 
     /// <summary>The hub's command line (design.md, "Command line").</summary>
     internal static class HubCli
@@ -44,26 +65,75 @@ namespace Wormhole.Tunnel.Server
             var syncPort = new Option<int>("--int-server-listen-port") { Description = "Sync API port, on the tunnel address", DefaultValueFactory = _ => 8081 };
             var basicUser = new Option<string?>("--basic-auth-username") { Description = "Enables DELETE /api/peers/v1/{name} with --basic-auth-password. Env: BASIC_AUTH_USERNAME" };
             var basicPassword = new Option<string?>("--basic-auth-password") { Description = "Env: BASIC_AUTH_PASSWORD" };
+            var basicPasswordFile = new Option<string?>("--basic-auth-password-file") { Description = "File holding the basic-auth password. Env: BASIC_AUTH_PASSWORD_FILE" };
+            var previousToken = new Option<string?>("--previous-invite-token") { Description = "During a PSK rotation, the old invite token: pairing accepts both. Env: PREVIOUS_INVITE_TOKEN" };
+            var previousTokenFile = new Option<string?>("--previous-invite-token-file") { Description = "File holding the previous invite token. Env: PREVIOUS_INVITE_TOKEN_FILE" };
+            var pskPairing = new Option<bool>("--pairing-psk") { Description = "Accept the reference's PSK pairing (POST /pairing); --pairing-psk=false leaves join tokens only", DefaultValueFactory = _ => true };
+            var publicUrl = new Option<string?>("--pairing-public-url") { Description = "The pairing URL join tokens carry [default: http://<--wg-public-host>:<pairing port>]" };
+            var rate = new Option<int>("--pairing-rate-limit") { Description = "Pairing requests per second per source address, after a burst of --pairing-burst; beyond: 429", DefaultValueFactory = _ => PairingRateLimit.DefaultPerSecond };
+            var burst = new Option<int>("--pairing-burst") { Description = "Pairing requests a source address may send at once", DefaultValueFactory = _ => PairingRateLimit.DefaultBurst };
+            var maxConnections = new Option<int>("--max-connections") { Description = "Open connections per public listener (pairing, admin API, metrics); more are closed at once", DefaultValueFactory = _ => 1024 };
+            var maxPerSource = new Option<int>("--max-connections-per-source") { Description = "Open connections per source address per public listener", DefaultValueFactory = _ => 64 };
 
             var root = new RootCommand("Wormhole.Tunnel hub: pairs spokes, syncs apps and proxies them over WireGuard.");
             common.AddTo(root);
-            foreach (var option in new Option[] { internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword })
+            foreach (var option in new Option[] { internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword, basicPasswordFile, previousToken, previousTokenFile, pskPairing, publicUrl, rate, burst, maxConnections, maxPerSource })
             {
                 root.Options.Add(option);
             }
 
+            root.Subcommands.Add(TokenCli.Build());
             CliRunner.SetAction(
                 root,
                 common,
-                result => Read(common.Read(result), result, internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword),
+                result =>
+                {
+                    var settings = Read(common.Read(result), result, internalHost, subnetMask, publicHost, wgPort, pairingListen, syncPort, basicUser, basicPassword, basicPasswordFile);
+                    var previous = Secrets.Read(result.GetValue(previousToken), result.GetValue(previousTokenFile), "PREVIOUS_INVITE_TOKEN");
+                    if (previous is not null && (settings.Common.InviteToken is null || System.Text.Encoding.UTF8.GetByteCount(previous) < 6))
+                    {
+                        throw new OptionsException("--previous-invite-token needs an invite token too, and must be at least 6 characters.");
+                    }
+
+                    var urlText = result.GetValue(publicUrl);
+                    Uri url;
+                    if (urlText is null)
+                    {
+                        url = new Uri($"http://{FormatHost(settings.PublicHost)}:{settings.PairingListen.Port}/");
+                    }
+                    else if (!Uri.TryCreate(urlText.EndsWith('/') ? urlText : urlText + "/", UriKind.Absolute, out url!) || url.Scheme is not ("http" or "https") || !string.IsNullOrEmpty(url.Query) || !string.IsNullOrEmpty(url.Fragment))
+                    {
+                        throw new OptionsException($"--pairing-public-url '{urlText}' is not an http(s) URL such as https://hub.example.com/wormhole.");
+                    }
+
+                    int Positive(Option<int> option, int max)
+                    {
+                        var value = result.GetValue(option);
+                        return value >= 1 && value <= max ? value : throw new OptionsException($"{option.Name} must be between 1 and {max}.");
+                    }
+
+                    return settings with
+                    {
+                        PreviousInviteToken = previous,
+                        PskPairing = result.GetValue(pskPairing),
+                        PairingPublicUrl = url,
+                        PairingRatePerSecond = Positive(rate, 1_000_000),
+                        PairingBurst = Positive(burst, 1_000_000),
+                        MaxConnections = Positive(maxConnections, 1_000_000),
+                        MaxConnectionsPerSource = Positive(maxPerSource, 1_000_000),
+                    };
+                },
                 settings => settings.Common,
                 Hub.RunAsync);
             return root;
         }
 
+        private static string FormatHost(string host) =>
+            IPAddress.TryParse(host.Trim('[', ']'), out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{ip}]" : host;
+
         private static HubSettings Read(
             CommonSettings common, ParseResult result, Option<string> internalHost, Option<int> subnetMask, Option<string?> publicHost, Option<int> wgPort,
-            Option<string> pairingListen, Option<int> syncPort, Option<string?> basicUser, Option<string?> basicPassword)
+            Option<string> pairingListen, Option<int> syncPort, Option<string?> basicUser, Option<string?> basicPassword, Option<string?> basicPasswordFile)
         {
             var hostText = result.GetValue(internalHost);
             if (!IPAddress.TryParse(hostText, out var host) || host.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
@@ -106,7 +176,7 @@ namespace Wormhole.Tunnel.Server
             }
 
             var user = result.GetValue(basicUser) ?? Environment.GetEnvironmentVariable("BASIC_AUTH_USERNAME");
-            var password = result.GetValue(basicPassword) ?? Environment.GetEnvironmentVariable("BASIC_AUTH_PASSWORD");
+            var password = Secrets.Read(result.GetValue(basicPassword), result.GetValue(basicPasswordFile), "BASIC_AUTH_PASSWORD");
             var auth = string.IsNullOrEmpty(user) || string.IsNullOrEmpty(password) ? null : new BasicAuthCredentials(user, password);
             return new HubSettings(common, host, mask, pub.Trim(), port, pairing, sync, auth);
         }
@@ -127,7 +197,9 @@ namespace Wormhole.Tunnel.Server
             try
             {
                 var keys = await Side.PrepareAsync(c, runner, logger, stop);
-                var codec = new PairingCodec(c.InviteToken);
+                var codec = new PairingCodec(c.InviteToken, settings.PreviousInviteToken);
+                var pool = new AddressPool(settings.InternalHost, settings.SubnetMask);
+                var tunnelPeers = pool.Network;
                 var syncAddress = $"http://{settings.InternalHost}:{settings.SyncPort}";
                 var identity = new HubIdentity(c.Name, settings.InternalHost, keys.PublicKey, FormatEndpoint(settings.PublicHost, settings.WgPort), syncAddress);
                 var endpointLogger = loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Endpoints");
@@ -135,31 +207,53 @@ namespace Wormhole.Tunnel.Server
                 [
                     new("sync API", new IPEndPoint(settings.InternalHost, settings.SyncPort), SyncCodec.MaxBodyBytes, (routes, sp) => routes.MapSync(
                         sp.GetRequiredService<PeerRegistry>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<Reconciler>(), c.Name,
-                        sp.GetRequiredService<WormholeMetrics>(), endpointLogger, sp.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping)),
+                        sp.GetRequiredService<WormholeMetrics>(), endpointLogger, sp.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping,
+                        tokens: sp.GetRequiredService<JoinTokenStore>(), maxMetadataBytes: c.Quotas.MaxMetadataBytes)),
                     new("pairing API", settings.PairingListen, 64 * 1024, (routes, sp) => routes.MapPairing(
-                        codec, sp.GetRequiredService<PeerRegistry>(), identity, sp.GetRequiredService<WormholeMetrics>(), endpointLogger)),
-                    .. Side.ApiListeners(c, settings.BasicAuth),
+                        codec, sp.GetRequiredService<PeerRegistry>(), identity, sp.GetRequiredService<WormholeMetrics>(), endpointLogger,
+                        tokens: sp.GetRequiredService<JoinTokenStore>(), pskPairing: settings.PskPairing))
+                    {
+                        Guard = Guard("pairing API"),
+                        Use = app => PairingRateLimit.Middleware(settings.PairingRatePerSecond, settings.PairingBurst, app.ApplicationServices.GetRequiredService<WormholeMetrics>(), endpointLogger)(app),
+                    },
+                    .. Side.ApiListeners(c, settings.BasicAuth).Select(l => l with { Guard = Guard(l.Name) }),
                 ];
+
+                ConnectionGuard Guard(string name) =>
+                    new(name, settings.MaxConnections, settings.MaxConnectionsPerSource, () => tunnelPeers, loggerFactory.CreateLogger("Wormhole.Tunnel.Server.Connections"));
 
                 // The composition root: the side's parts, the peer registry and the hub's endpoints.
                 var builder = WebHost.CreateBuilder(listeners, loggerFactory);
                 builder.Services.AddSide(c, TimeProvider.System, runner, sp => name => sp.GetRequiredService<PeerRegistry>().Find(name) is not null);
                 builder.Services.AddSingleton(sp => new PeerRegistry(
-                    sp.GetRequiredService<StateDirectory>().Peers, new AddressPool(settings.InternalHost, settings.SubnetMask), keys.PublicKey,
-                    sp.GetRequiredService<TunnelSource>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<ILogger<PeerRegistry>>(), sp.GetRequiredService<Reconciler>()));
+                    sp.GetRequiredService<StateDirectory>().Peers, pool, keys.PublicKey,
+                    sp.GetRequiredService<TunnelSource>(), sp.GetRequiredService<RemoteAppStore>(), sp.GetRequiredService<ILogger<PeerRegistry>>(), sp.GetRequiredService<Reconciler>(),
+                    sp.GetRequiredService<StateDirectory>().Revocations));
                 builder.Services.AddSingleton<IPeerDirectory>(sp => sp.GetRequiredService<PeerRegistry>());
+                builder.Services.AddSingleton(sp => new JoinTokenStore(
+                    new JsonStateFile<StoredTokens>(sp.GetRequiredService<StateDirectory>().Tokens, TokenJsonContext.Default.StoredTokens), TimeProvider.System, sp.GetRequiredService<ILogger<JoinTokenStore>>())
+                {
+                    PairingUrl = settings.PairingPublicUrl,
+                    HubPublicKey = keys.PublicKey,
+                });
+                builder.Services.AddSingleton<IJoinTokenIssuer>(sp => sp.GetRequiredService<JoinTokenStore>());
                 app = builder.Build();
                 app.MapListeners(listeners);
 
                 // The interface first; its peers (the stored ones) come with the first plan, as every later change does.
                 var registry = app.Services.GetRequiredService<PeerRegistry>();
                 registry.Load();
+                app.Services.GetRequiredService<JoinTokenStore>().Load();
                 wireGuard = app.Services.GetRequiredService<IWireGuardDevice>();
                 await wireGuard.UpAsync(new WgInterfaceConfig(c.WgInterface, keys.PrivateKey, $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, []), stop);
                 wgUp = true;
                 LogWireGuardUp(logger, c.WgInterface, wireGuard.Backend ?? "?", $"{settings.InternalHost}/{settings.SubnetMask}", settings.WgPort, registry.List().Count);
-                app.Services.GetRequiredService<TunnelSource>().SetAddress(settings.InternalHost);
-                if (!codec.Encrypted)
+                app.Services.GetRequiredService<TunnelSource>().SetAddress(settings.InternalHost, tunnelPeers);
+                if (!settings.PskPairing)
+                {
+                    LogPskOff(logger);
+                }
+                else if (!codec.Encrypted)
                 {
                     LogNoToken(logger);
                 }
@@ -209,6 +303,9 @@ namespace Wormhole.Tunnel.Server
 
         [LoggerMessage(EventId = 2201, Level = LogLevel.Warning, Message = "No invite token set: pairing is NOT encrypted and anyone who reaches the pairing API can pair")]
         private static partial void LogNoToken(ILogger logger);
+
+        [LoggerMessage(EventId = 2205, Level = LogLevel.Information, Message = "PSK pairing is off (--pairing-psk=false): spokes pair with join tokens only")]
+        private static partial void LogPskOff(ILogger logger);
 
         [LoggerMessage(EventId = 2202, Level = LogLevel.Information, Message = "Hub {Name} started")]
         private static partial void LogStarted(ILogger logger, string name);

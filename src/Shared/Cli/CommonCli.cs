@@ -32,6 +32,12 @@ public sealed record CommonSettings(
 {
     /// <summary>Global services (<c>--global-services</c>, <c>--global-priority</c>): off unless asked for.</summary>
     public Wormhole.Tunnel.Planning.GlobalServicesOptions GlobalServices { get; init; } = Wormhole.Tunnel.Planning.GlobalServicesOptions.Off;
+
+    /// <summary>What one peer may take on this side: apps, metadata bytes, name lengths.</summary>
+    public Planning.PeerQuotas Quotas { get; init; } = Planning.PeerQuotas.Default;
+
+    /// <summary>Never prints the invite token.</summary>
+    public override string ToString() => $"CommonSettings {{ Name = {Name}, StateDir = {StateDir}, WgInterface = {WgInterface}, InviteToken = {(InviteToken is null ? "none" : "(hidden)")} }}";
 }
 
 /// <summary>Builds the shared flags onto a command and reads them back, validated.</summary>
@@ -40,6 +46,14 @@ public sealed class CommonCli
     public Option<string?> Name { get; }
 
     public Option<string?> InviteToken { get; } = new("--invite-token") { Description = "The pre-shared key (PSK) used to encrypt pairing; at least 6 characters. Env: INVITE_TOKEN" };
+
+    public Option<string?> InviteTokenFile { get; } = new("--invite-token-file") { Description = "File holding the invite token (instead of --invite-token). Env: INVITE_TOKEN_FILE" };
+
+    public Option<int> MaxAppsPerPeer { get; } = new("--max-apps-per-peer") { Description = "Apps one peer may expose here; the rest are left out (by name order) and reported", DefaultValueFactory = _ => Planning.PeerQuotas.Default.MaxAppsPerPeer };
+
+    public Option<int> MaxMetadataBytes { get; } = new("--max-metadata-bytes") { Description = "Largest sync metadata accepted from one peer (compact JSON bytes)", DefaultValueFactory = _ => Planning.PeerQuotas.Default.MaxMetadataBytes };
+
+    public Option<int> MaxAppNameLength { get; } = new("--max-app-name-length") { Description = "Longest app name accepted from a peer (characters); longer ones are left out and reported", DefaultValueFactory = _ => Planning.PeerQuotas.Default.MaxAppNameLength };
 
     public Option<bool> Kubernetes { get; } = new("--kubernetes") { Description = "Discover local apps from annotated Services and create Services for remote apps" };
 
@@ -108,7 +122,7 @@ public sealed class CommonCli
     {
         foreach (var option in new Option[]
         {
-            Name, InviteToken, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
+            Name, InviteToken, InviteTokenFile, MaxAppsPerPeer, MaxMetadataBytes, MaxAppNameLength, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
             StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine,
             GlobalServices, GlobalPriority, Check,
         })
@@ -160,7 +174,7 @@ public sealed class CommonCli
             throw new OptionsException("Option '--name' is required.");
         }
 
-        var token = result.GetValue(InviteToken) ?? Environment.GetEnvironmentVariable("INVITE_TOKEN");
+        var token = Secrets.Read(result.GetValue(InviteToken), result.GetValue(InviteTokenFile), "INVITE_TOKEN");
         if (!string.IsNullOrEmpty(token) && System.Text.Encoding.UTF8.GetByteCount(token) < 6)
         {
             throw new OptionsException("The invite token (--invite-token or INVITE_TOKEN) must be at least 6 characters.");
@@ -239,6 +253,14 @@ public sealed class CommonCli
             throw new OptionsException("--proxy-engine splice needs Linux (x64 or arm64) with epoll, pipe2 and splice allowed; use auto or sockets.");
         }
 
+        var maxApps = result.GetValue(MaxAppsPerPeer);
+        var maxMetadata = result.GetValue(MaxMetadataBytes);
+        var maxName = result.GetValue(MaxAppNameLength);
+        if (maxApps is < 1 or > 100_000 || maxMetadata is < 2 or > 1024 * 1024 || maxName is < 1 or > 253)
+        {
+            throw new OptionsException("--max-apps-per-peer must be 1-100000, --max-metadata-bytes 2-1048576 and --max-app-name-length 1-253.");
+        }
+
         return new CommonSettings(
             name.Trim(), string.IsNullOrEmpty(token) ? null : token, kubernetes, ns, labels, result.GetValue(NetworkPolicies),
             result.GetValue(Kubeconfig), appsFile, result.GetValue(StateDir)!, wgInterface, apiEndpoint,
@@ -246,6 +268,7 @@ public sealed class CommonCli
             string.IsNullOrWhiteSpace(result.GetValue(KubeContext)) ? null : result.GetValue(KubeContext)!.Trim())
         {
             GlobalServices = ReadGlobalServices(result.GetValue(GlobalServices), result.GetValue(GlobalPriority) ?? []),
+            Quotas = new Planning.PeerQuotas(maxApps, maxMetadata, maxName),
         };
     }
 

@@ -18,7 +18,14 @@ namespace Wormhole.Tunnel.Hosting;
 /// One HTTP listener of a side (pairing, sync, admin, metrics): its address, its request-body limit and its routes,
 /// mapped with the services of the host.
 /// </summary>
-public sealed record Listener(string Name, IPEndPoint Endpoint, long MaxRequestBodyBytes, Action<IEndpointRouteBuilder, IServiceProvider> Map);
+public sealed record Listener(string Name, IPEndPoint Endpoint, long MaxRequestBodyBytes, Action<IEndpointRouteBuilder, IServiceProvider> Map)
+{
+    /// <summary>Connection caps and the tunnel refusal of a listener meant for the outside (null: none).</summary>
+    public ConnectionGuard? Guard { get; init; }
+
+    /// <summary>Middleware before this listener's routes (the pairing API's rate limiter).</summary>
+    public Action<IApplicationBuilder>? Use { get; init; }
+}
 
 /// <summary>
 /// The host of one executable: a Generic Host with one Kestrel server listening on every <see cref="Listener"/>'s
@@ -34,6 +41,9 @@ public static class WebHost
 {
     /// <summary>The category of the request log lines.</summary>
     internal const string RequestLogCategory = "Wormhole.Tunnel.Http";
+
+    /// <summary>An idle keep-alive connection is closed after this (Kestrel's default is 130 s).</summary>
+    public static readonly TimeSpan KeepAliveTimeout = TimeSpan.FromSeconds(30);
 
     private const string RequestLogTemplate = "HTTP {RequestMethod} {RequestPath} on {Listener} responded {StatusCode} in {Elapsed:0.0} ms";
 
@@ -54,21 +64,36 @@ public static class WebHost
         }
 
         builder.Services.AddRoutingCore();
+        if (listeners.Any(l => l.Use is not null))
+        {
+            builder.Services.AddRateLimiter(_ => { }); // the services a listener's rate limiter needs
+        }
+
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = listeners.Count == 0 ? 0 : listeners.Max(l => l.MaxRequestBodyBytes);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
-            foreach (var endpoint in listeners.Select(l => l.Endpoint))
+            k.Limits.KeepAliveTimeout = KeepAliveTimeout;
+            foreach (var listener in listeners)
             {
+                var endpoint = listener.Endpoint;
+                void Configure(Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions options)
+                {
+                    if (listener.Guard is { } guard)
+                    {
+                        options.Use(guard.Middleware);
+                    }
+                }
+
                 if (endpoint.Address.Equals(IPAddress.Any) && System.Net.Sockets.Socket.OSSupportsIPv6)
                 {
-                    k.ListenAnyIP(endpoint.Port); // dual-stack where the machine has IPv6, plain IPv4 otherwise
+                    k.ListenAnyIP(endpoint.Port, Configure); // dual-stack where the machine has IPv6, plain IPv4 otherwise
                 }
                 else
                 {
-                    k.Listen(endpoint);
+                    k.Listen(endpoint, Configure);
                 }
             }
         });
@@ -86,6 +111,7 @@ public static class WebHost
 
         if (listeners.Count == 1)
         {
+            listeners[0].Use?.Invoke(app);
             Map(app, listeners[0], app.Services);
             return;
         }
@@ -105,6 +131,7 @@ public static class WebHost
 
                     return next(context);
                 });
+                listener.Use?.Invoke(branch);
                 branch.UseRouting();
                 branch.UseEndpoints(routes => Map(routes, listener, app.Services));
             });
@@ -112,9 +139,9 @@ public static class WebHost
     }
 
     /// <summary>A host with one listener (tests and tools): built, mapped, not started.</summary>
-    public static WebApplication Create(IPEndPoint endpoint, ILoggerFactory loggerFactory, long maxRequestBodyBytes, Action<IEndpointRouteBuilder> map)
+    public static WebApplication Create(IPEndPoint endpoint, ILoggerFactory loggerFactory, long maxRequestBodyBytes, Action<IEndpointRouteBuilder> map, Action<IApplicationBuilder>? use = null, ConnectionGuard? guard = null)
     {
-        Listener[] listeners = [new("http", endpoint, maxRequestBodyBytes, (routes, _) => map(routes))];
+        Listener[] listeners = [new("http", endpoint, maxRequestBodyBytes, (routes, _) => map(routes)) { Use = use, Guard = guard }];
         var app = CreateBuilder(listeners, loggerFactory).Build();
         app.MapListeners(listeners);
         return app;

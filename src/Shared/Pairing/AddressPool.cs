@@ -43,6 +43,9 @@ public sealed class AddressPool
 
     public int PrefixLength { get; }
 
+    /// <summary>The pool's subnet (where the spokes send from through the tunnel).</summary>
+    public System.Net.IPNetwork Network => new(FromUInt(_network), PrefixLength);
+
     /// <summary>How many spokes the pool can hold.</summary>
     public long Capacity => (long)_broadcast - _network - 2;
 

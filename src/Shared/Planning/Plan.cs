@@ -10,7 +10,23 @@ namespace Wormhole.Tunnel.Planning;
 public sealed record LocalApp(string Name, string TargetHost, int TargetPort, int OriginalPort, string TargetLabels = "");
 
 /// <summary>The apps one peer advertised in its latest sync, and the tunnel address they are reached at.</summary>
-public sealed record PeerApps(string Peer, IPAddress TunnelAddress, IReadOnlyList<AppDescriptor> Apps);
+public sealed record PeerApps(string Peer, IPAddress TunnelAddress, IReadOnlyList<AppDescriptor> Apps)
+{
+    /// <summary>Apps of the sync not kept because the peer sent more than its quota (the store keeps the first by name).</summary>
+    public int Dropped { get; init; }
+}
+
+/// <summary>What one peer may take on this side. Every peer gets the same quotas; ports are shared fairly on top.</summary>
+/// <param name="MaxAppsPerPeer">Apps exposed per peer; beyond it the rest (by name order) are left out with one problem.</param>
+/// <param name="MaxMetadataBytes">Largest sync metadata (compact JSON) accepted from one peer.</param>
+/// <param name="MaxAppNameLength">Longest app name accepted from a peer.</param>
+public sealed record PeerQuotas(int MaxAppsPerPeer, int MaxMetadataBytes, int MaxAppNameLength)
+{
+    public static readonly PeerQuotas Default = new(1000, 16 * 1024, 253);
+
+    /// <summary>Problems reported per peer and pass; beyond it one line says how many more.</summary>
+    public const int MaxProblemsPerPeer = 20;
+}
 
 public sealed record PortRange(int First, int Last)
 {
@@ -34,6 +50,12 @@ public sealed record PlanInput(
 
     /// <summary>The peers this side is paired with (the tunnel source): the planner makes them the WireGuard peer set.</summary>
     public IReadOnlyList<PeerLink> Peers { get; init; } = [];
+
+    /// <summary>Where the tunnel's peers send from (see <see cref="TunnelState.PeerNetwork"/>).</summary>
+    public IPNetwork? TunnelPeerNetwork { get; init; }
+
+    /// <summary>What one peer may take (apps, name lengths); remote ports are shared fairly among peers on top.</summary>
+    public PeerQuotas Quotas { get; init; } = PeerQuotas.Default;
 
     /// <summary>
     /// Listeners the proxy could not open in this pass, by app (local) or by (peer, app) (remote), with the reason: the
@@ -82,6 +104,9 @@ public sealed record Plan(
 
     /// <summary>This side's tunnel address: local listeners bind to it. Null until known (a spoke before pairing).</summary>
     public IPAddress? TunnelAddress { get; init; }
+
+    /// <summary>Where the tunnel's peers send from: remote listeners refuse connections from it.</summary>
+    public IPNetwork? TunnelPeerNetwork { get; init; }
 
     /// <summary>The names of the peers this side is paired with (ordinal order), whether or not they have synced.</summary>
     public ImmutableArray<string> PairedPeers { get; init; } = [];

@@ -59,53 +59,88 @@ public static class Planner
             }
         }
 
-        // Remote apps: one listener per (peer, app).
+        // Remote apps: one listener per (peer, app), at most the quota per peer; ports shared fairly among peers.
         var remotes = ImmutableArray.CreateBuilder<RemoteListener>();
         var previousRemote = previous.RemoteListeners.ToDictionary(l => (l.Peer, l.App), l => l.Port);
-        var candidates = new List<(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort)>();
+        var candidates = new List<List<Candidate>>();
         foreach (var peer in input.RemoteApps.OrderBy(p => p.Peer, StringComparer.Ordinal))
         {
             var seen = new HashSet<string>(StringComparer.Ordinal);
+            var kept = new List<Candidate>();
+            var reportedProblems = 0;
+            var overQuota = peer.Dropped;
+            void Problem(string app, string reason)
+            {
+                if (reportedProblems++ < PeerQuotas.MaxProblemsPerPeer)
+                {
+                    problems.Add(new PlanProblem(peer.Peer, app, reason));
+                }
+            }
+
             foreach (var app in peer.Apps.OrderBy(a => a.Name, StringComparer.Ordinal))
             {
                 if (!Names.IsValidAppName(app.Name))
                 {
-                    problems.Add(new PlanProblem(peer.Peer, app.Name, "the app name is empty, too long or has characters that are not allowed"));
+                    Problem(app.Name, "the app name is empty, too long or has characters that are not allowed");
+                    continue;
+                }
+
+                if (app.Name.Length > input.Quotas.MaxAppNameLength)
+                {
+                    Problem(app.Name, $"the app name is longer than {input.Quotas.MaxAppNameLength} characters (--max-app-name-length)");
                     continue;
                 }
 
                 if (!seen.Add(app.Name))
                 {
-                    problems.Add(new PlanProblem(peer.Peer, app.Name, "the peer advertised this app name twice; the first one is kept"));
+                    Problem(app.Name, "the peer advertised this app name twice; the first one is kept");
                     continue;
                 }
 
                 if (!AppAddress.TryParse(app.Address, out _, out var peerPort))
                 {
-                    problems.Add(new PlanProblem(peer.Peer, app.Name, $"invalid address '{app.Address}'"));
+                    Problem(app.Name, $"invalid address '{app.Address}'");
                     continue;
                 }
 
                 if (unavailable.TryGetValue(new ListenerKey(peer.Peer, app.Name), out var why))
                 {
-                    problems.Add(new PlanProblem(peer.Peer, app.Name, why));
+                    Problem(app.Name, why);
                     continue;
                 }
 
-                candidates.Add((peer.Peer, app, peer.TunnelAddress, peerPort));
+                if (kept.Count >= input.Quotas.MaxAppsPerPeer)
+                {
+                    overQuota++;
+                    continue;
+                }
+
+                kept.Add(new Candidate(peer.Peer, app, peer.TunnelAddress, peerPort));
             }
+
+            if (overQuota > 0)
+            {
+                problems.Add(new PlanProblem(peer.Peer, "*", $"{overQuota} app(s) over the quota of {input.Quotas.MaxAppsPerPeer} per peer (--max-apps-per-peer) were left out, by name order"));
+            }
+
+            if (reportedProblems > PeerQuotas.MaxProblemsPerPeer)
+            {
+                problems.Add(new PlanProblem(peer.Peer, "*", $"…and {reportedProblems - PeerQuotas.MaxProblemsPerPeer} more app(s) skipped for the reasons above"));
+            }
+
+            candidates.Add(kept);
         }
 
         // The global listeners' ports stay theirs: a new per-peer listener does not take one.
         var keepForGlobals = input.GlobalServices.Enabled && !previous.GlobalListeners.IsEmpty
             ? new HashSet<int>(unusable.Concat(previous.GlobalListeners.Select(g => g.Port)))
             : unusable;
-        var remotePorts = AssignPorts(candidates, c => (c.Peer, c.App.Name), previousRemote, input.RemotePorts, keepForGlobals);
-        foreach (var c in candidates)
+        var remotePorts = AssignFairly(candidates, previousRemote, input.RemotePorts, keepForGlobals);
+        foreach (var c in candidates.SelectMany(c => c))
         {
             if (!remotePorts.TryGetValue((c.Peer, c.App.Name), out var port))
             {
-                problems.Add(new PlanProblem(c.Peer, c.App.Name, $"no free port left in {input.RemotePorts.First}-{input.RemotePorts.Last}"));
+                problems.Add(new PlanProblem(c.Peer, c.App.Name, $"no free port left in {input.RemotePorts.First}-{input.RemotePorts.Last} (ports are shared fairly among peers)"));
                 continue;
             }
 
@@ -113,13 +148,14 @@ public static class Planner
         }
 
         var globals = input.GlobalServices.Enabled
-            ? GlobalListeners(input, previous, candidates.Select(c => new GlobalCandidate(c.Peer, c.App, c.Address, c.PeerPort)).ToList(), remotes.Select(r => r.Port), unusable, unavailable, problems)
+            ? GlobalListeners(input, previous, candidates.SelectMany(c => c).ToList(), remotes.Select(r => r.Port), unusable, unavailable, problems)
             : [];
         var reported = input.RemoteApps.Select(p => p.Peer).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray();
         return new Plan(locals.ToImmutable(), remotes.ToImmutable(), advertised.ToImmutable(), problems.ToImmutable(), reported)
         {
             GlobalListeners = globals,
             TunnelAddress = input.TunnelAddress,
+            TunnelPeerNetwork = input.TunnelPeerNetwork,
             WireGuard = input.TunnelAddress is null ? null : WireGuardPeers(input.Peers),
             PairedPeers = input.Peers.Select(p => p.Name).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToImmutableArray(),
         };
@@ -139,7 +175,7 @@ public static class Planner
         {
             if (keys.Add(peer.PublicKey) && addresses.Add(peer.Address))
             {
-                result.Add(new WgPeer(peer.PublicKey, [$"{peer.Address}/{(peer.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128)}"], peer.Endpoint, peer.KeepaliveSeconds));
+                result.Add(new WgPeer(peer.PublicKey, [$"{peer.Address}/{(peer.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128)}"], peer.Endpoint, peer.KeepaliveSeconds, peer.PresharedKey));
             }
         }
 
@@ -154,10 +190,10 @@ public static class Planner
     /// it (see <see cref="ServicePort"/>).
     /// </summary>
     private static ImmutableArray<GlobalListener> GlobalListeners(
-        PlanInput input, Plan previous, List<GlobalCandidate> candidates, IEnumerable<int> remotePorts, IReadOnlySet<int> unusable,
+        PlanInput input, Plan previous, List<Candidate> candidates, IEnumerable<int> remotePorts, IReadOnlySet<int> unusable,
         IReadOnlyDictionary<ListenerKey, string> unavailable, ImmutableArray<PlanProblem>.Builder problems)
     {
-        var byApp = new SortedDictionary<string, List<GlobalCandidate>>(StringComparer.Ordinal);
+        var byApp = new SortedDictionary<string, List<Candidate>>(StringComparer.Ordinal);
         foreach (var c in candidates)
         {
             if (!byApp.TryGetValue(c.App.Name, out var sites))
@@ -209,7 +245,7 @@ public static class Planner
     /// The port a global app's Service shows: the one it showed before while a site still offers the app under it (a
     /// site leaving does not move what clients dial), else the original port most sites use, the lowest on a tie.
     /// </summary>
-    private static int ServicePort(List<GlobalCandidate> sites, GlobalListener? before)
+    private static int ServicePort(List<Candidate> sites, GlobalListener? before)
     {
         if (before is not null && sites.Any(s => s.App.OriginalPort == before.OriginalPort))
         {
@@ -232,7 +268,57 @@ public static class Planner
         return order.Count;
     }
 
-    private sealed record GlobalCandidate(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort);
+    private sealed record Candidate(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort);
+
+    /// <summary>
+    /// Remote ports for every peer's candidates (each list in name order), shared max-min fairly: when the range cannot
+    /// hold them all, each peer gets an equal share and what a peer leaves unused goes to the others, so one peer with
+    /// many apps never keeps another peer's apps out. Within its share a peer keeps the ports its apps had (so nothing
+    /// moves while there is room); only a peer over its share loses listeners, the last by name first.
+    /// </summary>
+    private static Dictionary<(string, string), int> AssignFairly(
+        List<List<Candidate>> peers, Dictionary<(string Peer, string App), int> previous, PortRange range, IReadOnlySet<int> unusable)
+    {
+        var capacity = 0;
+        for (var p = range.First; p <= range.Last; p++)
+        {
+            capacity += unusable.Contains(p) ? 0 : 1;
+        }
+
+        // Water-filling: the smallest demands are met in full, the rest split what is left equally.
+        var shares = new int[peers.Count];
+        var order = Enumerable.Range(0, peers.Count).OrderBy(i => peers[i].Count).ThenBy(i => i).ToList();
+        var left = capacity;
+        for (var k = 0; k < order.Count; k++)
+        {
+            var i = order[k];
+            var fair = left / (order.Count - k);
+            shares[i] = Math.Min(peers[i].Count, fair);
+            left -= shares[i];
+        }
+
+        // Hand out what integer division left over, in peer order, to peers that still want more.
+        for (var i = 0; i < peers.Count && left > 0; i++)
+        {
+            if (shares[i] < peers[i].Count)
+            {
+                shares[i]++;
+                left--;
+            }
+        }
+
+        // Each peer's admitted apps: those that had a port first (by name), then the rest by name, up to its share.
+        var admitted = new List<Candidate>();
+        for (var i = 0; i < peers.Count; i++)
+        {
+            admitted.AddRange(peers[i]
+                .OrderBy(c => previous.ContainsKey((c.Peer, c.App.Name)) ? 0 : 1)
+                .ThenBy(c => c.App.Name, StringComparer.Ordinal)
+                .Take(shares[i]));
+        }
+
+        return AssignPorts(admitted, c => (c.Peer, c.App.Name), previous, range, unusable);
+    }
 
     private static Dictionary<TKey, int> AssignPorts<T, TKey>(
         IReadOnlyList<T> items, Func<T, TKey> key, Dictionary<TKey, int> previous, PortRange range, IReadOnlySet<int> unusable)

@@ -141,9 +141,9 @@ internal sealed partial class ProxyConnection : IPumpOwner
         }
     }
 
-    /// <summary>A remote listener does not proxy connections that arrived on its refused local address.</summary>
+    /// <summary>A remote listener does not proxy connections the spec refuses (from the tunnel, at any local address).</summary>
     private bool RefusesLocalAddress() =>
-        _spec.RefusedLocalAddress is { } refused && Normalize(((IPEndPoint)_client.LocalEndPoint!).Address).Equals(refused);
+        _spec.Refuses(((IPEndPoint)_client.LocalEndPoint!).Address, ((IPEndPoint)_client.RemoteEndPoint!).Address);
 
     /// <summary>Logs why the target could not be reached; refused, or else unreachable unless <paramref name="outcome"/> says.</summary>
     private ProxyOutcome UpstreamFailed(SocketError error, ProxyOutcome? outcome = null)

@@ -10,6 +10,8 @@ public enum ListenerKind { Local, Remote }
 /// <param name="TargetHost">A host name or an IP literal; resolved again for every connection.</param>
 /// <param name="RefusedLocalAddress">When set, a connection whose local (destination) address equals it is closed at once
 /// (Remote listeners refuse connections that arrive over the tunnel address).</param>
+/// <param name="RefusedSourceNetwork">When set, a connection from an address in it is closed at once: remote listeners
+/// refuse the tunnel's peers, which could otherwise reach them through the tunnel at any other address of this side.</param>
 public sealed record ListenerSpec(
     ListenerKind Kind,
     string App,
@@ -17,7 +19,17 @@ public sealed record ListenerSpec(
     int Port,
     string TargetHost,
     int TargetPort,
-    IPAddress? RefusedLocalAddress = null);
+    IPAddress? RefusedLocalAddress = null,
+    IPNetwork? RefusedSourceNetwork = null)
+{
+    /// <summary>Whether a connection from <paramref name="remote"/> that arrived at <paramref name="local"/> is refused.</summary>
+    public bool Refuses(IPAddress local, IPAddress remote)
+    {
+        static IPAddress Plain(IPAddress a) => a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a;
+        return (RefusedLocalAddress is { } refused && Plain(local).Equals(refused))
+            || (RefusedSourceNetwork is { } network && network.Contains(Plain(remote)));
+    }
+}
 
 public sealed record ListenerFailure(ListenerSpec Spec, string Reason);
 

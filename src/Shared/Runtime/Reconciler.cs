@@ -31,6 +31,9 @@ public sealed record ReconcilerOptions(string SelfName, TimeSpan PeerTtl)
     public PortRange RemotePorts { get; init; } = PortRange.Remote;
 
     public GlobalServicesOptions GlobalServices { get; init; } = GlobalServicesOptions.Off;
+
+    /// <summary>What one peer may take on this side.</summary>
+    public PeerQuotas Quotas { get; init; } = PeerQuotas.Default;
 }
 
 /// <summary>
@@ -177,6 +180,8 @@ public sealed partial class Reconciler(
         {
             Peers = tunnelState.Peers,
             GlobalServices = options.GlobalServices,
+            Quotas = options.Quotas,
+            TunnelPeerNetwork = tunnelState.PeerNetwork,
         };
         var plan = Planner.Build(input, previous);
         var (applied, failures) = await ApplySinksAsync(input, plan, previous, cancellationToken);

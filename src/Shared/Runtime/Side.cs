@@ -76,7 +76,7 @@ public static partial class Side
             time,
             notice => sp.GetRequiredService<WormholeMetrics>().Retried(notice.Operation)));
         services.AddSingleton<ReconcileSignal>();
-        services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time));
+        services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time, settings.Quotas.MaxAppsPerPeer));
         services.AddSingleton(sp => new TunnelSource(sp.GetRequiredService<ReconcileSignal>()));
         if (settings.Kubernetes)
         {
@@ -127,7 +127,7 @@ public static partial class Side
             }
 
             var reconciler = new Reconciler(
-                new ReconcilerOptions(settings.Name, settings.PeerTtl) { GlobalServices = settings.GlobalServices },
+                new ReconcilerOptions(settings.Name, settings.PeerTtl) { GlobalServices = settings.GlobalServices, Quotas = settings.Quotas },
                 sp.GetRequiredService<ILocalAppSource>(),
                 sp.GetRequiredService<RemoteAppStore>(),
                 sp.GetRequiredService<TunnelSource>(),
@@ -160,7 +160,7 @@ public static partial class Side
     {
         yield return new Listener("admin API", settings.ApiListen, 64 * 1024, (routes, sp) =>
         {
-            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth);
+            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth, sp.GetService<IJoinTokenIssuer>());
             routes.MapGlobalApps(sp.GetService<GlobalSites>(), settings.Kubernetes ? settings.KubernetesNamespace : null);
         });
         if (settings.Metrics)

@@ -56,7 +56,7 @@ public sealed class ProxySink(IProxyTable proxy) : IPlanSink
 
         foreach (var r in plan.RemoteListeners)
         {
-            specs.Add(new ListenerSpec(ListenerKind.Remote, r.App, IPAddress.Any, r.Port, r.PeerAddress.ToString(), r.PeerPort, tunnel));
+            specs.Add(new ListenerSpec(ListenerKind.Remote, r.App, IPAddress.Any, r.Port, r.PeerAddress.ToString(), r.PeerPort, tunnel, plan.TunnelPeerNetwork));
         }
 
         return specs.MoveToImmutable();

@@ -10,8 +10,10 @@ namespace Wormhole.Tunnel.Sources;
 /// <summary>
 /// The latest app list of every peer, with the time it was last confirmed. A peer whose syncs stop for the TTL has its
 /// apps withdrawn (<see cref="Expire"/>); they return with its next sync.
+/// A peer's list is kept up to <paramref name="maxAppsPerPeer"/> apps (the first by name; the number left out is kept
+/// for the planner to report), so one peer's huge sync cannot hold memory beyond its quota.
 /// </summary>
-public sealed class RemoteAppStore(ReconcileSignal signal, TimeProvider time)
+public sealed class RemoteAppStore(ReconcileSignal signal, TimeProvider time, int maxAppsPerPeer = int.MaxValue)
 {
     private readonly Lock _lock = new();
     private ImmutableDictionary<string, Entry> _peers = ImmutableDictionary<string, Entry>.Empty.WithComparers(StringComparer.Ordinal);
@@ -26,14 +28,25 @@ public sealed class RemoteAppStore(ReconcileSignal signal, TimeProvider time)
     public void Update(string peer, IPAddress tunnelAddress, IReadOnlyList<AppDescriptor> apps)
     {
         var now = time.GetUtcNow();
-        var normalized = apps.Select(a => a with { Peer = peer }).ToImmutableArray();
+        var dropped = 0;
+        IEnumerable<AppDescriptor> kept = apps;
+        if (apps.Count > maxAppsPerPeer)
+        {
+            // Distinct names first, so duplicates cannot push real apps out of the quota.
+            var distinct = apps.DistinctBy(a => a.Name, StringComparer.Ordinal).OrderBy(a => a.Name, StringComparer.Ordinal).ToList();
+            dropped = Math.Max(0, distinct.Count - maxAppsPerPeer);
+            kept = distinct.Take(maxAppsPerPeer);
+        }
+
+        var normalized = kept.Select(a => a with { Peer = peer }).ToImmutableArray();
         bool changed;
         lock (_lock)
         {
             changed = !_peers.TryGetValue(peer, out var old)
                 || !old.Apps.TunnelAddress.Equals(tunnelAddress)
+                || old.Apps.Dropped != dropped
                 || !old.Apps.Apps.SequenceEqual(normalized);
-            _peers = _peers.SetItem(peer, new Entry(new PeerApps(peer, tunnelAddress, normalized), now));
+            _peers = _peers.SetItem(peer, new Entry(new PeerApps(peer, tunnelAddress, normalized) { Dropped = dropped }, now));
         }
 
         if (changed)

@@ -86,7 +86,10 @@ public static class SyncCodec
     }
 
     /// <summary>Parses and validates a message; null plus one sentence on any problem.</summary>
-    public static SyncMessage? Decode(ReadOnlySpan<byte> body, out string? error)
+    public static SyncMessage? Decode(ReadOnlySpan<byte> body, out string? error) => Decode(body, MaxMetadataBytes, out error);
+
+    /// <summary>As <see cref="Decode(ReadOnlySpan{byte}, out string?)"/>, with the metadata quota of this side (--max-metadata-bytes).</summary>
+    public static SyncMessage? Decode(ReadOnlySpan<byte> body, int maxMetadataBytes, out string? error)
     {
         // The JSON reader does not check the bytes inside strings; what is not UTF-8 fails only when written back
         // (the metadata into peers.json), long after the sync was accepted.
@@ -113,7 +116,7 @@ public static class SyncCodec
             return null;
         }
 
-        if (MetadataProblem(message.Metadata, checkSize: true) is { } problem)
+        if (MetadataProblem(message.Metadata, checkSize: true, maxMetadataBytes) is { } problem)
         {
             error = problem;
             return null;
@@ -149,7 +152,7 @@ public static class SyncCodec
     /// Why the metadata cannot be stored, or null: its text must be UTF-8, it must write back as JSON (no unpaired
     /// surrogate in an escape) and, with <paramref name="checkSize"/>, fit <see cref="MaxMetadataBytes"/>.
     /// </summary>
-    internal static string? MetadataProblem(JsonElement? metadata, bool checkSize)
+    internal static string? MetadataProblem(JsonElement? metadata, bool checkSize, int maxBytes = MaxMetadataBytes)
     {
         if (metadata is not { } value)
         {
@@ -172,8 +175,8 @@ public static class SyncCodec
             return "the sync metadata cannot be stored as JSON (a string that is not valid Unicode)";
         }
 
-        return checkSize && buffer.WrittenCount > MaxMetadataBytes
-            ? $"the sync metadata is {buffer.WrittenCount} bytes; at most {MaxMetadataBytes} are accepted"
+        return checkSize && buffer.WrittenCount > maxBytes
+            ? $"the sync metadata is {buffer.WrittenCount} bytes; at most {maxBytes} are accepted"
             : null;
     }
 

@@ -5,16 +5,23 @@ namespace Wormhole.Tunnel.WireGuard;
 /// <param name="AllowedIps">CIDRs routed to this peer; replaces the peer's list on every <c>SetPeersAsync</c>.</param>
 /// <param name="Endpoint"><c>host:port</c> (IPv6 as <c>[addr]:port</c>), or null when the peer connects to us.</param>
 /// <param name="PersistentKeepaliveSeconds">Keepalive interval, or null for none.</param>
+/// <param name="PresharedKey">The peer's WireGuard preshared key (base64), or null for none. A secret: never printed, never on a command line.</param>
 public sealed record WgPeer(
     string PublicKey,
     IReadOnlyList<string> AllowedIps,
     string? Endpoint = null,
-    int? PersistentKeepaliveSeconds = null)
+    int? PersistentKeepaliveSeconds = null,
+    string? PresharedKey = null)
 {
-    /// <summary>Same key, allowed IPs (in order), endpoint and keepalive (the record's own equality compares the list by reference).</summary>
+    /// <summary>Same key, allowed IPs (in order), endpoint, keepalive and preshared key (the record's own equality compares the list by reference).</summary>
     public bool SameAs(WgPeer other) =>
         other is not null && PublicKey == other.PublicKey && Endpoint == other.Endpoint
-        && PersistentKeepaliveSeconds == other.PersistentKeepaliveSeconds && AllowedIps.SequenceEqual(other.AllowedIps);
+        && PersistentKeepaliveSeconds == other.PersistentKeepaliveSeconds && AllowedIps.SequenceEqual(other.AllowedIps)
+        && PresharedKey == other.PresharedKey;
+
+    /// <summary>Never prints the preshared key.</summary>
+    public override string ToString() =>
+        $"WgPeer {{ PublicKey = {PublicKey}, AllowedIps = [{string.Join(", ", AllowedIps)}], Endpoint = {Endpoint}, PersistentKeepaliveSeconds = {PersistentKeepaliveSeconds}, PresharedKey = {(PresharedKey is null ? "none" : "(hidden)")} }}";
 }
 
 /// <summary>What <see cref="IWireGuardDevice.UpAsync"/> makes of an interface.</summary>

@@ -115,7 +115,7 @@ public sealed partial class WgToolsDevice
     /// <summary>
     /// The interface's peers as <c>wg show NAME dump</c> prints them (one tab-separated line per peer: key, preshared
     /// key, endpoint, allowed IPs, handshake, bytes, keepalive). Its first line holds the interface's private key: it is
-    /// skipped unread.
+    /// skipped unread. Preshared keys are kept only to compare them with the wanted ones, never printed.
     /// </summary>
     private async Task<Dictionary<string, PeerState>> ReadPeerStateAsync(string name, CancellationToken ct)
     {
@@ -133,14 +133,18 @@ public sealed partial class WgToolsDevice
             peers[fields[0]] = new PeerState(
                 fields[2] == "(none)" ? null : fields[2],
                 allowed.ToHashSet(StringComparer.Ordinal),
-                int.TryParse(fields[7], NumberStyles.None, CultureInfo.InvariantCulture, out var keepalive) && keepalive > 0 ? keepalive : null);
+                int.TryParse(fields[7], NumberStyles.None, CultureInfo.InvariantCulture, out var keepalive) && keepalive > 0 ? keepalive : null,
+                fields[1] == "(none)" ? null : fields[1]);
         }
 
         return peers;
     }
 
     /// <summary>One peer as the interface has it now.</summary>
-    private sealed record PeerState(string? Endpoint, HashSet<string> AllowedIps, int? KeepaliveSeconds);
+    private sealed record PeerState(string? Endpoint, HashSet<string> AllowedIps, int? KeepaliveSeconds, string? PresharedKey)
+    {
+        public override string ToString() => $"PeerState {{ Endpoint = {Endpoint}, KeepaliveSeconds = {KeepaliveSeconds} }}";
+    }
 
     private async Task<ProcessResult> RunCheckedAsync(string tool, IReadOnlyList<string> args, string? stdin, string? secret, CancellationToken ct)
     {

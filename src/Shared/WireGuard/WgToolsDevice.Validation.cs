@@ -63,6 +63,11 @@ public sealed partial class WgToolsDevice
         {
             throw new ArgumentException($"Keepalive {peer.PersistentKeepaliveSeconds} of peer {peer.PublicKey} is out of range.", nameof(peer));
         }
+
+        if (peer.PresharedKey is not null && !WgKeys.IsValidKey(peer.PresharedKey))
+        {
+            throw new ArgumentException($"The preshared key of peer {peer.PublicKey} is not a WireGuard key (its value is not shown).", nameof(peer));
+        }
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Text;
 using Microsoft.Extensions.Logging;
 using Polly;
 using Wormhole.Tunnel.Hosting;
@@ -149,6 +150,7 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
     {
         var current = await ReadPeerStateAsync(name, ct);
         List<string> args = ["set", name];
+        var secrets = new List<SecretFile>();
         var removed = 0;
         foreach (var key in current.Keys.Where(k => !wanted.ContainsKey(k)).Order(StringComparer.Ordinal))
         {
@@ -174,14 +176,37 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
 
             // An update clears a keepalive that is no longer wanted.
             args.AddRange(["persistent-keepalive", peer.PersistentKeepaliveSeconds?.ToString(CultureInfo.InvariantCulture) ?? "off"]);
+
+            // The preshared key as an in-memory file (never on the command line or a disk); /dev/null removes one.
+            if (peer.PresharedKey is { } psk)
+            {
+                var file = SecretFile.Create(psk);
+                secrets.Add(file);
+                args.AddRange(["preshared-key", file.Path]);
+            }
+            else if (now?.PresharedKey is not null)
+            {
+                args.AddRange(["preshared-key", "/dev/null"]);
+            }
+
             LogPeerSet(peer.PublicKey, name, string.Join(',', peer.AllowedIps), peer.Endpoint ?? "(none)");
             set++;
         }
 
-        if (removed + set > 0)
+        try
         {
-            await RunCheckedAsync("wg", args, null, null, ct);
-            LogPeersReconciled(name, set, removed, wanted.Count);
+            if (removed + set > 0)
+            {
+                await RunCheckedAsync("wg", args, null, null, ct);
+                LogPeersReconciled(name, set, removed, wanted.Count);
+            }
+        }
+        finally
+        {
+            foreach (var secret in secrets)
+            {
+                secret.Dispose();
+            }
         }
     }
 
@@ -192,7 +217,8 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
     /// </summary>
     private static async Task<bool> MatchesAsync(PeerState now, WgPeer wanted, CancellationToken ct)
     {
-        if (!now.AllowedIps.SetEquals(wanted.AllowedIps.Select(NormalizeCidr)) || now.KeepaliveSeconds != (wanted.PersistentKeepaliveSeconds is null or 0 ? null : wanted.PersistentKeepaliveSeconds))
+        if (!now.AllowedIps.SetEquals(wanted.AllowedIps.Select(NormalizeCidr)) || now.KeepaliveSeconds != (wanted.PersistentKeepaliveSeconds is null or 0 ? null : wanted.PersistentKeepaliveSeconds)
+            || !SamePresharedKey(now.PresharedKey, wanted.PresharedKey))
         {
             return false;
         }
@@ -233,6 +259,9 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         static bool Same(IPAddress a, IPAddress b) =>
             (a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a).Equals(b.IsIPv4MappedToIPv6 ? b.MapToIPv4() : b);
     }
+
+    private static bool SamePresharedKey(string? now, string? wanted) =>
+        now is null ? wanted is null : wanted is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(now), Encoding.ASCII.GetBytes(wanted));
 
     private static string NormalizeCidr(string cidr)
     {

@@ -405,7 +405,7 @@ internal sealed class FakePeerDirectory : IPeerDirectory
         }
     }
 
-    public Task<PeerDeletion> DeleteAsync(string name, CancellationToken cancellationToken)
+    public Task<PeerDeletion> DeleteAsync(string name, bool revoke, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -413,4 +413,8 @@ internal sealed class FakePeerDirectory : IPeerDirectory
             return Task.FromResult(_peers.RemoveAll(p => p.Name == name) > 0 ? PeerDeletion.Deleted : PeerDeletion.NotFound);
         }
     }
+
+    public IReadOnlyList<RevocationInfo> Revocations() => [];
+
+    public Task<bool> LiftRevocationAsync(string name, CancellationToken cancellationToken) => Task.FromResult(false);
 }

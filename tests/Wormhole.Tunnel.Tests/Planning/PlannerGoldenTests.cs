@@ -57,7 +57,10 @@ public class PlannerGoldenTests
         var localPorts = step["localPorts"] is JsonArray lp ? new PortRange((int)lp[0]!, (int)lp[1]!) : PortRange.Local;
         var remotePorts = step["remotePorts"] is JsonArray rp ? new PortRange((int)rp[0]!, (int)rp[1]!) : PortRange.Remote;
         var peers = step["peers"]?.AsArray().Select(p => new PeerLink(
-            (string)p!["name"]!, (string)p["publicKey"]!, IPAddress.Parse((string)p["address"]!), (string?)p["endpoint"], (int?)p["keepalive"])).ToList() ?? [];
+            (string)p!["name"]!, (string)p["publicKey"]!, IPAddress.Parse((string)p["address"]!), (string?)p["endpoint"], (int?)p["keepalive"], (string?)p["presharedKey"])).ToList() ?? [];
+        var quotas = step["maxAppsPerPeer"] is JsonNode max
+            ? PeerQuotas.Default with { MaxAppsPerPeer = (int)max, MaxAppNameLength = (int?)step["maxAppNameLength"] ?? PeerQuotas.Default.MaxAppNameLength }
+            : PeerQuotas.Default;
         var global = step["global"] is JsonObject g
             ? new GlobalServicesOptions(true, g.ToDictionary(p => p.Key, p => (IReadOnlyList<string>)p.Value!.AsArray().Select(s => (string)s!).ToList()))
             : GlobalServicesOptions.Off;
@@ -65,6 +68,7 @@ public class PlannerGoldenTests
         return new PlanInput((string)step["self"]!, tunnel is null ? null : IPAddress.Parse(tunnel), locals, remotes, localPorts, remotePorts, unusable)
         {
             Peers = peers,
+            Quotas = quotas,
             GlobalServices = global,
             Unavailable = unavailable,
         };
@@ -82,7 +86,7 @@ public class PlannerGoldenTests
         ["globalListeners"] = new JsonArray(plan.GlobalListeners.Select(g =>
             (JsonNode)$"{g.App} :{g.Port} originalPort={g.OriginalPort} -> {string.Join(", ", g.Sites.Select(s => $"{s.Peer}@{s.Address}:{s.Port}#{s.Priority}"))}").ToArray()),
         ["wireGuard"] = plan.WireGuard is null ? null : new JsonArray(plan.WireGuard.Peers.Select(p =>
-            (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}").ToArray()),
+            (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}{(p.PresharedKey is null ? "" : " preshared-key (set)")}").ToArray()),
     };
 
     private static string SourceDir([CallerFilePath] string path = "") => Path.GetDirectoryName(Path.GetDirectoryName(path))!;

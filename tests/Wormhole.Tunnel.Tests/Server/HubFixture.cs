@@ -48,9 +48,10 @@ internal sealed class HubFixture : IAsyncDisposable
     private readonly bool _ownsStateDir;
     private Task _reconcileLoop = Task.CompletedTask;
 
-    private HubFixture(string stateDir, bool ownsStateDir, int prefixLength, TimeProvider logClock)
+    private HubFixture(string stateDir, bool ownsStateDir, int prefixLength, TimeProvider logClock, HubOptions options)
     {
         LogClock = logClock;
+        Options = options;
         StateDir = stateDir;
         _ownsStateDir = ownsStateDir;
         PeersFile = new StateDirectory(stateDir).Peers;
@@ -66,9 +67,24 @@ internal sealed class HubFixture : IAsyncDisposable
             new ReconcilerOptions(HubName, TimeSpan.FromHours(1)), LocalApps, RemoteApps, Tunnel,
             [new ProxySink(Proxy), new WireGuardSink(WireGuard, TimeProvider.System)], Signal, TimeProvider.System, Logs.For<Reconciler>(), metrics: Metrics);
         HubPublicKey = NewKey();
-        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, Tunnel, RemoteApps, Logs.For<PeerRegistry>(), Reconciler);
+        Registry = new PeerRegistry(PeersFile, Pool, HubPublicKey, Tunnel, RemoteApps, Logs.For<PeerRegistry>(), Reconciler, new StateDirectory(stateDir).Revocations);
         Codec = new PairingCodec(InviteToken);
+        HubCodec = new PairingCodec(InviteToken, options.PreviousInviteToken);
+        Tokens = new JoinTokenStore(
+            new JsonStateFile<StoredTokens>(new StateDirectory(stateDir).Tokens, TokenJsonContext.Default.StoredTokens), options.TokenClock ?? TimeProvider.System, Logs.For<JoinTokenStore>())
+        {
+            HubPublicKey = HubPublicKey,
+        };
     }
+
+    /// <summary>What this hub was started with beyond the defaults.</summary>
+    public HubOptions Options { get; }
+
+    /// <summary>The hub's join tokens (tokens.json in the state directory).</summary>
+    public JoinTokenStore Tokens { get; }
+
+    /// <summary>The hub's own codec (with <see cref="HubOptions.PreviousInviteToken"/>).</summary>
+    public PairingCodec HubCodec { get; }
 
     public string StateDir { get; }
 
@@ -122,10 +138,10 @@ internal sealed class HubFixture : IAsyncDisposable
     /// <param name="stateDir">An existing state directory (a "restart"); by default a fresh temp one, deleted on dispose.</param>
     /// <param name="startReconciler">False leaves the reconcile loop stopped (no plan applied yet) until <see cref="StartReconciler"/>.</param>
     /// <param name="logClock">The clock of the refusal-log rate limiters (a manual one to test them); the system's by default.</param>
-    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null, bool startReconciler = true, TimeProvider? logClock = null)
+    public static async Task<HubFixture> StartAsync(int prefixLength = 24, string? stateDir = null, bool startReconciler = true, TimeProvider? logClock = null, HubOptions? options = null)
     {
         var owns = stateDir is null;
-        var hub = new HubFixture(stateDir ?? NewTempDir(), owns, prefixLength, logClock ?? TimeProvider.System);
+        var hub = new HubFixture(stateDir ?? NewTempDir(), owns, prefixLength, logClock ?? TimeProvider.System, options ?? new HubOptions());
         try
         {
             await hub.StartCoreAsync(startReconciler);
@@ -275,26 +291,34 @@ internal sealed class HubFixture : IAsyncDisposable
     private async Task StartCoreAsync(bool startReconciler)
     {
         Registry.Load();
+        Tokens.Load();
         Metrics.ObservePeers(Registry);
         Tunnel.SetAddress(HubAddress);
         if (startReconciler)
         {
             StartReconciler();
+
+            // What the first plan applies (the stored peers on WireGuard) is there when a test starts looking.
+            await Reconciler.WaitForFirstPlanAsync(CancellationToken.None).WaitAsync(Eventually.Patience);
         }
 
         var endpointLogger = Logs.For("Endpoints");
         var sync = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, SyncCodec.MaxBodyBytes, app =>
-            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger, _stop.Token, LogClock));
+            app.MapSync(Registry, RemoteApps, Reconciler, HubName, Metrics, endpointLogger, _stop.Token, LogClock, Tokens));
         SyncUrl = new Uri(await LoopbackHost.StartAsync(sync, _servers), "/sync");
         SyncServerAddress = $"http://{HubAddress}:{SyncUrl.Port}";
 
         Identity = new HubIdentity(HubName, HubAddress, HubPublicKey, HubEndpoint, SyncServerAddress);
-        var pairing = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
-            app.MapPairing(Codec, Registry, Identity, Metrics, endpointLogger, LogClock));
+        var pairing = WebHost.Create(
+            new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024,
+            app => app.MapPairing(HubCodec, Registry, Identity, Metrics, endpointLogger, LogClock, Tokens, Options.PskPairing),
+            Options.RateLimit is { } limit ? PairingRateLimit.Middleware(limit.PerSecond, limit.Burst, Metrics, endpointLogger, LogClock) : null,
+            Options.Guard);
         PairingUrl = new Uri(await LoopbackHost.StartAsync(pairing, _servers), "/pairing");
+        Tokens.PairingUrl = new Uri(PairingUrl, "/");
 
         var admin = WebHost.Create(new IPEndPoint(HubAddress, 0), NullLoggerFactory.Instance, 64 * 1024, app =>
-            app.MapAdminApi(() => [], Registry, AdminCredentials));
+            app.MapAdminApi(() => [], Registry, AdminCredentials, Tokens));
         Admin = new HttpClient { BaseAddress = await LoopbackHost.StartAsync(admin, _servers), Timeout = TimeSpan.FromSeconds(30) };
     }
 
@@ -306,6 +330,23 @@ internal sealed class HubFixture : IAsyncDisposable
             "Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{AdminCredentials.Username}:{AdminCredentials.Password}")));
         return await Admin.SendAsync(request);
     }
+}
+
+/// <summary>How a <see cref="HubFixture"/> differs from the defaults.</summary>
+internal sealed record HubOptions
+{
+    public string? PreviousInviteToken { get; init; }
+
+    public bool PskPairing { get; init; } = true;
+
+    /// <summary>The pairing rate limit per source (none by default, so other tests may pair freely).</summary>
+    public (int PerSecond, int Burst)? RateLimit { get; init; }
+
+    /// <summary>The pairing listener's connection guard (none by default).</summary>
+    public ConnectionGuard? Guard { get; init; }
+
+    /// <summary>The clock of token expiry and request timestamps.</summary>
+    public TimeProvider? TokenClock { get; init; }
 }
 
 /// <summary>Starts a Kestrel app built by <see cref="WebHost.Create"/> on port 0 and tells the port it got.</summary>
