@@ -90,9 +90,11 @@ public static partial class Side
                 sp.GetRequiredService<KubeApi>(), settings.Name, sp.GetRequiredService<ReconcileSignal>(), sp.GetRequiredService<EventRecorder>(), time, sp.GetRequiredService<ILoggerFactory>()));
             services.AddSingleton(new KubernetesSinkOptions(
                 settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
-            services.AddSingleton<IPlanSink>(sp => new KubernetesSink(
+            services.AddSingleton(sp => new KubernetesSink(
                 sp.GetRequiredService<KubeApi>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
-                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>()));
+                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>(), sp.GetRequiredService<ReconcileSignal>()));
+            services.AddSingleton<IPlanSink>(sp => sp.GetRequiredService<KubernetesSink>());
+            services.AddSingleton(sp => new BackgroundLoop("generated objects informer", sp.GetRequiredService<KubernetesSink>().RunAsync));
         }
         else if (settings.AppsFile is { } appsFile)
         {
