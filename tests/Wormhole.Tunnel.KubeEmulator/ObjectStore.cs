@@ -628,11 +628,11 @@ internal sealed class ObjectStore
             {
                 port.Remove("nodePort");
             }
+        }
 
-            if (Same("externalTrafficPolicy"))
-            {
-                spec.Remove("externalTrafficPolicy");
-            }
+        if (External(oldType) && !External(type) && Same("externalTrafficPolicy"))
+        {
+            spec.Remove("externalTrafficPolicy");
         }
 
         if (oldType == "LoadBalancer" && type != "LoadBalancer")
