@@ -52,8 +52,8 @@ public sealed record KubeEmulatorOptions
     public IReadOnlyList<string>? CertificateDnsNames { get; init; }
 }
 
-/// <summary>One request as the emulator received it: method, path with query, and the client's User-Agent.</summary>
-public sealed record ReceivedRequest(string Method, string Target, string UserAgent)
+/// <summary>One request as the emulator received it: method, path with query, the client's User-Agent, and when it arrived.</summary>
+public sealed record ReceivedRequest(string Method, string Target, string UserAgent, DateTimeOffset At)
 {
     public override string ToString() => $"{Method} {Target}";
 }
@@ -281,7 +281,7 @@ public sealed class KubeEmulator : IAsyncDisposable
     private async Task HandleAsync(HttpContext context)
     {
         var request = context.Request;
-        _requests.Enqueue(new ReceivedRequest(request.Method, $"{request.Path}{request.QueryString}", request.Headers.UserAgent.ToString()));
+        _requests.Enqueue(new ReceivedRequest(request.Method, $"{request.Path}{request.QueryString}", request.Headers.UserAgent.ToString(), _options.TimeProvider.GetUtcNow()));
         try
         {
             var auth = request.Headers.Authorization.ToString();
@@ -317,7 +317,7 @@ public sealed class KubeEmulator : IAsyncDisposable
                 var from = int.TryParse(request.Query["from"], NumberStyles.None, CultureInfo.InvariantCulture, out var f) ? f : 0;
                 await WriteAsync(context, 200, new JsonArray(_requests.Skip(from).Select(r => (JsonNode)new JsonObject
                 {
-                    ["method"] = r.Method, ["target"] = r.Target, ["userAgent"] = r.UserAgent,
+                    ["method"] = r.Method, ["target"] = r.Target, ["userAgent"] = r.UserAgent, ["at"] = r.At.ToString("O", CultureInfo.InvariantCulture),
                 }).ToArray()));
             }
             else if (path is "/healthz" or "/readyz" or "/livez")
