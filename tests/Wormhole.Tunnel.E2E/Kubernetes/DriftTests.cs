@@ -127,19 +127,16 @@ public class DriftTests
         await k.HubProcess.StopAsync();
         await k.Server.KubectlAsync("delete", "svc,networkpolicy", Generated, "-n", Ns);
         var manifest = Path.Combine(k.Lab.WorkDir(k.Lab.Hub), "earlier-version.yaml");
+        const string labels = "{wormhole.glothriel.github.com/exposed-by: wormhole, wormhole.glothriel.github.com/exposed-app: nginx-nginx, "
+            + "wormhole.glothriel.github.com/exposed-peer: client, wormhole.glothriel.github.com/instance: server, "
+            + "app.kubernetes.io/managed-by: wormhole-tunnel, wormhole.glothriel.github.com/earlier: \"yes\"}";
         await File.WriteAllTextAsync(manifest, $$$"""
             apiVersion: v1
             kind: Service
             metadata:
               name: {{{Generated}}}
               namespace: {{{Ns}}}
-              labels:
-                wormhole.glothriel.github.com/exposed-by: wormhole
-                wormhole.glothriel.github.com/exposed-app: nginx-nginx
-                wormhole.glothriel.github.com/exposed-peer: client
-                wormhole.glothriel.github.com/instance: server
-                app.kubernetes.io/managed-by: wormhole-tunnel
-                wormhole.glothriel.github.com/earlier: "yes"
+              labels: {{{labels}}}
             spec:
               type: ClusterIP
               selector: {application: wormhole-server}
@@ -150,13 +147,7 @@ public class DriftTests
             metadata:
               name: {{{Generated}}}
               namespace: {{{Ns}}}
-              labels:
-                wormhole.glothriel.github.com/exposed-by: wormhole
-                wormhole.glothriel.github.com/exposed-app: nginx-nginx
-                wormhole.glothriel.github.com/exposed-peer: client
-                wormhole.glothriel.github.com/instance: server
-                app.kubernetes.io/managed-by: wormhole-tunnel
-                wormhole.glothriel.github.com/earlier: "yes"
+              labels: {{{labels}}}
             spec:
               podSelector: {matchLabels: {application: wormhole-server}}
               policyTypes: [Ingress]
