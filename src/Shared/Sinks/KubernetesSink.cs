@@ -357,11 +357,9 @@ public sealed partial class KubernetesSink : IPlanSink
             if (current is V1Service live && value is V1Service wanted && ForeignPorts(live, wanted) is { Count: > 0 } foreign)
             {
                 // A JSON patch written as an Update by our field manager (a legacy one): the migration below makes its ports ours alone.
-                JsonArray ports =
-                [
+                var ports = new JsonArray(
                     new JsonObject { ["op"] = "test", ["path"] = "/metadata/resourceVersion", ["value"] = live.Metadata.ResourceVersion },
-                    new JsonObject { ["op"] = "replace", ["path"] = "/spec/ports", ["value"] = JsonNode.Parse(KubernetesJson.Serialize(wanted))!["spec"]!["ports"]!.DeepClone() },
-                ];
+                    new JsonObject { ["op"] = "replace", ["path"] = "/spec/ports", ["value"] = JsonNode.Parse(KubernetesJson.Serialize(wanted))!["spec"]!["ports"]!.DeepClone() });
                 current = (T)(object)await _client.JsonPatchAsync<V1Service>(_options.Namespace, name, ports, FieldManager, cancellationToken);
                 written.Add(current.Metadata.ResourceVersion);
                 LogRemovedPorts(name, string.Join(", ", foreign.Select(i => $"{live.Spec.Ports[i].Port}/{live.Spec.Ports[i].Protocol ?? "TCP"}")));
@@ -431,7 +429,7 @@ public sealed partial class KubernetesSink : IPlanSink
     /// </summary>
     internal static JsonArray MigrationPatch(IKubernetesObject<V1ObjectMeta> value, string apiVersion)
     {
-        var entries = new JsonArray([.. (value.Metadata.ManagedFields ?? []).Select(ToJson)]);
+        var entries = new JsonArray((value.Metadata.ManagedFields ?? []).Select(ToJson).ToArray());
         static bool Legacy(JsonNode? e) => (string?)e?["operation"] == "Update" && string.IsNullOrEmpty((string?)e["subresource"])
             && LegacyManagers.Contains((string?)e["manager"] ?? "", StringComparer.Ordinal);
         var apply = entries.FirstOrDefault(e => (string?)e?["manager"] == FieldManager && (string?)e["operation"] == "Apply" && string.IsNullOrEmpty((string?)e["subresource"]));
@@ -454,11 +452,9 @@ public sealed partial class KubernetesSink : IPlanSink
         apply["fieldsType"] = "FieldsV1";
         apply["fieldsV1"] = fields;
         var kept = new JsonArray(entries.Where(e => e == apply || !Legacy(e)).Select(e => e!.DeepClone()).ToArray());
-        return
-        [
+        return new JsonArray(
             new JsonObject { ["op"] = "test", ["path"] = "/metadata/resourceVersion", ["value"] = value.Metadata.ResourceVersion },
-            new JsonObject { ["op"] = "replace", ["path"] = "/metadata/managedFields", ["value"] = kept },
-        ];
+            new JsonObject { ["op"] = "replace", ["path"] = "/metadata/managedFields", ["value"] = kept });
     }
 
     /// <summary>A managedFields entry as the apiserver writes it (the library's JSON context cannot write its FieldsV1).</summary>

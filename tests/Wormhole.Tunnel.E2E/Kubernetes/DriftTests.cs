@@ -38,6 +38,29 @@ public class DriftTests
         (await TrafficThroughAsync(k)).Should().Be("Hello world from the client cluster!");
     }
 
+    [AotFact]
+    public async Task The_aot_hub_applies_watches_and_repairs_its_generated_objects_too()
+    {
+        if (AotExecutables.MissingReason is { } missing)
+        {
+            Assert.Fail("CI runs the NativeAOT executables: " + missing);
+        }
+
+        // The Kubernetes models, apply and JSON patches go through the library's source-generated JSON in this build.
+        await using var k = await KubeLab.StartAsync(networkPolicies: true, aot: true);
+        await ExposeNginxAsync(k);
+        (await ManagersAsync(k.Server, "svc")).Should().Equal("wormhole-tunnel/Apply");
+        var uid = await UidAsync(k.Server, "svc");
+
+        await k.Server.KubectlAsync("delete", "svc", Generated, "-n", Ns, "--wait=false");
+        await k.Server.KubectlAsync("patch", "networkpolicy", Generated, "-n", Ns, "--type=json", "-p", """[{"op":"replace","path":"/spec/ingress","value":[]}]""");
+
+        await TunnelLab.EventuallyAsync(async () => await UidAsync(k.Server, "svc") is { } again && again != uid, "the Service is back");
+        await TunnelLab.EventuallyAsync(
+            async () => (await k.Server.GetAsync("networkpolicy", Ns, Generated))!["spec"]!["ingress"]!.AsArray().Count == 1, "the NetworkPolicy's rule is back");
+        (await TrafficThroughAsync(k)).Should().Be("Hello world from the client cluster!");
+    }
+
     [RootFact]
     public async Task A_deleted_generated_network_policy_is_made_again()
     {

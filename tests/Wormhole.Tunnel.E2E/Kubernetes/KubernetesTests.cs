@@ -457,9 +457,14 @@ public sealed class KubeLab : IAsyncDisposable
 
     /// <param name="spoke">The spoke's site and peer name (its --name).</param>
     /// <param name="networkPolicies">--network-policies on both sides; false is the chart's default.</param>
-    public static async Task<KubeLab> StartAsync(string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true, string spoke = "client", bool networkPolicies = true)
+    /// <param name="aot">Run the NativeAOT executables (scripts/publish-aot, <see cref="AotExecutables"/>).</param>
+    public static async Task<KubeLab> StartAsync(
+        string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true, string spoke = "client", bool networkPolicies = true, bool aot = false)
     {
-        var lab = new TunnelLab(await TestNetwork.CreateAsync("hub", spoke)) { HubName = "server" };
+        var network = await TestNetwork.CreateAsync("hub", spoke);
+        var lab = aot
+            ? new TunnelLab(network) { HubName = "server", ServerExecutable = AotExecutables.Server, ClientExecutable = AotExecutables.Client }
+            : new TunnelLab(network) { HubName = "server" };
         var k = new KubeLab(lab) { BasicAuth = basicAuth, NetworkPolicies = networkPolicies };
         try
         {
