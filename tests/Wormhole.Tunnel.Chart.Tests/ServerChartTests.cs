@@ -175,8 +175,8 @@ public sealed class ServerChartTests
         Manifests.Namespace(role).Should().Be(Ns);
         Rules(role).Should().BeEquivalentTo(
         [
-            ("", "services", "create,delete,get,list,patch,update,watch"),
-            ("networking.k8s.io", "networkpolicies", "create,delete,get,list,patch,update,watch"),
+            ("", "services", "create,delete,get,list,patch,watch"),
+            ("networking.k8s.io", "networkpolicies", "create,delete,get,list,patch,watch"),
         ]);
         foreach (var binding in m.OfKind("ClusterRoleBinding").Concat(m.OfKind("RoleBinding")))
         {

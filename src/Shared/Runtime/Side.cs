@@ -94,7 +94,9 @@ public static partial class Side
                 settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
             services.AddSingleton(sp => new KubernetesSink(
                 sp.GetRequiredService<KubeApi>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
-                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>()));
+                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>(), sp.GetRequiredService<ReconcileSignal>()));
+            services.AddSingleton<IPlanSink>(sp => sp.GetRequiredService<KubernetesSink>());
+            services.AddSingleton(sp => new BackgroundLoop("generated objects informer", sp.GetRequiredService<KubernetesSink>().RunAsync));
         }
         else if (settings.AppsFile is { } appsFile)
         {
