@@ -142,8 +142,9 @@ public sealed class ResourceInformer<T>
 
         Volatile.Write(ref _cache, new Cache(items.ToImmutable()));
         InformerLog.Listed(_logger, _resource, items.Count, resourceVersion);
-        RaiseChanged();
+        // Ready before the change is announced: a listener that checks ReadyAsync on hearing of it must find it done.
         _ready.TrySetResult();
+        RaiseChanged();
         return resourceVersion;
     }
 
