@@ -40,7 +40,8 @@ public sealed partial class ImagePublishTests
         final.Instructions.Single(i => i.Keyword == "ENTRYPOINT").Arguments.Should().Be($"[\"/usr/local/bin/{executable}\"]");
 
         // NativeAOT comes from the project itself (nothing in the Dockerfile turns it off).
-        var aot = await Tools.RunAsync("dotnet", ["msbuild", Path.Combine(root.Path, "src", project, $"Wormhole.Tunnel.{project}.csproj"), "-getProperty:PublishAot", "-p:RuntimeIdentifier=linux-x64"], Dockerfile.Environment);
+        var workdir = publish.Instructions.Single(i => i.Keyword == "WORKDIR").Arguments.TrimStart('/'); // the stage's /src
+        var aot = await Tools.RunAsync("dotnet", ["msbuild", Path.Combine(root.Path, workdir, "src", project, $"Wormhole.Tunnel.{project}.csproj"), "-getProperty:PublishAot", "-p:RuntimeIdentifier=linux-x64"], Dockerfile.Environment);
         aot.StandardOutput.Trim().Should().Be("true", aot.ToString());
 
         var built = Path.Combine(root.Path, "out", role, executable);

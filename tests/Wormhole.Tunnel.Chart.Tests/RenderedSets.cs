@@ -17,6 +17,6 @@ public static class RenderedSets
         { "spoke", "client", "dev1", "dev1", HelmChart.Client },
         { "minimal spoke", "client", "wormhole-client", "wormhole", HelmChart.ClientMinimal },
         { "spoke with every option", "client", "client", "client", [.. HelmChart.Client, "client.debug=true", "logFormat=json", "client.pvc.enabled=false",
-            "client.extraArgs[0]=--kubernetes-gc-grace=30s", "client.basicAuth.username=u", "client.basicAuth.password=p"] },
+            "client.kubernetesGcGrace=30s", "client.extraArgs[0]=--peer-ttl=90s", "client.basicAuth.username=u", "client.basicAuth.password=p"] },
     };
 }
