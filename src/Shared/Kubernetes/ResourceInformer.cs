@@ -156,8 +156,9 @@ public sealed class ResourceInformer<T>
         Interlocked.Increment(ref _lists);
         _lastProblem = null;
         InformerLog.Listed(_logger, _resource, items.Count, resourceVersion);
-        RaiseChanged();
+        // Ready before the change is announced: a listener that checks ReadyAsync on hearing of it must find it done.
         _ready.TrySetResult();
+        RaiseChanged();
         return resourceVersion;
     }
 

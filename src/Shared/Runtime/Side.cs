@@ -76,6 +76,7 @@ public static partial class Side
             time,
             notice => sp.GetRequiredService<WormholeMetrics>().Retried(notice.Operation)));
         services.AddSingleton<ReconcileSignal>();
+        services.AddSingleton(sp => Health.ForSide(sp, settings.StuckAfter));
         services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time, settings.Quotas.MaxAppsPerPeer));
         services.AddSingleton(sp => new TunnelSource(sp.GetRequiredService<ReconcileSignal>()));
         if (settings.Kubernetes)
@@ -109,7 +110,7 @@ public static partial class Side
 
         services.AddSingleton(sp => new ProxyTable(
             new ProxyOptions { Engine = settings.ProxyEngine }, sp.GetRequiredService<WormholeMetrics>(), sp.GetRequiredService<ILogger<ProxyTable>>(), time));
-        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(runner, sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
+        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(new HealthWatchedRunner(runner, sp.GetRequiredService<Health>()), sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
         services.AddSingleton(sp =>
         {
             // The sinks in the order a plan is applied: listeners first (what they cannot open is replanned before
@@ -140,6 +141,7 @@ public static partial class Side
                 sp.GetRequiredService<WormholeMetrics>())
             {
                 Retries = sp.GetRequiredService<RetryPipelines>(),
+                Health = sp.GetRequiredService<Health>(),
             };
             var metrics = sp.GetRequiredService<WormholeMetrics>();
             metrics.OnCollect(() => metrics.SetApps(reconciler.Current.LocalListeners.Length, reconciler.Current.RemoteListeners.Length));
@@ -162,7 +164,7 @@ public static partial class Side
     {
         yield return new Listener("admin API", settings.ApiListen, 64 * 1024, (routes, sp) =>
         {
-            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth, sp.GetService<IJoinTokenIssuer>());
+            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth, sp.GetService<IJoinTokenIssuer>(), sp.GetService<Health>());
             routes.MapGlobalApps(sp.GetService<GlobalSites>(), settings.Kubernetes ? settings.KubernetesNamespace : null);
         });
         if (settings.Metrics)
