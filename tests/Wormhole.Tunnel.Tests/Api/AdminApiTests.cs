@@ -58,7 +58,7 @@ public sealed class AdminApiTests
             starting.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
             starting.Content.Headers.ContentType!.ToString().Should().Be(JsonUtf8);
             (await starting.Content.ReadAsStringAsync()).Should().Be(
-                "{\"status\":\"starting\",\"waiting\":[\"the first list of Services is not in yet\",\"the first plan with the tunnel address is not applied yet\"]}");
+                "{\"status\":\"starting\",\"waiting\":[\"the first list of Services is not in yet\",\"the first plan with the tunnel address is not applied yet (by every sink: proxy, WireGuard, Kubernetes)\"]}");
         }
 
         listed = true;

@@ -18,10 +18,10 @@ public sealed class HealthTests
         var tunnel = false;
         var health = new Health(_clock, TimeSpan.FromMinutes(5)).Require("first list", () => listed).Require("wireguard", () => tunnel);
 
-        health.Waiting().Should().Equal("first list", "wireguard", "the first plan with the tunnel address is not applied yet");
+        health.Waiting().Should().Equal("first list", "wireguard", "the first plan with the tunnel address is not applied yet (by every sink: proxy, WireGuard, Kubernetes)");
         listed = true;
         health.PlanApplied(withTunnelAddress: false);
-        health.Waiting().Should().Equal("wireguard", "the first plan with the tunnel address is not applied yet");
+        health.Waiting().Should().Equal("wireguard", "the first plan with the tunnel address is not applied yet (by every sink: proxy, WireGuard, Kubernetes)");
         tunnel = true;
         health.PlanApplied(withTunnelAddress: true);
         health.Waiting().Should().BeEmpty();
