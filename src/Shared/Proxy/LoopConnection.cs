@@ -46,6 +46,8 @@ internal sealed class LoopConnection : SplicePump
 
     public LoopListener Listener { get; }
 
+    protected override bool ClosesAtEnd => true;
+
     /// <summary>Takes over a socket <paramref name="loop"/>'s listener just accepted (on that loop's thread).</summary>
     /// <param name="peer">The client's address as accept4 wrote it, when the closing line is to be logged; else empty.</param>
     public static void Run(LoopListener listener, EpollLoop loop, int client, ReadOnlySpan<byte> peer)

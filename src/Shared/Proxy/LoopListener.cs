@@ -44,13 +44,14 @@ internal sealed class ListenerTarget
 /// </summary>
 internal sealed class LoopListener : IProxyListener
 {
-    private readonly Socket _socket;
+    private static readonly bool ReusePort = Environment.GetEnvironmentVariable("WORMHOLE_ACC_REUSEPORT") == "1"; // EXPERIMENT
+    private readonly Socket[] _sockets;
     private readonly Acceptor[] _acceptors;
     private ListenerTarget _target;
 
-    private LoopListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
+    private LoopListener(Socket[] sockets, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
     {
-        _socket = socket;
+        _sockets = sockets;
         _target = new ListenerTarget(spec);
         EndPoint = endPoint;
         Metrics = metrics;
@@ -59,7 +60,7 @@ internal sealed class LoopListener : IProxyListener
         IdleTimeoutMs = options.IdleTimeout > TimeSpan.Zero && options.IdleTimeout != Timeout.InfiniteTimeSpan
             ? (long)Math.Ceiling(options.IdleTimeout.TotalMilliseconds)
             : -1;
-        _acceptors = [.. engine.Loops.Select(_ => new Acceptor(this, (int)socket.Handle))];
+        _acceptors = [.. engine.Loops.Select((_, i) => new Acceptor(this, (int)sockets[sockets.Length == 1 ? 0 : i].Handle, sockets.Length == 1 ? LinuxNative.EPOLLIN | LinuxNative.EPOLLEXCLUSIVE : LinuxNative.EPOLLIN))];
     }
 
     public ListenerSpec Spec
@@ -84,19 +85,38 @@ internal sealed class LoopListener : IProxyListener
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
     public static LoopListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
     {
-        var socket = ProxyListener.Bind(endPoint);
+        var sockets = new List<Socket>();
         try
         {
-            socket.NoDelay = true; // accepted sockets inherit it: one setsockopt less per connection
-            socket.Blocking = false;
+            for (var i = 0; i < (ReusePort ? engine.LoopCount : 1); i++)
+            {
+                Socket socket;
+                if (ReusePort)
+                {
+                    socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                    sockets.Add(socket);
+                    socket.SetRawSocketOption(1, 2, BitConverter.GetBytes(1));
+                    socket.SetRawSocketOption(1, 15, BitConverter.GetBytes(1));
+                    socket.Bind(endPoint);
+                    socket.Listen();
+                }
+                else
+                {
+                    socket = ProxyListener.Bind(endPoint);
+                    sockets.Add(socket);
+                }
+
+                socket.NoDelay = true; // accepted sockets inherit it: one setsockopt less per connection
+                socket.Blocking = false;
+            }
         }
         catch
         {
-            socket.Dispose();
+            sockets.ForEach(s => s.Dispose());
             throw;
         }
 
-        var listener = new LoopListener(socket, spec, endPoint, options, engine, metrics, logger);
+        var listener = new LoopListener([.. sockets], spec, endPoint, options, engine, metrics, logger);
         for (var i = 0; i < listener._acceptors.Length; i++)
         {
             engine.Loops[i].Post(listener._acceptors[i], LoopWork.StartCommand);
@@ -116,15 +136,17 @@ internal sealed class LoopListener : IProxyListener
         // Each loop lets go of the listening descriptor and closes this listener's connections on its own thread; only
         // then is the descriptor closed, so no loop can accept on a number that was reused meanwhile.
         await Task.WhenAll(_acceptors.Select(a => a.Stopped));
-        _socket.Dispose();
+        foreach (var socket in _sockets)
+        {
+            socket.Dispose();
+        }
     }
 
     /// <summary>The listening socket as one loop watches it.</summary>
-    private sealed class Acceptor(LoopListener listener, int fd) : LoopWork
+    private sealed class Acceptor(LoopListener listener, int fd, uint interest) : LoopWork
     {
         private const int Budget = 64; // connections accepted per event before the loop serves others (the socket stays ready)
         private const int PauseMs = 50;
-        private const uint Interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLEXCLUSIVE;
         private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private long _resumeAt = long.MaxValue; // paused after running out of descriptors or memory
 
@@ -208,7 +230,7 @@ internal sealed class LoopListener : IProxyListener
 
         private void Watch()
         {
-            if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, fd, Interest, EventData(0)) != 0)
+            if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, fd, interest, EventData(0)) != 0)
             {
                 throw new InvalidOperationException($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
             }

@@ -27,20 +27,34 @@ internal abstract class SplicePump : LoopWork
     private const int Chunk = 1 << 20; // the pipe takes what fits (its capacity, 64 KiB by default)
     private const int Budget = 1 << 20; // bytes one direction moves per turn before the loop serves others
 
-    /// <summary>The client's and the upstream's descriptor (-1: none yet, or closed).</summary>
-    protected readonly int[] Fds = [-1, -1];
-    private readonly bool[] _readable = new bool[2];
-    private readonly bool[] _writable = new bool[2];
-    private readonly bool[] _ending = new bool[2]; // FIN, reset or error reported: no further edge will come
-    private readonly Direction _up = new(Client, Upstream, upstream: true);
-    private readonly Direction _down = new(Upstream, Client, upstream: false);
+    // Per side and per direction state lives in the pump itself (inline arrays, structs): one object per connection.
+    private Two<bool> _readable;
+    private Two<bool> _writable;
+    private Two<bool> _ending; // FIN, reset or error reported: no further edge will come
+    private Direction _up = new(Client, Upstream, upstream: true);
+    private Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
+
+    protected SplicePump()
+    {
+        Fds[Client] = -1;
+        Fds[Upstream] = -1;
+    }
     private bool _deferred;
 
     /// <summary>Whether bytes may move (both sockets connected); until then events are only remembered.</summary>
     protected bool Pumping { get; set; }
 
     protected bool Finished => _finished;
+
+    /// <summary>The client's and the upstream's descriptor (-1: none yet, or closed).</summary>
+#pragma warning disable CA1051, SA1401 // a field, so Fds[side] reads and writes in place
+    protected Two<int> Fds;
+#pragma warning restore CA1051, SA1401
+
+    /// <summary>Whether the owner closes both sockets as soon as the pump has ended: then the last direction to end needs no
+    /// shutdown of its own, as the close sends that FIN (everything was read from that socket, up to its own FIN).</summary>
+    protected virtual bool ClosesAtEnd => false;
 
     /// <summary>Both directions ended (EOF passed on) or one failed; called once, on the loop's thread, after the pump let
     /// go of its slot, pipes and stashes. The descriptors are the owner's to close.</summary>
@@ -90,10 +104,10 @@ internal abstract class SplicePump : LoopWork
     protected void Turn()
     {
         var budget = Budget;
-        var up = Move(_up, ref budget);
+        var up = Move(ref _up, ref budget);
         var more = budget <= 0;
         budget = Budget;
-        var down = Move(_down, ref budget);
+        var down = Move(ref _down, ref budget);
         more |= budget <= 0;
         if (up != CopyResult.Eof || down != CopyResult.Eof)
         {
@@ -120,10 +134,8 @@ internal abstract class SplicePump : LoopWork
         }
 
         _finished = true;
-        foreach (var d in (ReadOnlySpan<Direction>)[_up, _down])
-        {
-            ReleaseHeld(d);
-        }
+        ReleaseHeld(ref _up);
+        ReleaseHeld(ref _down);
 
         // A descriptor stays in the epoll set until it is closed; events that still arrive carry this work's generation
         // and are dropped once its slot is free or reused.
@@ -132,7 +144,7 @@ internal abstract class SplicePump : LoopWork
     }
 
     /// <returns><see cref="CopyResult.Eof"/> while all is well (whether or not the direction has ended).</returns>
-    private CopyResult Move(Direction d, ref int budget)
+    private CopyResult Move(ref Direction d, ref int budget)
     {
         while (!d.Done && budget > 0)
         {
@@ -163,7 +175,7 @@ internal abstract class SplicePump : LoopWork
                 Moved(d.IsUpstream, (int)sent);
                 if (d.Pending == 0)
                 {
-                    ReleaseHeld(d);
+                    ReleaseHeld(ref d);
                 }
 
                 continue;
@@ -171,7 +183,11 @@ internal abstract class SplicePump : LoopWork
 
             if (d.SourceEnded)
             {
-                LinuxNative.Shutdown(Fds[d.To], LinuxNative.SHUT_WR); // fails only if the peer is gone: the other direction finds out
+                if (!(ClosesAtEnd && (d.IsUpstream ? _down.Done : _up.Done)))
+                {
+                    LinuxNative.Shutdown(Fds[d.To], LinuxNative.SHUT_WR); // fails only if the peer is gone: the other direction finds out
+                }
+
                 d.Done = true;
                 return CopyResult.Eof;
             }
@@ -181,7 +197,7 @@ internal abstract class SplicePump : LoopWork
                 return CopyResult.Eof;
             }
 
-            var read = d.Bulk ? SpliceIn(d) : ReceiveIn(d, ref budget);
+            var read = d.Bulk ? SpliceIn(ref d) : ReceiveIn(ref d, ref budget);
             if (read != CopyResult.Eof)
             {
                 return read;
@@ -192,13 +208,13 @@ internal abstract class SplicePump : LoopWork
     }
 
     /// <summary>One recv into the loop's scratch buffer, sent on at once; what the receiver cannot take yet is stashed.</summary>
-    private CopyResult ReceiveIn(Direction d, ref int budget)
+    private CopyResult ReceiveIn(ref Direction d, ref int budget)
     {
         var scratch = Loop.Scratch;
         var received = LinuxNative.Receive(Fds[d.From], scratch);
         if (received <= 0)
         {
-            return ReadEnded(d, received);
+            return ReadEnded(ref d, received);
         }
 
         var count = (int)received;
@@ -241,7 +257,7 @@ internal abstract class SplicePump : LoopWork
     }
 
     /// <summary>One splice into the direction's pipe (bulk mode).</summary>
-    private CopyResult SpliceIn(Direction d)
+    private CopyResult SpliceIn(ref Direction d)
     {
         if (d.Pipe.Read < 0 && !Loop.RentPipe(out d.Pipe))
         {
@@ -257,7 +273,7 @@ internal abstract class SplicePump : LoopWork
         }
 
         var errno = Marshal.GetLastPInvokeError();
-        ReleaseHeld(d);
+        ReleaseHeld(ref d);
         if (read < 0 && errno == LinuxNative.EAGAIN)
         {
             // Back to recv for small messages when this burst was small (the mode follows the traffic).
@@ -266,11 +282,11 @@ internal abstract class SplicePump : LoopWork
         }
 
         Marshal.SetLastPInvokeError(errno);
-        return ReadEnded(d, read);
+        return ReadEnded(ref d, read);
     }
 
     /// <summary>A read that moved nothing: end of input, nothing there (EAGAIN), or a failure.</summary>
-    private CopyResult ReadEnded(Direction d, nint result)
+    private CopyResult ReadEnded(ref Direction d, nint result)
     {
         if (result == 0)
         {
@@ -288,7 +304,7 @@ internal abstract class SplicePump : LoopWork
     }
 
     /// <summary>Gives back the stash or pipe a direction holds (a pipe that still holds bytes is closed, not kept).</summary>
-    private void ReleaseHeld(Direction d)
+    private void ReleaseHeld(ref Direction d)
     {
         if (d.Stash is { } stash)
         {
@@ -310,7 +326,7 @@ internal abstract class SplicePump : LoopWork
         }
     }
 
-    private sealed class Direction(int from, int to, bool upstream)
+    private struct Direction(int from, int to, bool upstream)
     {
         public readonly int From = from;
         public readonly int To = to;
@@ -397,4 +413,13 @@ internal sealed class SocketPump : SplicePump
 
         _refs = 0;
     }
+}
+
+/// <summary>Two of something, stored inline (one per side of a connection).</summary>
+[System.Runtime.CompilerServices.InlineArray(2)]
+internal struct Two<T>
+{
+#pragma warning disable IDE0044, IDE0051 // the element is reached through the indexer
+    private T _element;
+#pragma warning restore IDE0044, IDE0051
 }
