@@ -11,7 +11,8 @@ namespace Wormhole.Tunnel.Proxy;
 /// pipe, 64 KiB, or one 16 KiB stash in flight), and after EOF from src with nothing held it shuts down dst's sending side
 /// (half-close). Edge-triggered: readiness is remembered per socket until a call says EAGAIN, or until a receive comes back
 /// short — recv copies all the socket has, so a short one means the queue is empty and the next arrival raises a new edge
-/// (unless the peer's FIN or an error was already reported: then no edge follows, so it reads on to the 0 or the error).
+/// (unless the peer's FIN or an error was already reported: then no edge follows, so it reads on to the error, or, after a
+/// FIN, takes the short read as the end of input: nothing can follow a FIN).
 /// A splice read can stop short for lack of pipe slots too, so bulk mode always reads to EAGAIN. An error on either side
 /// ends both directions at once. Until <see cref="Pumping"/> is set (the owner's upstream connect is in progress), events
 /// are only remembered.
@@ -31,6 +32,7 @@ internal abstract class SplicePump : LoopWork
     private Two<bool> _readable;
     private Two<bool> _writable;
     private Two<bool> _ending; // FIN, reset or error reported: no further edge will come
+    private Two<bool> _peerFin; // the peer's FIN was reported: once the queue is empty, nothing but EOF can follow
     private Direction _up = new(Client, Upstream, upstream: true);
     private Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
@@ -81,6 +83,7 @@ internal abstract class SplicePump : LoopWork
         if ((events & (LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
         {
             _ending[side] = true;
+            _peerFin[side] |= (events & (LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) == 0;
         }
 
         if ((events & (LinuxNative.EPOLLOUT | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
@@ -247,6 +250,10 @@ internal abstract class SplicePump : LoopWork
         if (count == scratch.Length)
         {
             d.Bulk = true; // more may be waiting, and it came in bulk: move it without copies from here on
+        }
+        else if (_peerFin[d.From])
+        {
+            d.SourceEnded = true; // a short recv emptied the queue after the peer's FIN: the next read could only say EOF
         }
         else if (!_ending[d.From])
         {
