@@ -44,14 +44,13 @@ internal sealed class ListenerTarget
 /// </summary>
 internal sealed class LoopListener : IProxyListener
 {
-    private static readonly bool ReusePort = Environment.GetEnvironmentVariable("WORMHOLE_ACC_REUSEPORT") == "1"; // EXPERIMENT
-    private readonly Socket[] _sockets;
+    private readonly Socket _socket;
     private readonly Acceptor[] _acceptors;
     private ListenerTarget _target;
 
-    private LoopListener(Socket[] sockets, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
+    private LoopListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
     {
-        _sockets = sockets;
+        _socket = socket;
         _target = new ListenerTarget(spec);
         EndPoint = endPoint;
         Metrics = metrics;
@@ -60,7 +59,7 @@ internal sealed class LoopListener : IProxyListener
         IdleTimeoutMs = options.IdleTimeout > TimeSpan.Zero && options.IdleTimeout != Timeout.InfiniteTimeSpan
             ? (long)Math.Ceiling(options.IdleTimeout.TotalMilliseconds)
             : -1;
-        _acceptors = [.. engine.Loops.Select((_, i) => new Acceptor(this, (int)sockets[sockets.Length == 1 ? 0 : i].Handle, sockets.Length == 1 ? LinuxNative.EPOLLIN | LinuxNative.EPOLLEXCLUSIVE : LinuxNative.EPOLLIN))];
+        _acceptors = [.. engine.Loops.Select(_ => new Acceptor(this, (int)socket.Handle))];
     }
 
     public ListenerSpec Spec
@@ -85,38 +84,19 @@ internal sealed class LoopListener : IProxyListener
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
     public static LoopListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
     {
-        var sockets = new List<Socket>();
+        var socket = ProxyListener.Bind(endPoint);
         try
         {
-            for (var i = 0; i < (ReusePort ? engine.LoopCount : 1); i++)
-            {
-                Socket socket;
-                if (ReusePort)
-                {
-                    socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                    sockets.Add(socket);
-                    socket.SetRawSocketOption(1, 2, BitConverter.GetBytes(1));
-                    socket.SetRawSocketOption(1, 15, BitConverter.GetBytes(1));
-                    socket.Bind(endPoint);
-                    socket.Listen();
-                }
-                else
-                {
-                    socket = ProxyListener.Bind(endPoint);
-                    sockets.Add(socket);
-                }
-
-                socket.NoDelay = true; // accepted sockets inherit it: one setsockopt less per connection
-                socket.Blocking = false;
-            }
+            socket.NoDelay = true; // accepted sockets inherit it: one setsockopt less per connection
+            socket.Blocking = false;
         }
         catch
         {
-            sockets.ForEach(s => s.Dispose());
+            socket.Dispose();
             throw;
         }
 
-        var listener = new LoopListener([.. sockets], spec, endPoint, options, engine, metrics, logger);
+        var listener = new LoopListener(socket, spec, endPoint, options, engine, metrics, logger);
         for (var i = 0; i < listener._acceptors.Length; i++)
         {
             engine.Loops[i].Post(listener._acceptors[i], LoopWork.StartCommand);
@@ -136,17 +116,19 @@ internal sealed class LoopListener : IProxyListener
         // Each loop lets go of the listening descriptor and closes this listener's connections on its own thread; only
         // then is the descriptor closed, so no loop can accept on a number that was reused meanwhile.
         await Task.WhenAll(_acceptors.Select(a => a.Stopped));
-        foreach (var socket in _sockets)
-        {
-            socket.Dispose();
-        }
+        _socket.Dispose();
     }
 
     /// <summary>The listening socket as one loop watches it.</summary>
-    private sealed class Acceptor(LoopListener listener, int fd, uint interest) : LoopWork
+    private sealed class Acceptor(LoopListener listener, int fd) : LoopWork
     {
         private const int Budget = 64; // connections accepted per event before the loop serves others (the socket stays ready)
         private const int PauseMs = 50;
+
+        // Level-triggered: what is left queued after Budget is reported again. EPOLLEXCLUSIVE: a new connection wakes
+        // one loop that waits (the first one registered that is idle), not every loop; a busy loop still sees the
+        // socket ready at its next epoll_wait. So connections gather on idle loops, as nginx's workers share them.
+        private const uint Interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLEXCLUSIVE;
         private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private long _resumeAt = long.MaxValue; // paused after running out of descriptors or memory
 
@@ -160,18 +142,22 @@ internal sealed class LoopListener : IProxyListener
             {
                 Watch();
             }
-            else if (command == StopCommand && Active)
+            else if (command == StopCommand)
             {
-                if (_resumeAt == long.MaxValue)
+                if (Active)
                 {
-                    LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_DEL, fd, 0, 0);
+                    if (_resumeAt == long.MaxValue)
+                    {
+                        LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_DEL, fd, 0, 0);
+                    }
+
+                    Loop.Release(this);
+                    Loop.ForEach(
+                        static (w, l) => w is LoopConnection c && c.Listener == l,
+                        static (w, _) => ((LoopConnection)w).Abort(ProxyOutcome.ListenerClosed),
+                        listener);
                 }
 
-                Loop.Release(this);
-                Loop.ForEach(
-                    static (w, l) => w is LoopConnection c && c.Listener == l,
-                    static (w, _) => ((LoopConnection)w).Abort(ProxyOutcome.ListenerClosed),
-                    listener);
                 _stopped.TrySetResult();
             }
         }
@@ -230,7 +216,7 @@ internal sealed class LoopListener : IProxyListener
 
         private void Watch()
         {
-            if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, fd, interest, EventData(0)) != 0)
+            if (LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_ADD, fd, Interest, EventData(0)) != 0)
             {
                 throw new InvalidOperationException($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
             }

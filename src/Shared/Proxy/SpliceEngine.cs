@@ -54,7 +54,7 @@ internal sealed class SpliceEngine
                 return null;
             }
 
-            var loops = new EpollLoop[int.TryParse(Environment.GetEnvironmentVariable("WORMHOLE_ACC_LOOPS"), out var l) ? l : Math.Clamp(Environment.ProcessorCount, 1, 8)]; // EXPERIMENT
+            var loops = new EpollLoop[Math.Clamp(Environment.ProcessorCount, 1, 8)];
             for (var i = 0; i < loops.Length; i++)
             {
                 loops[i] = new EpollLoop(i);
