@@ -36,7 +36,6 @@ internal sealed class EpollLoop
 
     public EpollLoop(int index)
     {
-        Index = index;
         _epoll = LinuxNative.CreateEpoll();
         _wake = LinuxNative.CreateEventFd();
         if (_epoll < 0 || _wake < 0
@@ -47,8 +46,6 @@ internal sealed class EpollLoop
 
         new Thread(Run) { IsBackground = true, Name = $"wormhole proxy {index}" }.Start();
     }
-
-    public int Index { get; }
 
     /// <summary>Milliseconds (<see cref="Environment.TickCount64"/>), read once per turn of the loop: what works stamp
     /// activity with and compare deadlines to. Loop thread only.</summary>
