@@ -111,6 +111,8 @@ for k, label in [("date", "date"), ("nproc", "nproc"), ("cpu", "CPU (/proc/cpuin
         continue
     w(f"| {label} | {meta.get(k, '?')} |")
 w(f"| machine busy in the 3 s before starting | {meta.get('busy_before', '?')} % of one core (of 200 %) |")
+if meta.get("nice", "0") != "0":
+    w(f"| scheduling priority of everything the run started | nice {meta['nice']} (the machine was shared with other work) |")
 w("")
 w("A 2-core virtual machine: the load generators (iperf3, wrk), the backends and the proxies all share the same 2 "
   "cores, so most data-plane numbers are CPU-bound, and whatever else runs on the machine adds noise (the spread "
