@@ -221,12 +221,18 @@ if "loopback" in sections:
             ("lo.iperf8_cpu", "Proxy CPU during iperf3 8 streams (% of one core)", 0),
             ("lo.rps_cpu", "Proxy CPU during HTTP (% of one core)", 0),
             ("lo.cps_cpu", "Proxy CPU during new connections (% of one core)", 0),
+            ("lo.rps_chain_us", "CPU time per HTTP request of the whole chain: wrk + proxy + backend (µs)", 1),
+            ("lo.cps_chain_us", "… per new connection (µs)", 0),
             ("lo.iperf1_machine", "Whole machine busy during iperf3 1 stream (% of one core, of 200)", 0),
             ("lo.rps_machine", "Whole machine busy during HTTP (% of one core, of 200)", 0)]
     for key, label, d in rows:
         r = ratio(med(key, "ours"), med(key, "nginx"))
         w(f"| {label} | {cell(key, 'direct', d)} | {cell(key, 'nginx', d)} | {cell(key, 'ours', d)} | {cell(key, 'sockets', d)} | {rcell(r)} |")
     errs = {v: sum(vals("lo.rps_errors", v)) + sum(vals("lo.cps_errors", v)) for v in ("direct", "nginx", "ours", "sockets")}
+    w("")
+    w("CPU time of the whole chain: the user and system time of wrk (perf stat), the proxy and the backend (/proc) during a "
+      "run, divided by the requests wrk completed in it. Rates and latencies depend on how the machine's cores are shared "
+      "at that moment; CPU time per request much less so, which makes it the steadier comparison on a shared machine.")
     w("")
     w("Memory: the proxy's RSS with 1,000 connections open (each carried one keep-alive `GET /1k`, or `GET /1m` for "
       "the second row, then idle) minus its RSS before them, on a fresh proxy process each time (after 10 warm-up "
@@ -558,6 +564,9 @@ if "loopback" in sections:
             f"{num(None if hc_n is None else hc_n * 1000, 1)} µs, with {hu('syscalls:sys_enter_epoll_wait', 'ours')} "
             f"`epoll_wait` and {hu('context-switches', 'ours')} context switches per request (nginx "
             f"{hu('syscalls:sys_enter_epoll_wait', 'nginx')} and {hu('context-switches', 'nginx')})." + spread
+            + (f" The whole chain (wrk, proxy, backend) spent {num(med('lo.rps_chain_us', 'ours'), 1)} µs of CPU per request "
+               f"with ours against {num(med('lo.rps_chain_us', 'nginx'), 1)} µs with nginx (direct, without a proxy: "
+               f"{num(med('lo.rps_chain_us', 'direct'), 1)} µs)." if med('lo.rps_chain_us', 'ours') is not None else "")
             + (" The two p99 ranges overlap: on this machine the difference cannot be told apart from run-to-run noise."
                if max(pv_o) >= min(pv_n) and max(pv_n) >= min(pv_o) else
                " The p99 of both proxies swings with whatever else the machine runs, so read it with its range."))
@@ -600,6 +609,9 @@ if "loopback" in sections:
             f"{num(unit('cps', 'ours', ps('cps', 'context-switches', 'ours')), 2)} context switches (nginx "
             f"{num(unit('cps', 'nginx', ps('cps', 'context-switches', 'nginx')), 2)}); its system calls per connection: "
             f"{calls('ours')} (nginx: {calls('nginx')})."
+            + (f" The whole chain (wrk, proxy, backend) spent {num(med('lo.cps_chain_us', 'ours'), 0)} µs of CPU per "
+               f"connection with ours against {num(med('lo.cps_chain_us', 'nginx'), 0)} µs with nginx (direct: "
+               f"{num(med('lo.cps_chain_us', 'direct'), 0)} µs)." if med('lo.cps_chain_us', 'ours') is not None else "")
             + (" The two ranges overlap "
                f"(ours {num(min(vo), 0)}–{num(max(vo), 0)}, nginx {num(min(vn), 0)}–{num(max(vn), 0)}): on this shared "
                "machine the ratio of the medians is not a precise number." if vo and vn and min(vo) <= max(vn) and min(vn) <= max(vo) else ""))
