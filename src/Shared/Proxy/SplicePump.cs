@@ -36,13 +36,13 @@ internal abstract class SplicePump : LoopWork
     private Direction _up = new(Client, Upstream, upstream: true);
     private Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
+    private bool _deferred;
 
     protected SplicePump()
     {
         Fds[Client] = -1;
         Fds[Upstream] = -1;
     }
-    private bool _deferred;
 
     /// <summary>Whether bytes may move (both sockets connected); until then events are only remembered.</summary>
     protected bool Pumping { get; set; }
@@ -104,7 +104,7 @@ internal abstract class SplicePump : LoopWork
     }
 
     /// <summary>Moves what can be moved in both directions now.</summary>
-    protected void Turn()
+    private void Turn()
     {
         var budget = Budget;
         var up = Move(ref _up, ref budget);
