@@ -48,6 +48,7 @@ internal static partial class LinuxNative
     private const int SOL_SOCKET = 1;
     private const int SO_ERROR = 4;
     private const int SO_LINGER = 13;
+    private const int SO_ATTACH_REUSEPORT_CBPF = 51;
     private const int SOCK_STREAM = 1;
     private const int SOCK_NONBLOCK = 0x800;
     private const int SOCK_CLOEXEC = 0x80000;
@@ -210,6 +211,48 @@ internal static partial class LinuxNative
     {
         var one = 1;
         return SetSockOpt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
+    }
+
+    /// <summary>
+    /// Has the kernel pick among the first <paramref name="sockets"/> sockets of the SO_REUSEPORT group that
+    /// <paramref name="fd"/> belongs to (in the order they started listening) by a hash of the client's address and port
+    /// — a classic BPF program (SO_ATTACH_REUSEPORT_CBPF), so a socket that joins the group later is never picked. The
+    /// hash is computed from the packet itself, since skb->hash is not set for every path (a TUN device's packets have
+    /// none), which would send every connection to the same socket.
+    /// </summary>
+    /// <returns>0, or -1 with errno.</returns>
+    public static unsafe int SteerToFirst(int fd, int sockets)
+    {
+        const uint net = 0xFFF00000; // SKF_NET_OFF: offsets from the network header
+        const uint golden = 0x9E3779B1;
+        var program = stackalloc ulong[]
+        {
+            Op(0x30, 0, 0, net), //  0: ldb [net]            version and header length
+            Op(0x74, 0, 0, 4), //    1: rsh #4
+            Op(0x15, 6, 0, 6), //    2: jeq #6 → 9          IPv6
+            Op(0xb1, 0, 0, net), //  3: ldxb 4*([net]&0xf)  x = IPv4 header length
+            Op(0x48, 0, 0, net), //  4: ldh [x + net]        source port
+            Op(0x24, 0, 0, golden), // 5: mul
+            Op(0x07, 0, 0, 0), //    6: tax
+            Op(0x20, 0, 0, net + 12), // 7: ld [net + 12]   source address
+            Op(0x05, 0, 0, 4), //    8: ja → 13
+            Op(0x28, 0, 0, net + 40), // 9: ldh [net + 40]  source port after the fixed IPv6 header
+            Op(0x24, 0, 0, golden), // 10: mul
+            Op(0x07, 0, 0, 0), //   11: tax
+            Op(0x20, 0, 0, net + 20), // 12: ld [net + 20] last 4 bytes of the source address
+            Op(0xac, 0, 0, 0), //   13: xor x
+            Op(0x24, 0, 0, golden), // 14: mul
+            Op(0x74, 0, 0, 16), //  15: rsh #16
+            Op(0x94, 0, 0, (uint)sockets), // 16: mod #sockets
+            Op(0x16, 0, 0, 0), //   17: ret a
+        };
+        var fprog = stackalloc byte[16]; // struct sock_fprog: u16 len, padding, struct sock_filter* filter
+        *(ushort*)fprog = 18;
+        *(ulong**)(fprog + 8) = program;
+        return SetSockOpt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog, 16);
+
+        // struct sock_filter: u16 code, u8 jt, u8 jf, u32 k (little-endian on x64 and arm64)
+        static ulong Op(ushort code, byte jt, byte jf, uint k) => code | ((ulong)jt << 16) | ((ulong)jf << 24) | ((ulong)k << 32);
     }
 
     /// <summary>Makes the next <see cref="Close"/> send RST instead of FIN (SO_LINGER on, zero seconds).</summary>

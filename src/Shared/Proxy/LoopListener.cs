@@ -36,21 +36,30 @@ internal sealed class ListenerTarget
 }
 
 /// <summary>
-/// A listener of the splice engine: its listening socket is watched by every event loop (EPOLLEXCLUSIVE: a new connection
-/// wakes one loop that is waiting, not all), and the loop that wakes accepts with accept4 until EAGAIN and runs each new
-/// connection itself from then on (<see cref="LoopConnection"/>) — a connection never leaves that loop's thread, from
-/// accept to close. The socket is bound as the sockets engine binds it (SO_REUSEADDR only), so a port someone else holds
-/// fails with "address in use" and nobody can share ours.
+/// A listener of the splice engine: one listening socket per event loop, bound to the same address with SO_REUSEPORT and
+/// each in its own loop's epoll set. The kernel spreads new connections over them by a hash of the client's address and
+/// port; a loop accepts with accept4 until EAGAIN and runs each new connection itself from then on
+/// (<see cref="LoopConnection"/>) — a connection never leaves that loop's thread, from accept to close, and long-lived
+/// connections opened at once (a connection pool) are shared evenly by the loops.
+/// <para>
+/// SO_REUSEPORT lets sockets of the same user share a port, so the port is first claimed the way the sockets engine claims
+/// it: a socket with SO_REUSEADDR only is bound there (kept, not listening, until the loops' sockets listen), which fails
+/// with "address in use" if anything else holds the port, with or without SO_REUSEPORT — another process, or another
+/// listener of ours. A socket of the same user that sets SO_REUSEPORT and binds the port after us does succeed (the kernel
+/// cannot be told to refuse it), but it never gets a connection while our listener is open: the group's steering program
+/// (<see cref="LinuxNative.SteerToFirst"/>) picks only among our sockets, the first to listen. Once ours are closed, the
+/// port is its.
+/// </para>
 /// </summary>
 internal sealed class LoopListener : IProxyListener
 {
-    private readonly Socket _socket;
+    private readonly Socket[] _sockets;
     private readonly Acceptor[] _acceptors;
     private ListenerTarget _target;
 
-    private LoopListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
+    private LoopListener(Socket[] sockets, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, WormholeMetrics metrics, ILogger logger)
     {
-        _socket = socket;
+        _sockets = sockets;
         _target = new ListenerTarget(spec);
         EndPoint = endPoint;
         Metrics = metrics;
@@ -59,7 +68,7 @@ internal sealed class LoopListener : IProxyListener
         IdleTimeoutMs = options.IdleTimeout > TimeSpan.Zero && options.IdleTimeout != Timeout.InfiniteTimeSpan
             ? (long)Math.Ceiling(options.IdleTimeout.TotalMilliseconds)
             : -1;
-        _acceptors = [.. engine.Loops.Select(_ => new Acceptor(this, (int)socket.Handle))];
+        _acceptors = [.. sockets.Select(s => new Acceptor(this, (int)s.Handle))];
     }
 
     public ListenerSpec Spec
@@ -84,19 +93,43 @@ internal sealed class LoopListener : IProxyListener
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
     public static LoopListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
     {
-        var socket = ProxyListener.Bind(endPoint);
-        try
+        var sockets = new List<Socket>(engine.LoopCount);
+        using (var claim = ProxyListener.Bind(endPoint, listen: false)) // fails while anything else holds the port
         {
-            socket.NoDelay = true; // accepted sockets inherit it: one setsockopt less per connection
-            socket.Blocking = false;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
+            try
+            {
+                for (var i = 0; i < engine.LoopCount; i++)
+                {
+                    var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                    sockets.Add(socket);
+                    if (endPoint.Address.Equals(IPAddress.IPv6Any))
+                    {
+                        socket.DualMode = true;
+                    }
+
+                    socket.SetRawSocketOption(1, 2, BitConverter.GetBytes(1)); // SOL_SOCKET, SO_REUSEADDR
+                    socket.SetRawSocketOption(1, 15, BitConverter.GetBytes(1)); // SOL_SOCKET, SO_REUSEPORT
+
+                    socket.NoDelay = true; // accepted sockets inherit it: one setsockopt less per connection
+                    socket.Bind(endPoint);
+                    socket.Listen();
+                    socket.Blocking = false;
+                }
+            }
+            catch
+            {
+                sockets.ForEach(s => s.Dispose());
+                throw;
+            }
         }
 
-        var listener = new LoopListener(socket, spec, endPoint, options, engine, metrics, logger);
+        if (LinuxNative.SteerToFirst((int)sockets[0].Handle, sockets.Count) != 0)
+        {
+            // Without it the kernel's own hash spreads connections as well, but over any socket that joins later too.
+            ProxyLog.SteeringUnavailable(logger, spec.App, endPoint, Marshal.GetLastPInvokeError());
+        }
+
+        var listener = new LoopListener([.. sockets], spec, endPoint, options, metrics, logger);
         for (var i = 0; i < listener._acceptors.Length; i++)
         {
             engine.Loops[i].Post(listener._acceptors[i], LoopWork.StartCommand);
@@ -113,22 +146,23 @@ internal sealed class LoopListener : IProxyListener
             acceptor.Stop();
         }
 
-        // Each loop lets go of the listening descriptor and closes this listener's connections on its own thread; only
-        // then is the descriptor closed, so no loop can accept on a number that was reused meanwhile.
+        // Each loop lets go of its listening descriptor and closes this listener's connections on its own thread; only then
+        // are the descriptors closed, so no loop can accept on a number that was reused meanwhile.
         await Task.WhenAll(_acceptors.Select(a => a.Stopped));
-        _socket.Dispose();
+        foreach (var socket in _sockets)
+        {
+            socket.Dispose();
+        }
     }
 
-    /// <summary>The listening socket as one loop watches it.</summary>
+    /// <summary>One loop's listening socket.</summary>
     private sealed class Acceptor(LoopListener listener, int fd) : LoopWork
     {
         private const int Budget = 64; // connections accepted per event before the loop serves others (the socket stays ready)
         private const int PauseMs = 50;
 
-        // Level-triggered: what is left queued after Budget is reported again. EPOLLEXCLUSIVE: a new connection wakes
-        // one loop that waits (the first one registered that is idle), not every loop; a busy loop still sees the
-        // socket ready at its next epoll_wait. So connections gather on idle loops, as nginx's workers share them.
-        private const uint Interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLEXCLUSIVE;
+        // Level-triggered: what is left queued after Budget is reported again.
+        private const uint Interest = LinuxNative.EPOLLIN;
         private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private long _resumeAt = long.MaxValue; // paused after running out of descriptors or memory
 

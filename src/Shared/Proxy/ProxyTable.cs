@@ -175,9 +175,10 @@ internal sealed class ProxyListener : IProxyListener
         return listener;
     }
 
-    /// <summary>A listening socket on <paramref name="endPoint"/> (both engines bind alike).</summary>
+    /// <summary>A socket bound to <paramref name="endPoint"/> with SO_REUSEADDR only, listening unless
+    /// <paramref name="listen"/> is false (then it only claims the port: see <see cref="LoopListener"/>).</summary>
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
-    public static Socket Bind(IPEndPoint endPoint)
+    public static Socket Bind(IPEndPoint endPoint, bool listen = true)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
@@ -189,7 +190,11 @@ internal sealed class ProxyListener : IProxyListener
 
             AllowRebind(socket);
             socket.Bind(endPoint);
-            socket.Listen();
+            if (listen)
+            {
+                socket.Listen();
+            }
+
             return socket;
         }
         catch
