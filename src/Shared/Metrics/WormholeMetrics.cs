@@ -109,7 +109,7 @@ public sealed class WormholeMetrics
     }
 
     /// <summary>
-    /// The series of one app (<paramref name="kind"/> local or remote), resolved once per proxied connection so the hot
+    /// The series of one app (<paramref name="kind"/> local, remote or global), resolved once per proxied connection so the hot
     /// path only adds to a number. Beyond <see cref="MaxAppSeries"/> distinct apps, the shared <see cref="OtherApp"/> series.
     /// </summary>
     public AppSeries ForApp(string app, string kind)
@@ -159,7 +159,7 @@ public sealed class WormholeMetrics
                 }
             }
 
-            foreach (var kind in new[] { "local", "remote" })
+            foreach (var kind in new[] { "local", "remote", "global" })
             {
                 var folded = _apps.Any(e => e.Key.Kind == kind && e.Key.App != OtherApp && e.Value.App == OtherApp);
                 if (!folded && !keep.Contains((OtherApp, kind)) && _apps.TryRemove((OtherApp, kind), out var other))

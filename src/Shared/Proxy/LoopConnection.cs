@@ -14,6 +14,11 @@ namespace Wormhole.Tunnel.Proxy;
 /// comes back with the addresses, which are tried in turn. The connect timeout and the idle timeout are deadlines the
 /// loop's sweep checks; activity is a timestamp written as bytes move. Closes with RST or FIN as
 /// <see cref="ProxyConnection.EndsWithReset"/> says, as the sockets engine does.
+/// <para>
+/// A listener with a <see cref="ListenerSpec.Picker"/> (a global app) asks it for a site per attempt: a refused connect,
+/// or one still pending after the picker's attempt timeout, is reported and the next site picked is tried, until the
+/// connect timeout; what the client sent meanwhile waits in its socket, so the client sees no error.
+/// </para>
 /// </summary>
 internal sealed class LoopConnection : SplicePump
 {
@@ -32,13 +37,19 @@ internal sealed class LoopConnection : SplicePump
     private SocketError _lastError = SocketError.HostNotFound;
     private long _bytesUp;
     private long _bytesDown;
+    private readonly IUpstreamPicker? _picker;
+    private Upstream? _site; // the picker's site of the current attempt
+    private ulong _tried; // bit i: the picker's site i was tried
+    private long _connectDeadline; // with a picker: the end of every attempt (_deadline is the current attempt's)
+    private bool _siteConnected; // the picker was told Connected; it is told Closed at the end
 
     private LoopConnection(LoopListener listener, int client, IPEndPoint? peer, long now)
     {
         Listener = listener;
         _target = listener.Target;
         var spec = _target.Spec;
-        _series = listener.Metrics.ForApp(spec.App, spec.Kind == ListenerKind.Local ? "local" : "remote");
+        _series = listener.Metrics.ForApp(spec.App, spec.KindLabel);
+        _picker = spec.Picker;
         Fds[Client] = client;
         _peer = peer;
         _acceptedAt = now;
@@ -78,7 +89,12 @@ internal sealed class LoopConnection : SplicePump
         _deadline = Loop.Now + Listener.ConnectTimeoutMs;
         Loop.WakeAt(_deadline);
         _connectStarted = Stopwatch.GetTimestamp();
-        if (_target.Literal is { } literal)
+        if (_picker is not null)
+        {
+            _connectDeadline = _deadline;
+            PickNext();
+        }
+        else if (_target.Literal is { } literal)
         {
             Connect(literal, _target.Family);
         }
@@ -156,6 +172,39 @@ internal sealed class LoopConnection : SplicePump
         Stop(_lastError == SocketError.ConnectionRefused ? ProxyOutcome.UpstreamRefused : ProxyOutcome.UpstreamUnreachable);
     }
 
+    /// <summary>Connects to the next site the picker gives, or ends the connection when none is left or time is up.</summary>
+    private void PickNext()
+    {
+        var site = Loop.Now < _connectDeadline ? _picker!.Pick(_tried) : null;
+        if (site is null)
+        {
+            ProxyLog.UpstreamFailed(Listener.Logger, _target.Spec.App, _site?.Host ?? _target.Spec.TargetHost, _site?.Port ?? _target.Spec.TargetPort, _lastError);
+            Stop(_lastError switch
+            {
+                SocketError.ConnectionRefused => ProxyOutcome.UpstreamRefused,
+                SocketError.TimedOut => ProxyOutcome.UpstreamTimeout,
+                _ => ProxyOutcome.UpstreamUnreachable,
+            });
+            return;
+        }
+
+        _tried |= 1UL << site.Index;
+        _site = site;
+        _deadline = Math.Min(_connectDeadline, Loop.Now + (long)Math.Ceiling(_picker!.AttemptTimeout.TotalMilliseconds));
+        Loop.WakeAt(_deadline);
+        if (!IPAddress.TryParse(site.Host, out var address))
+        {
+            _lastError = SocketError.HostNotFound;
+            _picker.Failed(site, "not an IP address");
+            PickNext();
+            return;
+        }
+
+        Connect(
+            new IPEndPoint(address, site.Port).Serialize(),
+            address.AddressFamily == AddressFamily.InterNetworkV6 ? LinuxNative.AF_INET6 : LinuxNative.AF_INET);
+    }
+
     /// <summary>One address could not be connected to: closes its socket and tries the next.</summary>
     private void AttemptFailed(int errno)
     {
@@ -174,6 +223,13 @@ internal sealed class LoopConnection : SplicePump
             LinuxNative.EMFILE or LinuxNative.ENFILE => SocketError.TooManyOpenSockets,
             _ => SocketError.SocketError,
         };
+        if (_picker is not null)
+        {
+            _picker.Failed(_site!, _lastError == SocketError.ConnectionRefused ? "connection refused" : $"connect failed: {_lastError}");
+            PickNext();
+            return;
+        }
+
         ConnectNext();
     }
 
@@ -194,6 +250,12 @@ internal sealed class LoopConnection : SplicePump
             }
 
             _series.UpstreamConnect.Observe(Stopwatch.GetElapsedTime(_connectStarted).TotalSeconds);
+            if (_site is not null)
+            {
+                _picker!.Connected(_site);
+                _siteConnected = true;
+            }
+
             Pumping = true;
             _lastActivity = Loop.Now;
             if (Listener.IdleTimeoutMs > 0)
@@ -227,6 +289,21 @@ internal sealed class LoopConnection : SplicePump
             if (now < _deadline)
             {
                 return _deadline;
+            }
+
+            if (_picker is not null)
+            {
+                // This site's attempt is over: drop its socket and try the next site (or end, past the connect timeout).
+                if (Fds[Upstream] >= 0)
+                {
+                    LinuxNative.Close(Fds[Upstream]);
+                    Fds[Upstream] = -1;
+                }
+
+                _lastError = SocketError.TimedOut;
+                _picker.Failed(_site!, "connect timed out");
+                PickNext();
+                return Finished || Pumping ? long.MaxValue : _deadline;
             }
 
             ProxyLog.UpstreamFailed(Listener.Logger, _target.Spec.App, _target.Spec.TargetHost, _target.Spec.TargetPort, SocketError.TimedOut);
@@ -320,6 +397,11 @@ internal sealed class LoopConnection : SplicePump
         }
 
         _series.ConnectionsActive.Dec();
+        if (_siteConnected)
+        {
+            _picker!.Closed(_site!);
+        }
+
         if (outcome is ProxyOutcome.UpstreamRefused or ProxyOutcome.UpstreamUnreachable or ProxyOutcome.UpstreamTimeout)
         {
             _series.UpstreamFailures.Inc();

@@ -45,6 +45,7 @@ internal sealed partial class ProxyConnection
     private long _bytesUp;
     private long _bytesDown;
     private int _outcome; // ProxyOutcome; the first abort wins
+    private Upstream? _site; // with a picker: the site connected to, told Closed at the end
 
     public ProxyConnection(Socket client, ListenerSpec spec, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
     {
@@ -52,7 +53,7 @@ internal sealed partial class ProxyConnection
         _spec = spec;
         _options = options;
         // Resolved once: the byte counters are then a plain add per splice or copy.
-        _series = metrics.ForApp(spec.App, spec.Kind == ListenerKind.Local ? "local" : "remote");
+        _series = metrics.ForApp(spec.App, spec.KindLabel);
         _logger = logger;
         _timeProvider = timeProvider;
     }
@@ -88,6 +89,10 @@ internal sealed partial class ProxyConnection
             Close(_client, reset);
             Close(_upstream, reset);
             _series.ConnectionsActive.Dec();
+            if (_site is not null)
+            {
+                _spec.Picker!.Closed(_site);
+            }
         }
 
         var outcome = _outcome == 0 ? ProxyOutcome.Completed : (ProxyOutcome)_outcome;
@@ -109,6 +114,11 @@ internal sealed partial class ProxyConnection
         }
 
         _client.NoDelay = true;
+        if (_spec.Picker is { } picker)
+        {
+            return await ConnectPickedAsync(picker, stopping);
+        }
+
         // Dual-mode when the OS has IPv6, so a name may resolve to either family; every address is tried in turn.
         var upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         Volatile.Write(ref _upstream, upstream);
@@ -135,6 +145,67 @@ internal sealed partial class ProxyConnection
         {
             return ProxyOutcome.ListenerClosed;
         }
+    }
+
+    /// <summary>
+    /// A global listener's connect: the picker's sites in turn, each for at most its attempt timeout, until one connects
+    /// or the connect timeout is over. Each failed attempt is reported to the picker.
+    /// </summary>
+    private async Task<ProxyOutcome> ConnectPickedAsync(IUpstreamPicker picker, CancellationToken stopping)
+    {
+        using var overall = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
+        var tried = 0UL;
+        var last = SocketError.HostNotFound;
+        Upstream? site = null;
+        _connectStarted = _timeProvider.GetTimestamp();
+        while (!overall.IsCancellationRequested && picker.Pick(tried) is { } next)
+        {
+            site = next;
+            tried |= 1UL << site.Index;
+            if (!IPAddress.TryParse(site.Host, out var address))
+            {
+                last = SocketError.HostNotFound;
+                picker.Failed(site, "not an IP address");
+                continue;
+            }
+
+            var upstream = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            Volatile.Write(ref _upstream, upstream);
+            using var attempt = new CancellationTokenSource(picker.AttemptTimeout, _timeProvider);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, overall.Token, attempt.Token);
+            try
+            {
+                await upstream.ConnectAsync(new IPEndPoint(address, site.Port), linked.Token);
+                ObserveConnected();
+                picker.Connected(site);
+                _site = site;
+                return ProxyOutcome.None;
+            }
+            catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+            {
+                last = SocketError.TimedOut;
+                picker.Failed(site, "connect timed out");
+            }
+            catch (SocketException ex) when (!stopping.IsCancellationRequested)
+            {
+                last = ex.SocketErrorCode;
+                picker.Failed(site, last == SocketError.ConnectionRefused ? "connection refused" : $"connect failed: {last}");
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return ProxyOutcome.ListenerClosed;
+            }
+
+            upstream.Dispose();
+        }
+
+        ProxyLog.UpstreamFailed(_logger, _spec.App, site?.Host ?? _spec.TargetHost, site?.Port ?? _spec.TargetPort, last);
+        return last switch
+        {
+            SocketError.ConnectionRefused => ProxyOutcome.UpstreamRefused,
+            SocketError.TimedOut => ProxyOutcome.UpstreamTimeout,
+            _ => ProxyOutcome.UpstreamUnreachable,
+        };
     }
 
     /// <summary>A remote listener does not proxy connections the spec refuses (from the tunnel, at any local address).</summary>

@@ -202,7 +202,9 @@ public sealed partial class Reconciler(
         if (metrics is not null)
         {
             // Series of withdrawn apps go; the app label values left are those of this plan.
-            metrics.RetainApps(plan.LocalListeners.Select(l => ("local", l.App)).Concat(plan.RemoteListeners.Select(r => ("remote", r.App))));
+            metrics.RetainApps(plan.LocalListeners.Select(l => ("local", l.App))
+                .Concat(plan.RemoteListeners.Select(r => ("remote", r.App)))
+                .Concat(plan.GlobalListeners.Select(g => ("global", g.App))));
             metrics.Reconciled(time.GetElapsedTime(started));
         }
 

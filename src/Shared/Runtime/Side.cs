@@ -117,12 +117,13 @@ public static partial class Side
             // anything else sees it), then the WireGuard peers, then the Kubernetes objects pointing at the listeners.
             // Global apps' sites come first: the proxy's global listeners pick among them.
             List<IPlanSink> sinks = [];
-            if (sp.GetService<GlobalSites>() is { } global)
+            var global = sp.GetService<GlobalSites>();
+            if (global is not null)
             {
                 sinks.Add(global);
             }
 
-            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>()));
+            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>(), global is null ? null : global.Find));
             sinks.Add(new WireGuardSink(sp.GetRequiredService<IWireGuardDevice>(), time));
             if (sp.GetService<KubernetesSink>() is { } kubernetes)
             {

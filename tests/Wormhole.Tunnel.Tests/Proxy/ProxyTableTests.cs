@@ -2,7 +2,9 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Global;
 using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Tests.Metrics;
 using static Wormhole.Tunnel.Tests.Proxy.SocketTestKit;
@@ -162,6 +164,80 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
         finally
         {
             queued.ForEach(s => s.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task A_global_listener_moves_a_connection_to_the_next_site_when_one_refuses_and_the_client_sees_no_error()
+    {
+        var b = Own(TargetServer.Saying("from b"));
+        var (_, web) = await GlobalWebAsync(("a", FreePort()), ("b", b.Port), priority: true);
+        var port = await ListenAsync(Global(web));
+
+        for (var i = 0; i < 5; i++)
+        {
+            using var client = await ConnectAsync(port);
+            (await client.ReadTextToEndAsync().WaitAsync(Patience)).Should().Be("from b", "attempt {0} went to the site that answers", i);
+        }
+
+        web.Sites.Single(s => s.Site.Peer == "a").Healthy.Should().BeFalse("the refused connect marked it down at once");
+        await Until(() => web.Sites.Single(s => s.Site.Peer == "b").ActiveConnections == 0, "every closed connection was reported");
+    }
+
+    [Fact]
+    public async Task A_global_listener_gives_a_silent_site_only_the_attempt_timeout_then_connects_to_the_next()
+    {
+        using var silent = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        silent.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        silent.Listen(0);
+        var queued = new List<Socket>();
+        try
+        {
+            await FillAcceptQueueAsync(((IPEndPoint)silent.LocalEndPoint!).Port, queued);
+            var b = Own(TargetServer.Echo());
+            var (_, web) = await GlobalWebAsync(("a", ((IPEndPoint)silent.LocalEndPoint!).Port), ("b", b.Port), priority: true);
+            var port = await ListenAsync(Global(web));
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            using var client = await ConnectAsync(port);
+            await client.SendAsync("sent while the first site was tried");
+            client.Shutdown(SocketShutdown.Send);
+            (await client.ReadTextToEndAsync().WaitAsync(Patience)).Should().Be("sent while the first site was tried");
+            started.Elapsed.Should().BeGreaterThanOrEqualTo(GlobalSites.AttemptTimeout - TimeSpan.FromMilliseconds(50), "the preferred site had its attempt");
+            web.Sites.Single(s => s.Site.Peer == "a").Healthy.Should().BeFalse("the timed-out connect marked it down");
+
+            started.Restart();
+            using var next = await ConnectAsync(port);
+            await next.SendAsync("x");
+            (await next.ReadTextAsync(1).WaitAsync(Patience)).Should().Be("x");
+            started.Elapsed.Should().BeLessThan(GlobalSites.AttemptTimeout, "a down site is not tried while another is healthy");
+        }
+        finally
+        {
+            queued.ForEach(s => s.Dispose());
+        }
+    }
+
+    /// <summary>A global app "web" with the given sites on loopback (in that priority order when <paramref name="priority"/>).</summary>
+    private static async Task<(GlobalSites Sites, GlobalApp Web)> GlobalWebAsync((string Peer, int Port) first, (string Peer, int Port) second, bool priority = false)
+    {
+        var sites = new GlobalSites(TimeProvider.System, NullLogger<GlobalSites>.Instance);
+        var listener = new GlobalListener("web", 0, 80,
+            [new GlobalSite(first.Peer, IPAddress.Loopback, first.Port, 0), new GlobalSite(second.Peer, IPAddress.Loopback, second.Port, priority ? 1 : 0)]);
+        await sites.ApplyAsync(Plan.Empty with { GlobalListeners = [listener] }, CancellationToken.None);
+        return (sites, sites.Find("web")!);
+    }
+
+    private static ListenerSpec Global(GlobalApp web) =>
+        new(ListenerKind.Global, web.Name, IPAddress.Loopback, FreePort(), web.Sites[0].Upstream.Host, web.Sites[0].Upstream.Port, Picker: web);
+
+    private static async Task Until(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline, what);
+            await Task.Delay(10);
         }
     }
 
