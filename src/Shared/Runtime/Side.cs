@@ -95,7 +95,10 @@ public static partial class Side
                 settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
             services.AddSingleton(sp => new KubernetesSink(
                 sp.GetRequiredService<KubeApi>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
-                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>(), sp.GetRequiredService<ReconcileSignal>()));
+                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>(), sp.GetRequiredService<ReconcileSignal>())
+            {
+                GlobalSites = sp.GetService<GlobalSites>() is { } sites ? sites.Describe : null,
+            });
             services.AddSingleton<IPlanSink>(sp => sp.GetRequiredService<KubernetesSink>());
             services.AddSingleton(sp => new BackgroundLoop("generated objects informer", sp.GetRequiredService<KubernetesSink>().RunAsync));
         }
@@ -152,7 +155,11 @@ public static partial class Side
         services.AddSingleton(sp => new BackgroundLoop("local apps", sp.GetRequiredService<ILocalAppSource>().RunAsync));
         if (settings.GlobalServices.Enabled)
         {
-            services.AddSingleton(sp => new GlobalSites(time, sp.GetRequiredService<ILogger<GlobalSites>>()));
+            // A health change is a pass: the generated Service's annotation shows the sites' health.
+            services.AddSingleton(sp => new GlobalSites(time, sp.GetRequiredService<ILogger<GlobalSites>>())
+            {
+                OnHealthChanged = settings.Kubernetes ? (_, _, _, _) => sp.GetRequiredService<ReconcileSignal>().Request() : null,
+            });
             services.AddSingleton(sp => new BackgroundLoop("global health", new GlobalHealthProbe(sp.GetRequiredService<GlobalSites>(), time).RunAsync));
         }
 

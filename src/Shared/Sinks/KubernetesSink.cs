@@ -97,6 +97,9 @@ public sealed partial class KubernetesSink : IPlanSink
     private string? _applied;
 
     /// <param name="signal">Requested when an informer sees drift; null when nothing watches (the sink is driven by hand).</param>
+    /// <summary>A global app's sites and their health for its Service's annotation (global services on), or null.</summary>
+    public Func<string, string?>? GlobalSites { get; init; }
+
     public KubernetesSink(
         KubeApi client,
         KubernetesSinkOptions options,
@@ -130,7 +133,7 @@ public sealed partial class KubernetesSink : IPlanSink
     /// </summary>
     public bool IsUpToDate(Plan plan)
     {
-        var key = Key(GeneratedObjects.Build(plan, _options));
+        var key = Key(GeneratedObjects.Build(plan, _options, GlobalSites));
         lock (_gate)
         {
             return !_dirty && key == _applied;
@@ -144,11 +147,16 @@ public sealed partial class KubernetesSink : IPlanSink
     public async Task<SinkResult> ApplyAsync(Plan plan, CancellationToken cancellationToken)
     {
         await WaitForInformersAsync(cancellationToken);
-        var desired = GeneratedObjects.Build(plan, _options);
-        var wantedBy = new Dictionary<string, RemoteListener>(StringComparer.Ordinal);
+        var desired = GeneratedObjects.Build(plan, _options, GlobalSites);
+        var wantedBy = new Dictionary<string, (string Peer, string App)>(StringComparer.Ordinal);
         foreach (var listener in plan.RemoteListeners)
         {
-            wantedBy.TryAdd(KubeNames.ObjectName(listener.Peer, listener.App), listener);
+            wantedBy.TryAdd(KubeNames.ObjectName(listener.Peer, listener.App), (listener.Peer, listener.App));
+        }
+
+        foreach (var global in plan.GlobalListeners)
+        {
+            wantedBy.TryAdd(GeneratedObjects.GlobalName(global.App), ("every peer (global service)", global.App));
         }
 
         var graceLeft = _started + _startupGrace - _time.GetUtcNow();
@@ -191,7 +199,7 @@ public sealed partial class KubernetesSink : IPlanSink
 
     /// <summary>Returns when to pass again (deletions deferred by the startup grace, a write that lost a race), or null.</summary>
     private async Task<TimeSpan?> SyncAsync<T>(
-        IReadOnlyList<T> desired, Kind<T> kind, Dictionary<string, RemoteListener> wantedBy, TimeSpan graceLeft, CancellationToken cancellationToken)
+        IReadOnlyList<T> desired, Kind<T> kind, Dictionary<string, (string Peer, string App)> wantedBy, TimeSpan graceLeft, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
         if (kind.AtStart is null)
@@ -539,7 +547,7 @@ public sealed partial class KubernetesSink : IPlanSink
     }
 
     /// <summary>A Warning Event on the object and a log line, once per clash (until it goes away or changes).</summary>
-    private async Task ReportClashAsync<T>(T current, Kind<T> kind, string owner, RemoteListener wantedBy, CancellationToken cancellationToken)
+    private async Task ReportClashAsync<T>(T current, Kind<T> kind, string owner, (string Peer, string App) wantedBy, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
         var name = current.Metadata.Name!;
