@@ -149,6 +149,12 @@ public static partial class Side
             };
             var metrics = sp.GetRequiredService<WormholeMetrics>();
             metrics.OnCollect(() => metrics.SetApps(reconciler.Current.LocalListeners.Length, reconciler.Current.RemoteListeners.Length));
+            if (sp.GetService<GlobalSites>() is { } globalSites)
+            {
+                metrics.OnCollect(() => metrics.SetGlobalSites(
+                    [.. globalSites.Apps.SelectMany(a => a.Sites.Select(s => (a.Name, s.Site.Peer, s.Healthy, s.ActiveConnections)))]));
+            }
+
             return reconciler;
         });
         services.AddSingleton(sp => new BackgroundLoop("reconcile", ct => ReconcileWhenReadyAsync(sp, ct)));

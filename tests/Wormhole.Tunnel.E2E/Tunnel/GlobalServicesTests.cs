@@ -53,6 +53,14 @@ public class GlobalServicesTests
         await BackInRotationAsync(lab, port, "from site-b");
         Timings.Record("global services: veth up -> its site answers through the global listener again", [plugged.Elapsed]);
 
+        using (var metrics = await lab.Hub.HttpGetAsync("http://127.0.0.1:8090/metrics"))
+        {
+            var text = await metrics.Content.ReadAsStringAsync();
+            text.Should().Contain("wormhole_global_site_healthy{app=\"web\",site=\"site-a\"} 1")
+                .And.Contain("wormhole_global_site_healthy{app=\"web\",site=\"site-b\"} 1")
+                .And.Contain("wormhole_proxy_connections_total{app=\"web\",kind=\"global\"}");
+        }
+
         foreach (var (what, r) in new[] { ("kill", killed), ("veth down", unplugged) })
         {
             r.Failed.Should().BeLessThanOrEqualTo(1, "after the {0}, only a request in flight at the fault may fail", what);
