@@ -58,6 +58,17 @@ public sealed class ServerChartTests
     }
 
     [Fact]
+    public async Task Global_services_are_off_by_default_and_the_values_map_to_their_flags()
+    {
+        var off = await HelmChart.TemplateAsync(Release, Ns, "server.enabled=true", "server.wg.publicHost=10.1.2.3");
+        off.Args.Should().NotContain(a => a.StartsWith("--global", StringComparison.Ordinal));
+
+        var on = await HelmChart.TemplateAsync(Release, Ns, "server.enabled=true", "server.wg.publicHost=10.1.2.3",
+            "globalServices.enabled=true", "globalServices.priority.web={site-a,site-b}", "globalServices.priority.db={site-b}");
+        on.Args.Should().ContainInConsecutiveOrder("--global-services", "--global-priority=db=site-b", "--global-priority=web=site-a,site-b");
+    }
+
+    [Fact]
     public async Task Numeric_credentials_and_psk_given_with_set_stay_the_digits_the_user_typed()
     {
         var m = await HelmChart.TemplateAsync(Release, Ns, [.. HelmChart.Server, "server.basicAuth.password=12345678", "peering.psk=20240101"]);
