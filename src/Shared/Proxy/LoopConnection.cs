@@ -223,9 +223,16 @@ internal sealed class LoopConnection : SplicePump
             LinuxNative.EMFILE or LinuxNative.ENFILE => SocketError.TooManyOpenSockets,
             _ => SocketError.SocketError,
         };
-        if (_picker is not null)
+        if (_picker is not null && _lastError != SocketError.TooManyOpenSockets) // out of descriptors here: no fault of the site's
         {
             _picker.Failed(_site!, _lastError == SocketError.ConnectionRefused ? "connection refused" : $"connect failed: {_lastError}");
+            PickNext();
+            return;
+        }
+
+        if (_picker is not null)
+        {
+            _connectDeadline = 0; // ends the connection: another site would need a descriptor too
             PickNext();
             return;
         }
