@@ -544,11 +544,12 @@ if "loopback" in sections:
             return num(unit('http', v, ps('http', key, v)), 2)
         busiest, total = med("prof.http.conns_busiest", "nginx"), med("prof.http.conns_total", "nginx")
         spread = ("" if not busiest or not total else
-                  " Both proxies accept alike: every nginx worker, and every one of our event loops, has the listening "
-                  "socket in its epoll set with EPOLLEXCLUSIVE, and the one that wakes accepts what is queued and keeps "
-                  "those connections, so connections gather where a worker was waiting first (nginx had "
-                  f"{num(busiest, 0)} of its {num(total, 0)} connections on one worker in the profiled run), and a "
-                  "busy worker finds many ready sockets per wake-up.")
+                  " The two accept differently: every nginx worker has the listening socket in its epoll set with "
+                  "EPOLLEXCLUSIVE, and the one that wakes accepts what is queued and keeps those connections, so "
+                  f"connections gather where a worker was waiting first (nginx had {num(busiest, 0)} of its "
+                  f"{num(total, 0)} connections on one worker in the profiled run); each of our event loops has a "
+                  "listening socket of its own (SO_REUSEPORT), and the kernel spreads new connections over them by a "
+                  "hash of the client's address and port, so the 64 connections are shared about evenly.")
         findings.append(
             f"**Loopback HTTP** ({p99_note}; {num(med('lo.rps', 'ours'), 0)} against "
             f"{num(med('lo.rps', 'nginx'), 0)} req/s, {rcell(ratio(med('lo.rps', 'ours'), med('lo.rps', 'nginx')))}; the "
