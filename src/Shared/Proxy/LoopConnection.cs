@@ -26,6 +26,7 @@ internal sealed class LoopConnection : SplicePump
 
     private readonly ListenerTarget _target;
     private readonly WormholeMetrics.AppSeries _series;
+    private readonly IUpstreamPicker? _picker; // a global listener's: it gives the site of each attempt
     private readonly IPEndPoint? _peer; // only when the closing line is logged
     private readonly long _acceptedAt;
     private long _connectStarted; // Stopwatch timestamp: name lookup and connect time, for the histogram
@@ -37,7 +38,6 @@ internal sealed class LoopConnection : SplicePump
     private SocketError _lastError = SocketError.HostNotFound;
     private long _bytesUp;
     private long _bytesDown;
-    private readonly IUpstreamPicker? _picker;
     private Upstream? _site; // the picker's site of the current attempt
     private ulong _tried; // bit i: the picker's site i was tried
     private long _connectDeadline; // with a picker: the end of every attempt (_deadline is the current attempt's)
