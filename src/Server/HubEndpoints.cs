@@ -215,7 +215,7 @@ internal static partial class HubEndpoints
         // Refused syncs: one line per interval per paired peer (and one for senders that are no peer) plus a count.
         var refusals = new LogRateLimiter(time ?? TimeProvider.System, LogRateLimiter.DefaultInterval, (peer, count, interval) =>
             LogSyncRefusalsSuppressed(logger, count, peer, interval.TotalSeconds));
-        var trim = new MemoryTrim(logger, time ?? TimeProvider.System);
+        var trim = new MemoryTrim(logger, time ?? TimeProvider.System, stopping);
 
         // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
         app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));

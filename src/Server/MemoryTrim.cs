@@ -12,7 +12,7 @@ namespace Wormhole.Tunnel.Server;
 /// withdrawn listeners). Further triggers while one is pending join it, so a peer sending huge syncs in a loop causes
 /// at most one collection per <see cref="Delay"/>. Ordinary syncs (a few KB, a few apps changed) never trigger it.
 /// </summary>
-internal sealed partial class MemoryTrim(ILogger logger, TimeProvider time)
+internal sealed partial class MemoryTrim(ILogger logger, TimeProvider time, CancellationToken stopping)
 {
     public const long LargeBodyBytes = 1024 * 1024;
     public const int LargeWithdrawal = 256;
@@ -36,12 +36,16 @@ internal sealed partial class MemoryTrim(ILogger logger, TimeProvider time)
         {
             try
             {
-                await Task.Delay(Delay, time);
+                await Task.Delay(Delay, time, stopping);
                 Interlocked.Exchange(ref _pending, 0);
                 var before = Environment.WorkingSet;
                 var started = time.GetTimestamp();
                 GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
                 LogTrimmed(logger, before / (1024 * 1024), Environment.WorkingSet / (1024 * 1024), time.GetElapsedTime(started).TotalMilliseconds);
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                // the hub is stopping: nothing to give back
             }
             catch (Exception ex)
             {
