@@ -215,6 +215,7 @@ internal static partial class HubEndpoints
         // Refused syncs: one line per interval per paired peer (and one for senders that are no peer) plus a count.
         var refusals = new LogRateLimiter(time ?? TimeProvider.System, LogRateLimiter.DefaultInterval, (peer, count, interval) =>
             LogSyncRefusalsSuppressed(logger, count, peer, interval.TotalSeconds));
+        var trim = new MemoryTrim(logger, time ?? TimeProvider.System, stopping);
 
         // Spokes probe this through the tunnel to check a cached pairing (no ICMP needed).
         app.MapGet("/health", () => Results.Text("ok", "text/plain; charset=utf-8"));
@@ -310,7 +311,9 @@ internal static partial class HubEndpoints
                 return Fail(peer.Name, StatusCodes.Status503ServiceUnavailable, $"the hub cannot store this sync: {storeFailure}");
             }
 
+            var appsBefore = remoteApps.CountOf(peer.Name);
             remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => new Apps.AppDescriptor(a.Name, a.Address, peer.Name, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+            trim.AfterSync(body.Length, appsBefore, remoteApps.CountOf(peer.Name));
 
             if (context.Request.Headers.TryGetValue(SyncHeaders.Wait, out var known))
             {

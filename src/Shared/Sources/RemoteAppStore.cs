@@ -24,6 +24,9 @@ public sealed class RemoteAppStore(ReconcileSignal signal, TimeProvider time, in
         return peers.Values.Select(e => e.Apps).ToList();
     }
 
+    /// <summary>How many apps of <paramref name="peer"/> are kept (at most the quota); 0 for an unknown peer.</summary>
+    public int CountOf(string peer) => _peers.TryGetValue(peer, out var entry) ? entry.Apps.Apps.Count : 0;
+
     /// <summary>Records a sync from <paramref name="peer"/>; requests a recompute when its apps changed.</summary>
     public void Update(string peer, IPAddress tunnelAddress, IReadOnlyList<AppDescriptor> apps)
     {
