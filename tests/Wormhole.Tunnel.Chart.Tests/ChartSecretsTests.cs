@@ -19,6 +19,7 @@ public sealed class ChartSecretsTests
         References(m).Should().BeEquivalentTo(new Dictionary<string, (string, string, bool)>
         {
             ["INVITE_TOKEN"] = ("hub-psk", "token", false),
+            ["PREVIOUS_INVITE_TOKEN"] = ("hub-psk", "previous-psk", true),
             ["BASIC_AUTH_USERNAME"] = ("hub-admin", "username", true),
             ["BASIC_AUTH_PASSWORD"] = ("hub-admin", "password", true),
         });
@@ -41,6 +42,36 @@ public sealed class ChartSecretsTests
 
         References(m).Keys.Should().BeEquivalentTo(["INVITE_TOKEN"]);
         m.Get("Secret", "wormhole-server-env")["stringData"]!.AsObject().Select(p => p.Key).Should().Equal("INVITE_TOKEN");
+    }
+
+    [Fact]
+    public async Task A_previous_psk_and_a_join_token_come_from_the_charts_secret_or_the_users()
+    {
+        var rotating = await HelmChart.TemplateAsync("wormhole-server", Ns, [.. HelmChart.Server, "peering.previousPsk=old-psk-123456"]);
+        References(rotating)["PREVIOUS_INVITE_TOKEN"].Should().Be(("wormhole-server-env", "PREVIOUS_INVITE_TOKEN", false));
+        rotating.Get("Secret", "wormhole-server-env")["stringData"]!["PREVIOUS_INVITE_TOKEN"]!.GetValue<string>().Should().Be("old-psk-123456");
+
+        var own = await HelmChart.TemplateAsync("wormhole-server", Ns, [.. HelmChart.Server, "peering.existingSecret=hub-psk"]);
+        References(own)["PREVIOUS_INVITE_TOKEN"].Should().Be(("hub-psk", "previous-psk", true), "read from the user's Secret when the key is there");
+
+        var joining = await HelmChart.TemplateAsync("site-b", Ns, [.. HelmChart.Client, "peering.joinToken=wh1.a.b.c.d"]);
+        References(joining)["JOIN_TOKEN"].Should().Be(("wormhole-site-b-env", "JOIN_TOKEN", false));
+        joining.Get("Secret", "wormhole-site-b-env")["stringData"]!["JOIN_TOKEN"]!.GetValue<string>().Should().Be("wh1.a.b.c.d");
+        joining.Args.Should().NotContain(a => a.Contains("wh1.a.b.c.d", StringComparison.Ordinal));
+
+        var joiningOwn = await HelmChart.TemplateAsync("site-b", Ns, [.. HelmChart.Client, "peering.joinTokenExistingSecret=site-b-token"]);
+        References(joiningOwn)["JOIN_TOKEN"].Should().Be(("site-b-token", "join-token", false));
+        References(await HelmChart.TemplateAsync("site-b", Ns, HelmChart.Client)).Keys.Should().NotContain("JOIN_TOKEN");
+    }
+
+    [Fact]
+    public async Task Psk_pairing_can_be_turned_off_and_the_quotas_reach_both_sides()
+    {
+        var hub = await HelmChart.TemplateAsync("wormhole-server", Ns, [.. HelmChart.Server, "peering.pskPairing=false", "quotas.maxAppsPerPeer=50"]);
+        hub.Args.Should().Contain(["--pairing-psk=false", "--max-apps-per-peer=50", "--max-metadata-bytes=16384", "--max-app-name-length=253"]);
+
+        var spoke = await HelmChart.TemplateAsync("site-b", Ns, HelmChart.Client);
+        spoke.Args.Should().Contain("--max-apps-per-peer=1000").And.NotContain("--pairing-psk=false");
     }
 
     [Theory]
