@@ -33,6 +33,7 @@ public sealed class ClientChartTests
         m.Container["image"]!.GetValue<string>().Should().Be("ghcr.io/wormhole-tunnel/wormhole-client:1.0.0");
         m.Args.Should().Equal(
             "--name=dev1", "--kubernetes", "--kubernetes-namespace=dev1", "--kubernetes-labels=application=wormhole-dev1", "--network-policies",
+            "--max-apps-per-peer=1000", "--max-metadata-bytes=16384", "--max-app-name-length=253",
             "--kubernetes-gc-grace=15s", "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090", "--log-format=console",
             "--server=http://wormhole-server.server.svc.cluster.local:8080");
         var env = m.ConfigEnvironment;

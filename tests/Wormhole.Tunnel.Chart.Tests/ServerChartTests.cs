@@ -36,7 +36,8 @@ public sealed class ServerChartTests
         m.Container["image"]!.GetValue<string>().Should().Be("ghcr.io/wormhole-tunnel/wormhole-server:1.0.0");
         m.Args.Should().Equal(
             "--name=server", "--kubernetes", "--kubernetes-namespace=wormhole", "--kubernetes-labels=application=wormhole-server",
-            "--network-policies", "--kubernetes-gc-grace=60s", "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090",
+            "--network-policies", "--max-apps-per-peer=1000", "--max-metadata-bytes=16384", "--max-app-name-length=253",
+            "--kubernetes-gc-grace=60s", "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090",
             "--log-format=console", "--wg-public-host=hub.example.com", "--wg-port=51820", "--wg-internal-host=10.188.0.1",
             "--wg-subnet-mask=24", "--ext-server-listen-address=0.0.0.0:8080", "--int-server-listen-port=8081");
         m.ConfigEnvironment.Should().Equal(new Dictionary<string, string>
