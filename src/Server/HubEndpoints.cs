@@ -310,7 +310,7 @@ internal static partial class HubEndpoints
                 return Fail(peer.Name, StatusCodes.Status503ServiceUnavailable, $"the hub cannot store this sync: {storeFailure}");
             }
 
-            remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => new Apps.AppDescriptor(a.Name, a.Address, peer.Name, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+            remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => a.ToDescriptor(peer.Name)).ToList());
 
             if (context.Request.Headers.TryGetValue(SyncHeaders.Wait, out var known))
             {
