@@ -89,7 +89,11 @@ public sealed class WormholeMetrics
         // Hub only: absent until the hub sets it (a spoke has no peer registry).
         Peers = factory.CreateGauge("wormhole_peers", "Paired peers.", new GaugeConfiguration { SuppressInitialValue = true });
         _appsGauge = factory.CreateGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", "kind");
+        Http = new HttpMetrics(factory);
     }
+
+    /// <summary>Per-request metrics of the HTTP listeners (apps marked HTTP).</summary>
+    public HttpMetrics Http { get; }
 
     public CollectorRegistry Registry { get; }
 
