@@ -111,6 +111,8 @@ for k, label in [("date", "date"), ("nproc", "nproc"), ("cpu", "CPU (/proc/cpuin
         continue
     w(f"| {label} | {meta.get(k, '?')} |")
 w(f"| machine busy in the 3 s before starting | {meta.get('busy_before', '?')} % of one core (of 200 %) |")
+if meta.get("nice", "0") != "0":
+    w(f"| scheduling priority of everything the run started | nice {meta['nice']} (the machine was shared with other work) |")
 w("")
 w("A 2-core virtual machine: the load generators (iperf3, wrk), the backends and the proxies all share the same 2 "
   "cores, so most data-plane numbers are CPU-bound, and whatever else runs on the machine adds noise (the spread "
@@ -137,6 +139,10 @@ if "loopback" in sections:
     o, n = med("lo.p99", "ours"), med("lo.p99", "nginx")
     target("Loopback HTTP 1 KiB p99 ≤ nginx's, same run (wrk, 64 connections)", f"{num(o)} ms vs {num(n)} ms",
            None if o is None or n is None else o <= n, "" if o is None or n is None or o <= n else f"{o / n:.2f}× nginx's p99")
+    for key, label in (("lo.rps", "Loopback HTTP 1 KiB req/s (64 connections): ≥ 1.0× nginx stream, same run"),
+                       ("lo.cps", "Loopback new connections per second (`Connection: close`): ≥ 1.0× nginx stream, same run")):
+        r = ratio(med(key, "ours"), med(key, "nginx"))
+        target(label, rcell(r), None if r is None else r >= 1.0, short_by(r, 1.0))
 if "wireguard" in sections:
     for s in ("1", "8"):
         r = ratio(med(f"wg.iperf{s}", "ours"), med(f"wg.iperf{s}", "direct"))
@@ -144,6 +150,13 @@ if "wireguard" in sections:
                None if r is None else r >= 0.97, short_by(r, 0.97))
     r = ratio(med("wg.rps", "ours"), med("wg.rps", "direct"))
     target("Over WireGuard, HTTP 1 KiB req/s: ≥ 0.97× direct", rcell(r), None if r is None else r >= 0.97, short_by(r, 0.97))
+    for key, label in (("wg.rps", "Over WireGuard, HTTP 1 KiB req/s: ≥ 1.0× the reference shape (nginx → WG → nginx), same run"),
+                       ("wg.cps", "Over WireGuard, new connections per second: ≥ 1.0× the reference shape, same run")):
+        r = ratio(med(key, "ours"), med(key, "reference"))
+        target(label, rcell(r), None if r is None else r >= 1.0, short_by(r, 1.0))
+    o, n = med("wg.p99", "ours"), med("wg.p99", "reference")
+    target("Over WireGuard, HTTP 1 KiB p99 ≤ the reference shape's, same run", f"{num(o)} ms vs {num(n)} ms",
+           None if o is None or n is None else o <= n, "" if o is None or n is None or o <= n else f"{o / n:.2f}× the reference's p99")
 if "control" in sections:
     for d, label in [("spoke-to-hub", "spoke's apps file → hub"), ("hub-to-spoke", "hub's apps file → spoke")]:
         for k in ("expose", "unexpose"):
@@ -171,7 +184,7 @@ if "wireguard" in sections:
 
 w("## Targets")
 w("")
-w("| Target (issue #5) | Measured (median) | Verdict | |")
+w("| Target (issues #5 and #13) | Measured (median) | Verdict | |")
 w("|---|---|---|---|")
 for t in targets:
     w(f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} |")
@@ -208,12 +221,18 @@ if "loopback" in sections:
             ("lo.iperf8_cpu", "Proxy CPU during iperf3 8 streams (% of one core)", 0),
             ("lo.rps_cpu", "Proxy CPU during HTTP (% of one core)", 0),
             ("lo.cps_cpu", "Proxy CPU during new connections (% of one core)", 0),
+            ("lo.rps_chain_us", "CPU time per HTTP request of the whole chain: wrk + proxy + backend (µs)", 1),
+            ("lo.cps_chain_us", "… per new connection (µs)", 0),
             ("lo.iperf1_machine", "Whole machine busy during iperf3 1 stream (% of one core, of 200)", 0),
             ("lo.rps_machine", "Whole machine busy during HTTP (% of one core, of 200)", 0)]
     for key, label, d in rows:
         r = ratio(med(key, "ours"), med(key, "nginx"))
         w(f"| {label} | {cell(key, 'direct', d)} | {cell(key, 'nginx', d)} | {cell(key, 'ours', d)} | {cell(key, 'sockets', d)} | {rcell(r)} |")
     errs = {v: sum(vals("lo.rps_errors", v)) + sum(vals("lo.cps_errors", v)) for v in ("direct", "nginx", "ours", "sockets")}
+    w("")
+    w("CPU time of the whole chain: the user and system time of wrk (perf stat), the proxy and the backend (/proc) during a "
+      "run, divided by the requests wrk completed in it. Rates and latencies depend on how the machine's cores are shared "
+      "at that moment; CPU time per request much less so, which makes it the steadier comparison on a shared machine.")
     w("")
     w("Memory: the proxy's RSS with 1,000 connections open (each carried one keep-alive `GET /1k`, or `GET /1m` for "
       "the second row, then idle) minus its RSS before them, on a fresh proxy process each time (after 10 warm-up "
@@ -232,7 +251,8 @@ if "wireguard" in sections:
       "→ WireGuard → nginx on the spoke's tunnel address → backend, both nginx with the reference's `nginx.conf` "
       "(`worker_processes auto; worker_connections 1024;`, one stream `server { listen; proxy_pass; }` per app). "
       "**ours**: the hub's remote listener (`localhost:<port>` from `/api/apps`) → WireGuard → the spoke's local "
-      "listener → backend: the product end to end.")
+      "listener → backend: the product end to end. iperf3 and wrk as in section 1; new connections: wrk with "
+      "`Connection: close`, every connection a new TCP connection through both proxies and the tunnel.")
     w(section_info("wireguard"))
     w("")
     w("| | direct | reference shape (nginx → WG → nginx) | ours | ours ÷ direct | ours ÷ reference |")
@@ -241,26 +261,30 @@ if "wireguard" in sections:
                           ("wg.iperf8", "Throughput, iperf3 8 streams (Gbit/s)", 2),
                           ("wg.rps", "HTTP 1 KiB, 64 connections (req/s)", 0),
                           ("wg.p50", "… latency p50 (ms)", 2),
-                          ("wg.p99", "… latency p99 (ms)", 2)]:
+                          ("wg.p99", "… latency p99 (ms)", 2),
+                          ("wg.cps", "New connections per second (wrk, `Connection: close`)", 0)]:
         w(f"| {label} | {cell(key, 'direct', d)} | {cell(key, 'reference', d)} | {cell(key, 'ours', d)} | "
           f"{rcell(ratio(med(key, 'ours'), med(key, 'direct')))} | {rcell(ratio(med(key, 'ours'), med(key, 'reference')))} |")
+    w("")
+    werrs = {v: sum(vals("wg.rps_errors", v)) + sum(vals("wg.cps_errors", v)) for v in ("direct", "reference", "ours")}
+    w(f"wrk socket errors and non-2xx answers, all runs: direct {werrs['direct']:.0f}, reference {werrs['reference']:.0f}, ours {werrs['ours']:.0f}.")
     w("")
     w("Where the CPU goes (% of one core, median; the machine has 200 %). *Rest* is the whole machine's busy time "
       "minus the listed processes: the load generator, the backend, and kernel work (softirq, veth, TUN) not charged to them.")
     w("")
-    w("| process | iperf3 1 stream: direct | reference | ours | HTTP: direct | reference | ours |")
-    w("|---|---|---|---|---|---|---|")
+    w("| process | iperf3 1 stream: direct | reference | ours | HTTP: direct | reference | ours | new connections: direct | reference | ours |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     comps = [("wg-go-hub", "wireguard-go, hub"), ("wg-go-spoke", "wireguard-go, spoke"), ("nginx-hub", "nginx, hub side"),
              ("nginx-spoke", "nginx, spoke side"), ("hub", "wormhole-server (hub)"), ("spoke", "wormhole-client (spoke)")]
     for key, label in comps:
-        w(f"| {label} | " + " | ".join(num(med(f"wg.cpu.{load}.{key}", v), 0) for load in ("iperf", "http") for v in ("direct", "reference", "ours")) + " |")
+        w(f"| {label} | " + " | ".join(num(med(f"wg.cpu.{load}.{key}", v), 0) for load in ("iperf", "http", "cps") for v in ("direct", "reference", "ours")) + " |")
     rest = {}
-    for load in ("iperf", "http"):
+    for load in ("iperf", "http", "cps"):
         for v in ("direct", "reference", "ours"):
             m = med(f"wg.cpu.{load}.machine", v)
             rest[(load, v)] = None if m is None else m - sum(med(f"wg.cpu.{load}.{k}", v) or 0 for k, _ in comps)
-    w("| rest | " + " | ".join(num(rest[(load, v)], 0) for load in ("iperf", "http") for v in ("direct", "reference", "ours")) + " |")
-    w("| **whole machine** | " + " | ".join(num(med(f"wg.cpu.{load}.machine", v), 0) for load in ("iperf", "http") for v in ("direct", "reference", "ours")) + " |")
+    w("| rest | " + " | ".join(num(rest[(load, v)], 0) for load in ("iperf", "http", "cps") for v in ("direct", "reference", "ours")) + " |")
+    w("| **whole machine** | " + " | ".join(num(med(f"wg.cpu.{load}.machine", v), 0) for load in ("iperf", "http", "cps") for v in ("direct", "reference", "ours")) + " |")
     w("")
 
 if "control" in sections or "kube" in sections or "spokes" in sections or "wireguard" in sections:
@@ -422,16 +446,20 @@ if "loopback" in sections:
     def ps(load, key, v):
         return med(f"prof.{load}.{key}", v)
 
-    w("### The proxy's cost per byte and per request (loopback)")
+    w("### The proxy's cost per byte, per request and per connection (loopback)")
     w("")
     w("`perf stat` on each proxy process for 2 s while the load runs (nginx: master and workers), divided by what the "
-      "proxy carried in those seconds. **iperf3** columns per MiB carried, **HTTP** columns per request.")
+      "proxy carried in those seconds. **iperf3** columns per MiB carried, **HTTP** columns per request (64 keep-alive "
+      "connections), **new connections** columns per request with `Connection: close` (so per connection: accept, "
+      "connect to the backend, one exchange, close).")
     w("")
-    w("| | iperf3: nginx | iperf3: ours | HTTP: nginx | HTTP: ours |")
-    w("|---|---|---|---|---|")
-    rate = {(l, v): ps(l, "rate", v) for l in ("iperf", "http") for v in ("nginx", "ours")}
+    LOADS = ("iperf", "http", "cps")
+    w("| | iperf3: nginx | iperf3: ours | HTTP: nginx | HTTP: ours | new connections: nginx | new connections: ours |")
+    w("|---|---|---|---|---|---|---|")
+    rate = {(l, v): ps(l, "rate", v) for l in LOADS for v in ("nginx", "ours")}
     w(f"| throughput during the sample | {num(per(rate[('iperf', 'nginx')], 1e9 / 8))} Gbit/s | {num(per(rate[('iperf', 'ours')], 1e9 / 8))} Gbit/s | "
-      f"{num(rate[('http', 'nginx')], 0)} req/s | {num(rate[('http', 'ours')], 0)} req/s |")
+      f"{num(rate[('http', 'nginx')], 0)} req/s | {num(rate[('http', 'ours')], 0)} req/s | "
+      f"{num(rate[('cps', 'nginx')], 0)} conn/s | {num(rate[('cps', 'ours')], 0)} conn/s |")
 
     def unit(load, v, x):
         r = rate[(load, v)]
@@ -440,22 +468,21 @@ if "loopback" in sections:
         return x / (r / 1048576) if load == "iperf" else x / r
 
     def row(label, key, scale=1.0, digits=None):
-        vs = [unit(l, v, ps(l, key, v)) for l in ("iperf", "http") for v in ("nginx", "ours")]
+        vs = [unit(l, v, ps(l, key, v)) for l in LOADS for v in ("nginx", "ours")]
         w(f"| {label} | " + " | ".join(num(None if x is None else x * scale, digits) for x in vs) + " |")
 
     row("CPU time (µs)", "task-clock", 1000)
     row("context switches", "context-switches", 1, 2)
-    for sc, label in [("recvfrom", "recvfrom"), ("read", "read"), ("readv", "readv"), ("sendto", "sendto"), ("write", "write"),
-                      ("writev", "writev"), ("epoll_wait", "epoll_wait"), ("epoll_ctl", "epoll_ctl"), ("futex", "futex"),
-                      ("sched_yield", "sched_yield"), ("accept4", "accept4"), ("connect", "connect")]:
-        vs = [ps(l, f"syscalls:sys_enter_{sc}", v) for l in ("iperf", "http") for v in ("nginx", "ours")]
+    for sc in ("recvfrom", "read", "readv", "sendto", "write", "writev", "epoll_wait", "epoll_ctl", "futex", "sched_yield",
+               "accept4", "socket", "connect", "setsockopt", "getsockopt", "getsockname", "getpeername", "fcntl", "ioctl",
+               "shutdown", "close"):
+        vs = [ps(l, f"syscalls:sys_enter_{sc}", v) for l in LOADS for v in ("nginx", "ours")]
         if any(x for x in vs):
-            row(f"`{label}` calls", f"syscalls:sys_enter_{sc}", 1, 2)
+            row(f"`{sc}` calls", f"syscalls:sys_enter_{sc}", 1, 2)
     row("… `recvfrom` that returned EAGAIN (nothing to read yet)", "syscalls:sys_exit_recvfrom", 1, 2)
     row("`splice` calls", "syscalls:sys_enter_splice", 1, 2)
     row("… `splice` that returned EAGAIN (nothing to read yet, or no room to write)", "syscalls:sys_exit_splice", 1, 2)
-    w(f"| CPU used (% of one core) | {num(per(ps('iperf', 'task-clock', 'nginx'), 10))} | {num(per(ps('iperf', 'task-clock', 'ours'), 10))} | "
-      f"{num(per(ps('http', 'task-clock', 'nginx'), 10))} | {num(per(ps('http', 'task-clock', 'ours'), 10))} |")
+    w("| CPU used (% of one core) | " + " | ".join(num(per(ps(l, 'task-clock', v), 10)) for l in LOADS for v in ("nginx", "ours")) + " |")
     w("")
     prof = open(a.profile).read().strip() if os.path.exists(a.profile) else ""
     if prof:
@@ -516,15 +543,13 @@ if "loopback" in sections:
         def hu(key, v):
             return num(unit('http', v, ps('http', key, v)), 2)
         busiest, total = med("prof.http.conns_busiest", "nginx"), med("prof.http.conns_total", "nginx")
-        ew_o = unit('http', 'ours', ps('http', 'syscalls:sys_enter_epoll_wait', 'ours'))
-        ew_n = unit('http', 'nginx', ps('http', 'syscalls:sys_enter_epoll_wait', 'nginx'))
-        woke_more = ew_o is not None and ew_n is not None and ew_o > ew_n
-        spread = ("" if not busiest or not total or not woke_more else
-                  f" How the proxies spread wrk's connections differs: nginx's workers accept as they wake, and "
-                  f"{num(busiest, 0)} of its {num(total, 0)} connections sat on one worker in the profiled run, so that "
-                  "worker finds many ready sockets per wake-up; ours hands connections to its loops in turn (one per "
-                  "core), so each loop has fewer ready sockets per wake-up and sleeps more often, and every sleep is a "
-                  "wake-up the backend or wrk pays for.")
+        spread = ("" if not busiest or not total else
+                  " The two accept differently: every nginx worker has the listening socket in its epoll set with "
+                  "EPOLLEXCLUSIVE, and the one that wakes accepts what is queued and keeps those connections, so "
+                  f"connections gather where a worker was waiting first (nginx had {num(busiest, 0)} of its "
+                  f"{num(total, 0)} connections on one worker in the profiled run); each of our event loops has a "
+                  "listening socket of its own (SO_REUSEPORT), and the kernel spreads new connections over them by a "
+                  "hash of the client's address and port, so the 64 connections are shared about evenly.")
         findings.append(
             f"**Loopback HTTP** ({p99_note}; {num(med('lo.rps', 'ours'), 0)} against "
             f"{num(med('lo.rps', 'nginx'), 0)} req/s, {rcell(ratio(med('lo.rps', 'ours'), med('lo.rps', 'nginx')))}; the "
@@ -540,6 +565,9 @@ if "loopback" in sections:
             f"{num(None if hc_n is None else hc_n * 1000, 1)} µs, with {hu('syscalls:sys_enter_epoll_wait', 'ours')} "
             f"`epoll_wait` and {hu('context-switches', 'ours')} context switches per request (nginx "
             f"{hu('syscalls:sys_enter_epoll_wait', 'nginx')} and {hu('context-switches', 'nginx')})." + spread
+            + (f" The whole chain (wrk, proxy, backend) spent {num(med('lo.rps_chain_us', 'ours'), 1)} µs of CPU per request "
+               f"with ours against {num(med('lo.rps_chain_us', 'nginx'), 1)} µs with nginx (direct, without a proxy: "
+               f"{num(med('lo.rps_chain_us', 'direct'), 1)} µs)." if med('lo.rps_chain_us', 'ours') is not None else "")
             + (" The two p99 ranges overlap: on this machine the difference cannot be told apart from run-to-run noise."
                if max(pv_o) >= min(pv_n) and max(pv_n) >= min(pv_o) else
                " The p99 of both proxies swings with whatever else the machine runs, so read it with its range."))
@@ -552,10 +580,42 @@ if "loopback" in sections:
             f"and {num(None if b0 is None else b0 * 1024 / 1000, 1)} KiB. Ours holds no payload buffer per connection: a "
             "direction borrows a pipe (bulk) or a 16 KiB stash (a message its receiver could not take at once) from its "
             "event loop only while bytes are in flight and gives it back once they are sent (the loop keeps up to 64 of "
-            "each), so what stays per idle connection is its bookkeeping "
-            "(the connection object, its task, idle timer and two socket objects) whatever it carried; nginx keeps its "
+            "each), so what stays per idle connection is its bookkeeping (one object per connection on its event loop, "
+            "its two descriptors and the kernel's socket buffers) whatever it carried; nginx keeps its "
             "16 KiB `proxy_buffer_size` buffers allocated for the connection's life. (The sockets engine rents two 64 KiB "
             "buffers per connection for its life.)")
+    co_, cn_ = med("lo.cps", "ours"), med("lo.cps", "nginx")
+    if co_ is not None and cn_ is not None:
+        def calls(v):
+            parts = []
+            for sc in ("accept4", "socket", "connect", "epoll_ctl", "setsockopt", "getsockopt", "getsockname", "fcntl", "ioctl",
+                       "recvfrom", "sendto", "writev", "shutdown", "close", "epoll_wait"):
+                x = unit("cps", v, ps("cps", f"syscalls:sys_enter_{sc}", v))
+                if x is not None and x >= 0.05:
+                    parts.append(f"{num(x, 2)} `{sc}`")
+            return ", ".join(parts)
+        cc_o = unit("cps", "ours", ps("cps", "task-clock", "ours"))
+        cc_n = unit("cps", "nginx", ps("cps", "task-clock", "nginx"))
+        vo, vn = vals("lo.cps", "ours"), vals("lo.cps", "nginx")
+        findings.append(
+            f"**New connections** ({num(co_, 0)} against {num(cn_, 0)} per second, {rcell(ratio(co_, cn_))} nginx; the "
+            f"sockets engine {num(med('lo.cps', 'sockets'), 0)}). Each of our event loops accepts from the listening "
+            "socket itself (accept4 until EAGAIN, as nginx's workers do) and runs the connection it accepted from there "
+            "to its close on that one thread: the upstream socket is created and connected non-blocking on the loop, "
+            "both descriptors join its epoll set at once, and the connect, idle and close are handled there, with no "
+            "object but the connection's own and no timer per connection (the loop checks deadlines when the earliest "
+            "is due). Per connection ours spends "
+            f"{num(None if cc_o is None else cc_o * 1000, 1)} µs of CPU against nginx's "
+            f"{num(None if cc_n is None else cc_n * 1000, 1)} µs, with "
+            f"{num(unit('cps', 'ours', ps('cps', 'context-switches', 'ours')), 2)} context switches (nginx "
+            f"{num(unit('cps', 'nginx', ps('cps', 'context-switches', 'nginx')), 2)}); its system calls per connection: "
+            f"{calls('ours')} (nginx: {calls('nginx')})."
+            + (f" The whole chain (wrk, proxy, backend) spent {num(med('lo.cps_chain_us', 'ours'), 0)} µs of CPU per "
+               f"connection with ours against {num(med('lo.cps_chain_us', 'nginx'), 0)} µs with nginx (direct: "
+               f"{num(med('lo.cps_chain_us', 'direct'), 0)} µs)." if med('lo.cps_chain_us', 'ours') is not None else "")
+            + (" The two ranges overlap "
+               f"(ours {num(min(vo), 0)}–{num(max(vo), 0)}, nginx {num(min(vn), 0)}–{num(max(vn), 0)}): on this shared "
+               "machine the ratio of the medians is not a precise number." if vo and vn and min(vo) <= max(vn) and min(vn) <= max(vo) else ""))
 if "wireguard" in sections:
     r = ratio(med("wg.rps", "ours"), med("wg.rps", "direct"))
     wgo = {v: (med("wg.cpu.http.wg-go-hub", v) or 0) + (med("wg.cpu.http.wg-go-spoke", v) or 0) for v in ("direct", "reference", "ours")}
@@ -593,6 +653,22 @@ if "wireguard" in sections:
         + (f"The reference's nginx pair pays the same kind of price, less of it ({rcell(ratio(med('wg.rps', 'reference'), med('wg.rps', 'direct')))} direct for HTTP)."
            if (med("wg.rps", "reference") or 0) > (med("wg.rps", "ours") or 0) else
            f"The reference's nginx pair pays the same kind of price ({rcell(ratio(med('wg.rps', 'reference'), med('wg.rps', 'direct')))} direct for HTTP)."))
+if "wireguard" in sections and med("wg.rps", "reference") is not None:
+    def pair(load, v):
+        keys = ("nginx-hub", "nginx-spoke") if v == "reference" else ("hub", "spoke")
+        return sum(med(f"wg.cpu.{load}.{k}", v) or 0 for k in keys)
+    po, pn = med("wg.p99", "ours"), med("wg.p99", "reference")
+    co_, cn_ = med("wg.cps", "ours"), med("wg.cps", "reference")
+    findings.append(
+        f"**Small messages over WireGuard, against the reference shape** (both proxy pairs on the same tunnel, same run): "
+        f"{num(med('wg.rps', 'ours'), 0)} against {num(med('wg.rps', 'reference'), 0)} req/s "
+        f"({rcell(ratio(med('wg.rps', 'ours'), med('wg.rps', 'reference')))}), p99 {num(po)} against {num(pn)} ms, and "
+        f"{num(co_, 0)} against {num(cn_, 0)} new connections per second ({rcell(ratio(co_, cn_))}). Our two proxies "
+        f"(the hub's remote listener and the spoke's local one) used {num(pair('http', 'ours'), 0)} % of one core during "
+        f"HTTP and {num(pair('cps', 'ours'), 0)} % during new connections; the reference's two nginx "
+        f"{num(pair('http', 'reference'), 0)} % and {num(pair('cps', 'reference'), 0)} %. wireguard-go takes most of the "
+        f"machine either way ({num((med('wg.cpu.http.wg-go-hub', 'ours') or 0) + (med('wg.cpu.http.wg-go-spoke', 'ours') or 0), 0)} % "
+        "with ours during HTTP), so what a proxy pair saves per request goes to the tunnel.")
 if "control" in sections:
     e = med("sync.exposed_ms", "1000")
     if e is not None:
@@ -635,10 +711,6 @@ for f in findings:
     w(f"- {f}")
 w("")
 cand = []
-if "loopback" in sections:
-    cand.append("New connections per second: connections are accepted by .NET's socket engine and handed to the event "
-                "loop; accepting on the loops themselves (one `SO_REUSEPORT` listener per loop) would save a thread "
-                "hand-off per connection.")
 if "wireguard" in sections:
     hub_maps = os.path.join(a.smaps_dir, "smaps-hub.txt") if a.smaps_dir else ""
     linq = bool(hub_maps) and os.path.exists(hub_maps) and "System.Linq.Expressions" in open(hub_maps).read()

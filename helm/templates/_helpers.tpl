@@ -54,12 +54,14 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* The side's image; the tag is docker.version, or the chart's appVersion when that is empty. */}}
 {{- define "wormhole.image" -}}
 {{- $repository := ternary .Values.docker.image .Values.docker.clientImage (eq (include "wormhole.role" .) "server") -}}
+{{- $tag := include "wormhole.str" .Values.docker.version | default .Chart.AppVersion -}}
 {{- if .Values.docker.registry -}}
-{{- printf "%s/%s:%s" (trimSuffix "/" .Values.docker.registry) $repository (toString .Values.docker.version) -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .Values.docker.registry) $repository $tag -}}
 {{- else -}}
-{{- printf "%s:%s" $repository (toString .Values.docker.version) -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 

@@ -18,7 +18,7 @@ public sealed class ClientChartTests
 
         m.Identities.Should().BeEquivalentTo(
         [
-            "Secret/wormhole-dev1-env", "ServiceAccount/wormhole-dev1", "PersistentVolumeClaim/wormhole-dev1",
+            "Secret/wormhole-dev1-env", "ConfigMap/wormhole-dev1-config", "ServiceAccount/wormhole-dev1", "PersistentVolumeClaim/wormhole-dev1",
             "ClusterRole/wormhole-dev1-dev1", "ClusterRoleBinding/wormhole-dev1-dev1", "Role/wormhole-dev1", "RoleBinding/wormhole-dev1",
             "Service/wormhole-dev1-api", "Service/wormhole-dev1-metrics", "Deployment/wormhole-dev1", "NetworkPolicy/wormhole-dev1",
         ]);
@@ -30,12 +30,13 @@ public sealed class ClientChartTests
         var m = await HelmChart.TemplateAsync(Release, Ns, HelmChart.Client);
 
         m.PodSpec["containers"]!.AsArray().Should().ContainSingle();
-        m.Container["image"]!.GetValue<string>().Should().Be("ghcr.io/wormhole-tunnel/wormhole-client:latest");
+        m.Container["image"]!.GetValue<string>().Should().Be("ghcr.io/wormhole-tunnel/wormhole-client:1.0.0");
         m.Args.Should().Equal(
             "--name=dev1", "--kubernetes", "--kubernetes-namespace=dev1", "--kubernetes-labels=application=wormhole-dev1", "--network-policies",
-            "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090", "--log-format=console",
+            "--kubernetes-gc-grace=15s", "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090", "--log-format=console",
             "--server=http://wormhole-server.server.svc.cluster.local:8080");
-        var env = m.SecretEnvironment;
+        var env = m.ConfigEnvironment;
+        env.Keys.Should().BeEquivalentTo(["INVITE_TOKEN", "CLIENT_METADATA"]);
         env["INVITE_TOKEN"].Should().Be("correct-horse-battery-staple");
         JsonSerializer.Deserialize<Dictionary<string, string>>(env["CLIENT_METADATA"]).Should().Equal(new Dictionary<string, string>
         {
@@ -48,7 +49,7 @@ public sealed class ClientChartTests
     {
         var m = await HelmChart.TemplateAsync(Release, Ns, HelmChart.ClientMinimal);
 
-        m.SecretEnvironment["CLIENT_METADATA"].Should().Be("{}");
+        m.ConfigEnvironment["CLIENT_METADATA"].Should().Be("{}");
         m.Args.Should().NotContain(["--network-policies", "--metrics", "--debug"]);
         m.OfKind("NetworkPolicy").Should().BeEmpty();
         m.Identities.Should().NotContain("Service/wormhole-dev1-metrics");
@@ -77,9 +78,10 @@ public sealed class ClientChartTests
         container["allowPrivilegeEscalation"]!.GetValue<bool>().Should().BeFalse();
         container["readOnlyRootFilesystem"]!.GetValue<bool>().Should().BeTrue();
         m.PodSpec["securityContext"]!["runAsUser"]!.GetValue<long>().Should().Be(0);
-        Rules(m.OfKind("ClusterRole").Single()).Should().BeEquivalentTo([("", "services", "get,list,watch"), ("", "events", "create,get,patch")]);
+        Rules(m.OfKind("ClusterRole").Single()).Should().BeEquivalentTo([("", "services", "list,watch"), ("", "events", "create,get,patch")]);
         Rules(m.OfKind("Role").Single()).Select(r => r.Resource).Should().BeEquivalentTo(["services", "networkpolicies"]);
-        m.Container["readinessProbe"]!["httpGet"]!["path"]!.GetValue<string>().Should().Be("/health");
+        m.Container["readinessProbe"]!["httpGet"]!["path"]!.GetValue<string>().Should().Be("/readyz");
+        m.Container["livenessProbe"]!["httpGet"]!["path"]!.GetValue<string>().Should().Be("/livez");
         m.Deployment["spec"]!["strategy"]!["type"]!.GetValue<string>().Should().Be("Recreate");
     }
 

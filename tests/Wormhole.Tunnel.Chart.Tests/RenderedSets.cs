@@ -11,10 +11,13 @@ public static class RenderedSets
         { "hub in cluster", "server", "server", "server", HelmChart.ServerInCluster },
         { "hub with every option", "server", "hub", "hub", [.. HelmChart.Server, "server.debug=true", "logFormat=json", "wireguard.mountTunDevice=true",
             "docker.pullSecrets[0]=regcred", "server.priorityClassName=high", "server.nodeSelector.kubernetes\\.io/os=linux",
-            "server.tolerations[0].operator=Exists", "server.extraArgs[0]=--peer-ttl=2m", "server.wg.port=51821", "server.pvc.storageClassName=standard"] },
+            "server.tolerations[0].operator=Exists", "server.extraArgs[0]=--peer-ttl=2m", "server.wg.port=51821", "server.pvc.storageClassName=standard",
+            "server.extraArgs[1]=--stuck-after=2m", "globalServices.enabled=true", "globalServices.priority.web={site-a,site-b}"] },
+        { "hub with existing secrets", "server", "wormhole-server", "wormhole", [.. HelmChart.Server, "peering.existingSecret=hub-psk", "server.basicAuth.existingSecret=hub-admin"] },
         { "spoke", "client", "dev1", "dev1", HelmChart.Client },
         { "minimal spoke", "client", "wormhole-client", "wormhole", HelmChart.ClientMinimal },
         { "spoke with every option", "client", "client", "client", [.. HelmChart.Client, "client.debug=true", "logFormat=json", "client.pvc.enabled=false",
-            "client.extraArgs[0]=--kubernetes-gc-grace=30s", "client.basicAuth.username=u", "client.basicAuth.password=p"] },
+            "client.kubernetesGcGrace=30s", "client.extraArgs[0]=--peer-ttl=90s", "client.basicAuth.username=u", "client.basicAuth.password=p",
+            "globalServices.enabled=true", "globalServices.priority.db={hub}"] },
     };
 }

@@ -33,13 +33,13 @@ public sealed class ServerChartTests
 
         m.PodSpec["containers"]!.AsArray().Should().ContainSingle("the process is proxy and WireGuard manager at once: no nginx, no sidecar");
         m.Container["name"]!.GetValue<string>().Should().Be("wormhole");
-        m.Container["image"]!.GetValue<string>().Should().Be("ghcr.io/wormhole-tunnel/wormhole-server:latest");
+        m.Container["image"]!.GetValue<string>().Should().Be("ghcr.io/wormhole-tunnel/wormhole-server:1.0.0");
         m.Args.Should().Equal(
             "--name=server", "--kubernetes", "--kubernetes-namespace=wormhole", "--kubernetes-labels=application=wormhole-server",
-            "--network-policies", "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090",
+            "--network-policies", "--kubernetes-gc-grace=60s", "--state-dir=/storage", "--api-listen-address=0.0.0.0:8082", "--metrics", "--metrics-port=8090",
             "--log-format=console", "--wg-public-host=hub.example.com", "--wg-port=51820", "--wg-internal-host=10.188.0.1",
             "--wg-subnet-mask=24", "--ext-server-listen-address=0.0.0.0:8080", "--int-server-listen-port=8081");
-        m.SecretEnvironment.Should().Equal(new Dictionary<string, string>
+        m.ConfigEnvironment.Should().Equal(new Dictionary<string, string>
         {
             ["INVITE_TOKEN"] = "correct-horse-battery-staple", ["BASIC_AUTH_USERNAME"] = "kajtek", ["BASIC_AUTH_PASSWORD"] = "12345678",
         });
@@ -58,12 +58,23 @@ public sealed class ServerChartTests
     }
 
     [Fact]
+    public async Task Global_services_are_off_by_default_and_the_values_map_to_their_flags()
+    {
+        var off = await HelmChart.TemplateAsync(Release, Ns, "server.enabled=true", "server.wg.publicHost=10.1.2.3");
+        off.Args.Should().NotContain(a => a.StartsWith("--global", StringComparison.Ordinal));
+
+        var on = await HelmChart.TemplateAsync(Release, Ns, "server.enabled=true", "server.wg.publicHost=10.1.2.3",
+            "globalServices.enabled=true", "globalServices.priority.web={site-a,site-b}", "globalServices.priority.db={site-b}");
+        on.Args.Should().ContainInConsecutiveOrder("--global-services", "--global-priority=db=site-b", "--global-priority=web=site-a,site-b");
+    }
+
+    [Fact]
     public async Task Numeric_credentials_and_psk_given_with_set_stay_the_digits_the_user_typed()
     {
         var m = await HelmChart.TemplateAsync(Release, Ns, [.. HelmChart.Server, "server.basicAuth.password=12345678", "peering.psk=20240101"]);
 
-        m.SecretEnvironment["BASIC_AUTH_PASSWORD"].Should().Be("12345678", "glothriel/wormhole's dev setup sets exactly this");
-        m.SecretEnvironment["INVITE_TOKEN"].Should().Be("20240101");
+        m.ConfigEnvironment["BASIC_AUTH_PASSWORD"].Should().Be("12345678", "glothriel/wormhole's dev setup sets exactly this");
+        m.ConfigEnvironment["INVITE_TOKEN"].Should().Be("20240101");
     }
 
     [Theory]
@@ -123,16 +134,16 @@ public sealed class ServerChartTests
     }
 
     [Fact]
-    public async Task One_replica_recreated_probed_on_health_and_restarted_when_the_secret_changes()
+    public async Task One_replica_recreated_probed_on_readiness_and_liveness_and_restarted_when_the_secret_changes()
     {
         var m = await HelmChart.TemplateAsync(Release, Ns, HelmChart.Server);
 
         var spec = m.Deployment["spec"]!;
         spec["replicas"]!.GetValue<long>().Should().Be(1);
         spec["strategy"]!["type"]!.GetValue<string>().Should().Be("Recreate");
-        foreach (var probe in new[] { "livenessProbe", "readinessProbe" })
+        foreach (var (probe, path) in new[] { ("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/livez") })
         {
-            m.Container[probe]!["httpGet"]!["path"]!.GetValue<string>().Should().Be("/health");
+            m.Container[probe]!["httpGet"]!["path"]!.GetValue<string>().Should().Be(path);
             m.Container[probe]!["httpGet"]!["port"]!.GetValue<string>().Should().Be("api");
         }
 
@@ -162,21 +173,25 @@ public sealed class ServerChartTests
     }
 
     [Fact]
-    public async Task Rbac_reads_services_and_writes_events_cluster_wide_and_manages_services_and_policies_only_in_the_namespace()
+    public async Task Rbac_grants_the_verbs_the_code_uses_and_no_more()
     {
         var m = await HelmChart.TemplateAsync(Release, Ns, HelmChart.Server);
 
+        // Cluster-wide: the Services informer (KubernetesAppSource: LIST and WATCH of every namespace's Services) and the
+        // EventRecorder (POST an Event, GET it and PATCH its count when it is seen again). No GET of a single Service.
         Rules(m.OfKind("ClusterRole").Single()).Should().BeEquivalentTo(
         [
-            ("", "services", "get,list,watch"),
+            ("", "services", "list,watch"),
             ("", "events", "create,get,patch"),
         ]);
+        // In the release namespace, KubernetesSink on generated Services and NetworkPolicies: LIST (garbage collection),
+        // POST, GET after a 409 on create, PATCH, DELETE, and WATCH (drift). Never PUT (update).
         var role = m.OfKind("Role").Single();
         Manifests.Namespace(role).Should().Be(Ns);
         Rules(role).Should().BeEquivalentTo(
         [
-            ("", "services", "create,delete,get,list,patch,update,watch"),
-            ("networking.k8s.io", "networkpolicies", "create,delete,get,list,patch,update,watch"),
+            ("", "services", "create,delete,get,list,patch,watch"),
+            ("networking.k8s.io", "networkpolicies", "create,delete,get,list,patch,watch"),
         ]);
         foreach (var binding in m.OfKind("ClusterRoleBinding").Concat(m.OfKind("RoleBinding")))
         {

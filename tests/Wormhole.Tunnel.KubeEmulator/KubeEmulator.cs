@@ -52,6 +52,12 @@ public sealed record KubeEmulatorOptions
     public IReadOnlyList<string>? CertificateDnsNames { get; init; }
 }
 
+/// <summary>One request as the emulator received it: method, path with query, the client's User-Agent, and when it arrived.</summary>
+public sealed record ReceivedRequest(string Method, string Target, string UserAgent, DateTimeOffset At)
+{
+    public override string ToString() => $"{Method} {Target}";
+}
+
 /// <summary>The impersonation headers of one request, as the apiserver reads them.</summary>
 public sealed record Impersonation(string Request, string? User, IReadOnlyList<string> Groups);
 
@@ -62,10 +68,13 @@ public sealed record Impersonation(string Request, string? User, IReadOnlyList<s
 /// </summary>
 public sealed class KubeEmulator : IAsyncDisposable
 {
+    /// <summary>Where the request log is served (see <see cref="ReceivedRequests"/>).</summary>
+    public const string RequestLogPath = "/emulator/requests";
+
     private readonly WebApplication _app;
     private readonly ObjectStore _store;
     private readonly KubeEmulatorOptions _options;
-    private readonly ConcurrentQueue<string> _requests = new();
+    private readonly ConcurrentQueue<ReceivedRequest> _requests = new();
     private readonly ConcurrentQueue<Impersonation> _impersonations = new();
     private readonly X509Certificate2? _authority;
     private volatile string _token;
@@ -122,7 +131,13 @@ public sealed class KubeEmulator : IAsyncDisposable
     public int WatchCount => _store.WatchCount;
 
     /// <summary>Every request so far as <c>METHOD /path?query</c>, oldest first.</summary>
-    public IReadOnlyList<string> Requests => _requests.ToArray();
+    public IReadOnlyList<string> Requests => _requests.Select(r => r.ToString()).ToArray();
+
+    /// <summary>
+    /// Every request so far with its User-Agent, oldest first. Also served (to a client with the token) as JSON at
+    /// <c>GET /emulator/requests[?from=N]</c> — a path no apiserver has — for tests that drive a separate emulator process.
+    /// </summary>
+    public IReadOnlyList<ReceivedRequest> ReceivedRequests => _requests.ToArray();
 
     public static async Task<KubeEmulator> StartAsync(KubeEmulatorOptions? options = null, CancellationToken cancellationToken = default)
     {
@@ -266,7 +281,7 @@ public sealed class KubeEmulator : IAsyncDisposable
     private async Task HandleAsync(HttpContext context)
     {
         var request = context.Request;
-        _requests.Enqueue($"{request.Method} {request.Path}{request.QueryString}");
+        _requests.Enqueue(new ReceivedRequest(request.Method, $"{request.Path}{request.QueryString}", request.Headers.UserAgent.ToString(), _options.TimeProvider.GetUtcNow()));
         try
         {
             var auth = request.Headers.Authorization.ToString();
@@ -296,6 +311,14 @@ public sealed class KubeEmulator : IAsyncDisposable
             if (HttpMethods.IsGet(request.Method) && Discovery.Find(path, new Uri(Url).Authority) is { } document)
             {
                 await WriteAsync(context, 200, document);
+            }
+            else if (path == RequestLogPath && HttpMethods.IsGet(request.Method))
+            {
+                var from = int.TryParse(request.Query["from"], NumberStyles.None, CultureInfo.InvariantCulture, out var f) ? f : 0;
+                await WriteAsync(context, 200, new JsonArray(_requests.Skip(from).Select(r => (JsonNode)new JsonObject
+                {
+                    ["method"] = r.Method, ["target"] = r.Target, ["userAgent"] = r.UserAgent, ["at"] = r.At.ToString("O", CultureInfo.InvariantCulture),
+                }).ToArray()));
             }
             else if (path is "/healthz" or "/readyz" or "/livez")
             {

@@ -57,6 +57,8 @@ internal sealed class ObjectStore
     private const int HistoryLimit = 20_000;
     private static readonly string[] TopLevelOrder = ["kind", "apiVersion", "metadata", "spec"];
     private static readonly IPNetwork ServiceRange = IPNetwork.Parse("10.96.0.0/16");
+    private static readonly string[] IpFamilyFields = ["ipFamilies", "ipFamilyPolicy"];
+    private static readonly string[] LoadBalancerFields = ["healthCheckNodePort", "allocateLoadBalancerNodePorts", "loadBalancerClass"];
     private readonly Lock _gate = new();
     private readonly Dictionary<ResourceKind, SortedDictionary<string, JsonObject>> _objects =
         ResourceKind.All.ToDictionary(k => k, _ => new SortedDictionary<string, JsonObject>(StringComparer.Ordinal));
@@ -184,7 +186,7 @@ internal sealed class ObjectStore
         }
     }
 
-    public JsonObject Update(ResourceKind kind, string? ns, string name, JsonObject obj, bool dryRun, string? manager) => Patch(kind, ns, name, _ => obj, dryRun, manager);
+    public JsonObject Update(ResourceKind kind, string? ns, string name, JsonObject obj, bool dryRun, string? manager) => Patch(kind, ns, name, _ => obj, dryRun, manager, uidIsPrecondition: true);
 
     /// <summary>
     /// A server-side apply under the lock: <paramref name="apply"/> gets a copy of the current object (null when missing) and returns the
@@ -201,7 +203,8 @@ internal sealed class ObjectStore
     }
 
     /// <summary>Read-modify-write under the lock: <paramref name="change"/> gets a copy of the current object.</summary>
-    public JsonObject Patch(ResourceKind kind, string? ns, string name, Func<JsonObject, JsonObject> change, bool dryRun, string? manager)
+    /// <param name="uidIsPrecondition">A PUT: another uid in the body fails as a precondition (409), not as an immutable field (422).</param>
+    public JsonObject Patch(ResourceKind kind, string? ns, string name, Func<JsonObject, JsonObject> change, bool dryRun, string? manager, bool uidIsPrecondition = false)
     {
         lock (_gate)
         {
@@ -216,14 +219,24 @@ internal sealed class ObjectStore
 
             SetNamespace(kind, meta, ns);
             var oldMeta = old.Meta();
+            var otherUid = meta.Str("uid") is { Length: > 0 } uid && uid != oldMeta.Str("uid") ? uid : null;
+            if (otherUid is not null && uidIsPrecondition)
+            {
+                // PUT: storage checks the body's uid as a precondition before anything else.
+                throw KubeApiException.Conflict(kind, name, $"Precondition failed: UID in precondition: {otherUid}, UID in object meta: {oldMeta.Str("uid")}");
+            }
+
             if (meta.Str("resourceVersion") is { Length: > 0 } rv && rv != oldMeta.Str("resourceVersion"))
             {
                 throw KubeApiException.Stale(kind, name);
             }
 
-            if (meta.Str("uid") is { Length: > 0 } uid && uid != oldMeta.Str("uid"))
+            if (otherUid is not null)
             {
-                throw KubeApiException.Conflict(kind, name, $"Precondition failed: UID in precondition: {oldMeta.Str("uid")}, UID in object meta: {uid}");
+                // PATCH (apply included): no precondition, the update's metadata validation refuses the changed uid.
+                var errors = new FieldErrors();
+                errors.Invalid("metadata.uid", otherUid, "field is immutable");
+                throw KubeApiException.Invalid(kind, name, errors);
             }
 
             foreach (var field in new[] { "uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp" })
@@ -268,9 +281,14 @@ internal sealed class ObjectStore
             var key = Key(kind, ns, name);
             var old = _objects[kind].GetValueOrDefault(key) ?? throw KubeApiException.NotFound(kind, name);
             var (rv, uid) = (options.Str("preconditions.resourceVersion"), options.Str("preconditions.uid"));
-            if ((rv is not null && rv != old.Str("metadata.resourceVersion")) || (uid is not null && uid != old.Str("metadata.uid")))
+            if (uid is not null && uid != old.Str("metadata.uid"))
             {
-                throw KubeApiException.Conflict(kind, name, $"Precondition failed: ResourceVersion in precondition: {rv ?? uid}, ResourceVersion in object meta: {old.Str("metadata.resourceVersion")}");
+                throw KubeApiException.Conflict(kind, name, $"Precondition failed: UID in precondition: {uid}, UID in object meta: {old.Str("metadata.uid")}");
+            }
+
+            if (rv is not null && rv != old.Str("metadata.resourceVersion"))
+            {
+                throw KubeApiException.Conflict(kind, name, $"Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old.Str("metadata.resourceVersion")}");
             }
 
             if (kind == ResourceKind.Namespaces && name is "default" or "kube-system" or "kube-public")
@@ -523,6 +541,11 @@ internal sealed class ObjectStore
         {
             var spec = obj.Obj("spec");
             var type = (spec["type"] ??= "ClusterIP").ToString();
+            if (old?["spec"] is JsonObject oldSpec)
+            {
+                DropTypeDependentFields(spec, oldSpec);
+            }
+
             spec["sessionAffinity"] ??= "None";
             obj["status"] ??= new JsonObject { ["loadBalancer"] = new JsonObject() };
             if (type == "ExternalName")
@@ -568,6 +591,55 @@ internal sealed class ObjectStore
             if (type == "LoadBalancer")
             {
                 spec["allocateLoadBalancerNodePorts"] ??= true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The Service strategy's dropTypeDependentFields: on an update to a type that does not use them, fields that the
+    /// old type had (and may have had allocated) are wiped unless the update changed them too — node ports, the health
+    /// check node port, allocateLoadBalancerNodePorts, loadBalancerClass, externalTrafficPolicy, and for ExternalName
+    /// the cluster IPs with their families.
+    /// </summary>
+    private static void DropTypeDependentFields(JsonObject spec, JsonObject old)
+    {
+        static bool External(string? type) => type is "NodePort" or "LoadBalancer";
+        var (type, oldType) = (spec.Str("type"), old.Str("type") ?? "ClusterIP");
+        bool Same(string field) => JsonNode.DeepEquals(spec[field], old[field]);
+        if (oldType != "ExternalName" && type == "ExternalName")
+        {
+            if (Same("clusterIP") && Same("clusterIPs"))
+            {
+                spec.Remove("clusterIP");
+                spec.Remove("clusterIPs");
+            }
+
+            foreach (var field in IpFamilyFields.Where(Same))
+            {
+                spec.Remove(field);
+            }
+        }
+
+        var nodePorts = spec["ports"].Objects().Select(p => p["nodePort"].Int()).OfType<long>().ToList();
+        var oldNodePorts = old["ports"].Objects().Select(p => p["nodePort"].Int()).OfType<long>().ToHashSet();
+        if (External(oldType) && !External(type) && nodePorts.All(oldNodePorts.Contains))
+        {
+            foreach (var port in spec["ports"].Objects())
+            {
+                port.Remove("nodePort");
+            }
+        }
+
+        if (External(oldType) && !External(type) && Same("externalTrafficPolicy"))
+        {
+            spec.Remove("externalTrafficPolicy");
+        }
+
+        if (oldType == "LoadBalancer" && type != "LoadBalancer")
+        {
+            foreach (var field in LoadBalancerFields.Where(Same))
+            {
+                spec.Remove(field);
             }
         }
     }

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Wormhole.Tunnel.Apps;
+using Wormhole.Tunnel.Runtime;
 using Wormhole.Tunnel.State;
 using Wormhole.Tunnel.Sync;
 
@@ -128,6 +129,15 @@ public sealed record ApiError([property: JsonPropertyName("error")] string Error
 
 public sealed record HealthMessage([property: JsonPropertyName("message")] string Message);
 
+/// <summary>GET /readyz: <c>ready</c>, or <c>starting</c> with what the side still waits for.</summary>
+public sealed record ReadinessStatus([property: JsonPropertyName("status")] string Status, [property: JsonPropertyName("waiting")] IReadOnlyList<string> Waiting);
+
+/// <summary>A step that has run too long, as GET /livez shows it.</summary>
+public sealed record StuckStepStatus([property: JsonPropertyName("step")] string Step, [property: JsonPropertyName("seconds")] double Seconds);
+
+/// <summary>GET /livez: <c>live</c>, or <c>stuck</c> with the steps that have run for longer than <c>--stuck-after</c>.</summary>
+public sealed record LivenessStatus([property: JsonPropertyName("status")] string Status, [property: JsonPropertyName("stuck")] IReadOnlyList<StuckStepStatus> Stuck);
+
 [JsonSerializable(typeof(List<SyncApp>))]
 [JsonSerializable(typeof(List<PeerV1>))]
 [JsonSerializable(typeof(List<PeerV2>))]
@@ -138,6 +148,8 @@ public sealed record HealthMessage([property: JsonPropertyName("message")] strin
 [JsonSerializable(typeof(List<TokenInfo>))]
 [JsonSerializable(typeof(List<RevocationInfo>))]
 [JsonSerializable(typeof(HealthMessage))]
+[JsonSerializable(typeof(ReadinessStatus))]
+[JsonSerializable(typeof(LivenessStatus))]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
 
 /// <summary>The admin API on :8082 (reference §6), with its shapes and status codes, minus its bugs.</summary>
@@ -157,9 +169,28 @@ public static class AdminApi
     /// <param name="exposedApps">The remote apps exposed on this side (<c>/api/apps/v1</c>).</param>
     /// <param name="peers">The hub's peers; null on a spoke (no peers endpoints, as in the reference).</param>
     /// <param name="tokens">The hub's join tokens (<c>/api/tokens/v1</c>); null on a spoke.</param>
-    public static void MapAdminApi(this IEndpointRouteBuilder app, Func<IEnumerable<AppDescriptor>> exposedApps, IPeerDirectory? peers, BasicAuthCredentials? basicAuth, IJoinTokenIssuer? tokens = null)
+    /// <param name="health">Readiness and liveness (<c>/readyz</c>, <c>/livez</c>); null: those paths are not served.</param>
+    public static void MapAdminApi(this IEndpointRouteBuilder app, Func<IEnumerable<AppDescriptor>> exposedApps, IPeerDirectory? peers, BasicAuthCredentials? basicAuth, IJoinTokenIssuer? tokens = null, Health? health = null)
     {
+        // The reference's health check: 200 whenever the process answers.
         app.MapGet("/health", () => Json(new HealthMessage(HealthText), Context.HealthMessage));
+        if (health is not null)
+        {
+            // Not in the reference: the chart's readiness and startup probe, and its liveness probe.
+            app.MapGet("/readyz", () =>
+            {
+                var waiting = health.Waiting();
+                return Json(new ReadinessStatus(waiting.Count == 0 ? "ready" : "starting", waiting), Context.ReadinessStatus, waiting.Count == 0 ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+            });
+            app.MapGet("/livez", () =>
+            {
+                var stuck = health.Stuck();
+                return Json(
+                    new LivenessStatus(stuck.Count == 0 ? "live" : "stuck", [.. stuck.Select(s => new StuckStepStatus(s.Step, Math.Round(s.Running.TotalSeconds, 1)))]),
+                    Context.LivenessStatus,
+                    stuck.Count == 0 ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+            });
+        }
 
         IResult Apps() => Json(
             exposedApps().Select(a => new SyncApp { Name = a.Name, Address = a.Address, Peer = a.Peer, OriginalPort = a.OriginalPort, TargetLabels = a.TargetLabels }).ToList(),
@@ -380,8 +411,8 @@ public static class AdminApi
     public static bool SecretEquals(string given, string expected) =>
         CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(given)), SHA256.HashData(Encoding.UTF8.GetBytes(expected)));
 
-    private static IResult Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
-        Results.Text(JsonSerializer.Serialize(value, type), JsonType);
+    private static IResult Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, int status = StatusCodes.Status200OK) =>
+        Results.Text(JsonSerializer.Serialize(value, type), JsonType, statusCode: status);
 
     private static IResult Error(int status, string message) =>
         Results.Text(JsonSerializer.Serialize(new ApiError(message), Context.ApiError), JsonType, statusCode: status);

@@ -36,6 +36,9 @@ public sealed record CommonSettings(
     /// <summary>What one peer may take on this side: apps, metadata bytes, name lengths.</summary>
     public Planning.PeerQuotas Quotas { get; init; } = Planning.PeerQuotas.Default;
 
+    /// <summary>--stuck-after: liveness (GET /livez) fails while a step of a loop runs this long.</summary>
+    public TimeSpan StuckAfter { get; init; } = Wormhole.Tunnel.Runtime.Health.DefaultStuckAfter;
+
     /// <summary>Never prints the invite token.</summary>
     public override string ToString() => $"CommonSettings {{ Name = {Name}, StateDir = {StateDir}, WgInterface = {WgInterface}, InviteToken = {(InviteToken is null ? "none" : "(hidden)")} }}";
 }
@@ -95,6 +98,12 @@ public sealed class CommonCli
         DefaultValueFactory = _ => "auto",
     };
 
+    public Option<string> StuckAfter { get; } = new("--stuck-after")
+    {
+        Description = "Liveness (GET /livez on the admin API) fails while a reconcile pass or a wg/ip command has run this long (e.g. 5m)",
+        DefaultValueFactory = _ => "5m",
+    };
+
     public Option<bool> GlobalServices { get; } = new("--global-services")
     {
         Description = "Also consume every app name the peers offer through one listener (and, with --kubernetes, one Service global-<app>) that sends each new connection to a healthy site",
@@ -124,7 +133,7 @@ public sealed class CommonCli
         {
             Name, InviteToken, InviteTokenFile, MaxAppsPerPeer, MaxMetadataBytes, MaxAppNameLength, Kubernetes, KubernetesNamespace, KubernetesLabels, NetworkPolicies, Kubeconfig, KubeContext, AppsFile,
             StateDir, WgInterface, ApiListenAddress, Metrics, MetricsHost, MetricsPort, PeerTtl, GcGrace, LogFormat, Debug, ProxyEngine,
-            GlobalServices, GlobalPriority, Check,
+            GlobalServices, GlobalPriority, StuckAfter, Check,
         })
         {
             command.Options.Add(option);
@@ -224,6 +233,12 @@ public sealed class CommonCli
         {
             throw new OptionsException($"--kubernetes-gc-grace '{graceText}' is not a duration such as 15s.");
         }
+        var stuckText = result.GetValue(StuckAfter)!;
+        if (!Durations.TryParse(stuckText, out var stuckAfter))
+        {
+            throw new OptionsException($"--stuck-after '{stuckText}' is not a duration such as 5m or 30s.");
+        }
+
         var appsFile = result.GetValue(AppsFile);
         if (kubernetes && appsFile is not null)
         {
@@ -269,6 +284,7 @@ public sealed class CommonCli
         {
             GlobalServices = ReadGlobalServices(result.GetValue(GlobalServices), result.GetValue(GlobalPriority) ?? []),
             Quotas = new Planning.PeerQuotas(maxApps, maxMetadata, maxName),
+            StuckAfter = stuckAfter,
         };
     }
 

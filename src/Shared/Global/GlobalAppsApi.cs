@@ -24,7 +24,7 @@ internal sealed partial class GlobalJsonContext : JsonSerializerContext;
 public static class GlobalAppsApi
 {
     /// <summary>The name of an app's generated Service: <c>global-&lt;app&gt;</c>, made valid as per-peer names are.</summary>
-    public static string ServiceName(string app) => KubeNames.ObjectName("global", app);
+    public static string ServiceName(string app) => Sinks.GeneratedObjects.GlobalName(app);
 
     /// <param name="sites">Null when global services are off: the list is empty then.</param>
     /// <param name="kubernetesNamespace">With Kubernetes, the namespace of the generated Services (the address is the Service's); null without.</param>

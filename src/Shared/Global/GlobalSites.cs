@@ -35,6 +35,10 @@ public sealed partial class GlobalSites(TimeProvider time, ILogger<GlobalSites> 
     /// <summary>Called on every health change of a site: (app, site, healthy, why).</summary>
     public Action<GlobalApp, GlobalSite, bool, string>? OnHealthChanged { get; init; }
 
+    /// <summary>An app's sites in order of preference with their health, <c>a=healthy,b=down</c>, or null when it has none.</summary>
+    public string? Describe(string app) =>
+        Find(app) is { } a ? string.Join(",", a.Sites.Select(s => $"{s.Site.Peer}={(s.Healthy ? "healthy" : "down")}")) : null;
+
     /// <summary>The picker of an app's global listener, or null when the app has none.</summary>
     public GlobalApp? Find(string app) => _apps.GetValueOrDefault(app);
 

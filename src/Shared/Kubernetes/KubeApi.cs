@@ -231,18 +231,59 @@ public sealed class KubeApi : IDisposable
             : (await _client.CoreV1.PatchNamespacedEventWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body), cancellationToken);
     }
 
+    /// <summary>
+    /// Server-side apply (<c>application/apply-patch+yaml</c>) of <paramref name="value"/> as <paramref name="fieldManager"/>:
+    /// creates the object or merges it into the live one; the manager owns exactly the fields <paramref name="value"/> names,
+    /// and the fields it named last time and names no more are removed (unless another manager owns them). With
+    /// <paramref name="force"/>, fields other managers own are taken over instead of answering 409. A
+    /// <c>metadata.uid</c> in <paramref name="value"/> is a precondition (409 when the live object is another one).
+    /// </summary>
+    public Task<T> ApplyAsync<T>(T value, string fieldManager, bool force, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var ns = value.Metadata?.NamespaceProperty ?? throw new ArgumentException("The object has no metadata.namespace.", nameof(value));
+        var name = value.Metadata.Name ?? throw new ArgumentException("The object has no metadata.name.", nameof(value));
+        var body = new V1Patch(KubernetesJson.Serialize(value), V1Patch.PatchType.ApplyPatch);
+        return SendAsync("PATCH", KubeResource.For<T>().Path(ns, name), async ct => (T)(object)(typeof(T) == typeof(V1Service)
+            ? (await _client.CoreV1.PatchNamespacedServiceWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, force: force, cancellationToken: ct)).Body
+            : typeof(T) == typeof(V1NetworkPolicy)
+                ? (await _client.NetworkingV1.PatchNamespacedNetworkPolicyWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, force: force, cancellationToken: ct)).Body
+                : throw new NotSupportedException($"{typeof(T).Name} is not applied here.")), cancellationToken);
+    }
+
+    /// <summary>JSON patch (application/json-patch+json, RFC 6902) written as <paramref name="fieldManager"/>.</summary>
+    public Task<T> JsonPatchAsync<T>(string ns, string name, JsonArray operations, string fieldManager, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var body = new V1Patch(operations.ToJsonString(), V1Patch.PatchType.JsonPatch);
+        return SendAsync("PATCH", KubeResource.For<T>().Path(ns, name), async ct => (T)(object)(typeof(T) == typeof(V1Service)
+            ? (await _client.CoreV1.PatchNamespacedServiceWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, cancellationToken: ct)).Body
+            : typeof(T) == typeof(V1NetworkPolicy)
+                ? (await _client.NetworkingV1.PatchNamespacedNetworkPolicyWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, cancellationToken: ct)).Body
+                : throw new NotSupportedException($"{typeof(T).Name} is not patched here.")), cancellationToken);
+    }
+
     /// <summary>Deletes; false when it did not exist.</summary>
     public Task<bool> DeleteAsync<T>(string ns, string name, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta> =>
+        DeleteAsync<T>(ns, name, uid: null, cancellationToken);
+
+    /// <summary>
+    /// Deletes the object named <paramref name="name"/> if it is still the one with <paramref name="uid"/> (a precondition:
+    /// an object made again under the name answers 409 and stays); false when it did not exist.
+    /// </summary>
+    public Task<bool> DeleteAsync<T>(string ns, string name, string? uid, CancellationToken cancellationToken)
+        where T : class, IKubernetesObject<V1ObjectMeta> =>
         SendAsync("DELETE", KubeResource.For<T>().Path(ns, name), async ct =>
         {
+            var options = uid is null ? null : new V1DeleteOptions { Preconditions = new V1Preconditions { Uid = uid } };
             try
             {
                 if (typeof(T) == typeof(V1Service))
                 {
                     try
                     {
-                        using var _ = await _client.CoreV1.DeleteNamespacedServiceWithHttpMessagesAsync(name, ns, cancellationToken: ct);
+                        using var _ = await _client.CoreV1.DeleteNamespacedServiceWithHttpMessagesAsync(name, ns, body: options, cancellationToken: ct);
                     }
                     catch (JsonException)
                     {
@@ -252,11 +293,11 @@ public sealed class KubeApi : IDisposable
                 }
                 else if (typeof(T) == typeof(V1NetworkPolicy))
                 {
-                    using var _ = await _client.NetworkingV1.DeleteNamespacedNetworkPolicyWithHttpMessagesAsync(name, ns, cancellationToken: ct);
+                    using var _ = await _client.NetworkingV1.DeleteNamespacedNetworkPolicyWithHttpMessagesAsync(name, ns, body: options, cancellationToken: ct);
                 }
                 else
                 {
-                    using var _ = await _client.CoreV1.DeleteNamespacedEventWithHttpMessagesAsync(name, ns, cancellationToken: ct);
+                    using var _ = await _client.CoreV1.DeleteNamespacedEventWithHttpMessagesAsync(name, ns, body: options, cancellationToken: ct);
                 }
 
                 return true;

@@ -24,6 +24,8 @@ public sealed class ResourceInformer<T>
     private readonly string _resource = KubeResource.For<T>().Plural;
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Cache _cache = new(ImmutableSortedDictionary.Create<string, T>(StringComparer.Ordinal));
+    private long _lists;
+    private volatile string? _lastProblem;
 
     /// <param name="ns">Namespace, or null for all namespaces.</param>
     public ResourceInformer(KubeApi client, string? ns, string? labelSelector, TimeProvider time, ILogger logger)
@@ -46,6 +48,15 @@ public sealed class ResourceInformer<T>
 
     /// <summary>The objects as of the last applied event, ordered by namespace/name; an immutable copy.</summary>
     public IReadOnlyCollection<T> Snapshot() => Volatile.Read(ref _cache).Values;
+
+    /// <summary>
+    /// How many lists have been applied (the first, and a relist after 410 or a failure). Between two lists the cache
+    /// passed through every state the watch delivered; across a relist it may have skipped some.
+    /// </summary>
+    public long ListCount => Interlocked.Read(ref _lists);
+
+    /// <summary>Why the last list or watch failed, until one succeeds again; null when none has failed.</summary>
+    public string? LastProblem => _lastProblem;
 
     /// <summary>Completes once the first list has been applied.</summary>
     public Task ReadyAsync(CancellationToken cancellationToken) => _ready.Task.WaitAsync(cancellationToken);
@@ -99,6 +110,7 @@ public sealed class ResourceInformer<T>
                 problem = Describe(ex);
             }
 
+            _lastProblem = problem;
             if (problem is null)
             {
                 InformerLog.WatchEnded(_logger, _resource, resourceVersion);
@@ -141,9 +153,12 @@ public sealed class ResourceInformer<T>
         }
 
         Volatile.Write(ref _cache, new Cache(items.ToImmutable()));
+        Interlocked.Increment(ref _lists);
+        _lastProblem = null;
         InformerLog.Listed(_logger, _resource, items.Count, resourceVersion);
-        RaiseChanged();
+        // Ready before the change is announced: a listener that checks ReadyAsync on hearing of it must find it done.
         _ready.TrySetResult();
+        RaiseChanged();
         return resourceVersion;
     }
 

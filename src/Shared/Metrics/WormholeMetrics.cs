@@ -48,6 +48,8 @@ public sealed class WormholeMetrics
     private readonly Histogram _pairingDuration;
     private readonly Histogram _reconcileDuration;
     private readonly Gauge _appsGauge;
+    private readonly Gauge _globalSiteHealthy;
+    private readonly Gauge _globalSiteConnections;
 
     /// <param name="registry">Where the metrics go; a new registry (with prometheus-net's process_* and dotnet_* metrics) when null.</param>
     /// <param name="maxAppSeries">Distinct (app, kind) series per proxy metric; more apps are summed under <see cref="OtherApp"/>.</param>
@@ -89,6 +91,12 @@ public sealed class WormholeMetrics
         // Hub only: absent until the hub sets it (a spoke has no peer registry).
         Peers = factory.CreateGauge("wormhole_peers", "Paired peers.", new GaugeConfiguration { SuppressInitialValue = true });
         _appsGauge = factory.CreateGauge("wormhole_apps", "Apps by kind: local (offered here) and remote (exposed here).", "kind");
+        _globalSiteHealthy = factory.CreateGauge(
+            "wormhole_global_site_healthy", "Global services: 1 while a site of a global app takes new connections, 0 while it is down.",
+            new GaugeConfiguration { LabelNames = ["app", "site"], SuppressInitialValue = true });
+        _globalSiteConnections = factory.CreateGauge(
+            "wormhole_global_site_connections_active", "Global services: connections open now through a global app's listener to a site.",
+            new GaugeConfiguration { LabelNames = ["app", "site"], SuppressInitialValue = true });
         Http = new HttpMetrics(factory);
     }
 
@@ -113,7 +121,7 @@ public sealed class WormholeMetrics
     }
 
     /// <summary>
-    /// The series of one app (<paramref name="kind"/> local or remote), resolved once per proxied connection so the hot
+    /// The series of one app (<paramref name="kind"/> local, remote or global), resolved once per proxied connection so the hot
     /// path only adds to a number. Beyond <see cref="MaxAppSeries"/> distinct apps, the shared <see cref="OtherApp"/> series.
     /// </summary>
     public AppSeries ForApp(string app, string kind)
@@ -163,7 +171,7 @@ public sealed class WormholeMetrics
                 }
             }
 
-            foreach (var kind in new[] { "local", "remote" })
+            foreach (var kind in new[] { "local", "remote", "global" })
             {
                 var folded = _apps.Any(e => e.Key.Kind == kind && e.Key.App != OtherApp && e.Value.App == OtherApp);
                 if (!folded && !keep.Contains((OtherApp, kind)) && _apps.TryRemove((OtherApp, kind), out var other))
@@ -171,6 +179,22 @@ public sealed class WormholeMetrics
                     other.Remove();
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// Sets the global sites' series (global services) to <paramref name="sites"/> and removes those of sites and apps
+    /// that are gone. The sites are paired peers and the apps the plan's, so their label values are bounded.
+    /// </summary>
+    public void SetGlobalSites(IReadOnlyCollection<(string App, string Site, bool Healthy, int Active)> sites)
+    {
+        var current = sites.Select(s => (s.App, s.Site)).ToHashSet();
+        RemoveWhere(_globalSiteHealthy, labels => !current.Contains((labels[0], labels[1])));
+        RemoveWhere(_globalSiteConnections, labels => !current.Contains((labels[0], labels[1])));
+        foreach (var (app, site, healthy, active) in sites)
+        {
+            _globalSiteHealthy.WithLabels(app, site).Set(healthy ? 1 : 0);
+            _globalSiteConnections.WithLabels(app, site).Set(active);
         }
     }
 

@@ -19,16 +19,18 @@ internal enum ProxyOutcome
     UpstreamReset,
     IdleTimeout,
     ListenerClosed,
+    /// <summary>A bug: the connection's handler threw.</summary>
+    Crashed,
 }
 
 /// <summary>
-/// One accepted connection: connect to the target, then pump both directions — with splice(2) on an event loop
-/// (<see cref="SpliceEngine"/>, Linux) or with two copy loops over .NET's async sockets (elsewhere, or when configured).
+/// One accepted connection of the sockets engine (off Linux, or when configured; the splice engine's is
+/// <see cref="LoopConnection"/>): connect to the target, then two copy loops over .NET's async sockets.
 /// When one side sends FIN, the other socket's send side is shut down and the other direction keeps flowing until it
-/// ends too. A reset on either side, the idle timeout or the listener closing aborts both directions: errors and
-/// refusals close both sockets with RST, idle and shutdown with FIN.
+/// ends too. A reset on either side, the idle timeout or the listener closing aborts both directions; how the sockets are
+/// closed is <see cref="EndsWithReset"/>'s.
 /// </summary>
-internal sealed partial class ProxyConnection : IPumpOwner
+internal sealed partial class ProxyConnection
 {
     private readonly Socket _client;
     private readonly ListenerSpec _spec;
@@ -36,26 +38,22 @@ internal sealed partial class ProxyConnection : IPumpOwner
     private readonly WormholeMetrics.AppSeries _series;
     private readonly ILogger _logger;
     private readonly TimeProvider _timeProvider;
-    private readonly SpliceEngine? _engine;
     private Socket? _upstream;
-    private SplicePump? _pump;
-    private CancellationTokenSource? _connectTimeout;
     private ITimer? _idleTimer;
     private long _lastActivity;
     private long _connectStarted;
     private long _bytesUp;
     private long _bytesDown;
     private int _outcome; // ProxyOutcome; the first abort wins
+    private Upstream? _site; // with a picker: the site connected to, told Closed at the end
 
-    /// <param name="engine">The splice data plane, or null for .NET's async sockets.</param>
-    public ProxyConnection(Socket client, ListenerSpec spec, ProxyOptions options, SpliceEngine? engine, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    public ProxyConnection(Socket client, ListenerSpec spec, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
     {
-        _engine = engine;
         _client = client;
         _spec = spec;
         _options = options;
         // Resolved once: the byte counters are then a plain add per splice or copy.
-        _series = metrics.ForApp(spec.App, spec.Kind == ListenerKind.Local ? "local" : "remote");
+        _series = metrics.ForApp(spec.App, spec.KindLabel);
         _logger = logger;
         _timeProvider = timeProvider;
     }
@@ -69,13 +67,12 @@ internal sealed partial class ProxyConnection : IPumpOwner
         using var registration = stopping.UnsafeRegister(static s => ((ProxyConnection)s!).Abort(ProxyOutcome.ListenerClosed), this);
         try
         {
-            var loop = _engine?.NextLoop();
-            var failure = loop is null ? await ConnectAsync(stopping) : await ConnectAndSpliceAsync(loop, stopping);
+            var failure = await ConnectAsync(stopping);
             if (failure is not ProxyOutcome.None)
             {
                 Abort(failure);
             }
-            else if (loop is null)
+            else
             {
                 await PumpAsync(_upstream!);
             }
@@ -88,10 +85,14 @@ internal sealed partial class ProxyConnection : IPumpOwner
         {
             _idleTimer?.Dispose();
             var ended = (ProxyOutcome)_outcome;
-            var reset = ended is not (ProxyOutcome.None or ProxyOutcome.IdleTimeout or ProxyOutcome.ListenerClosed);
+            var reset = EndsWithReset(ended);
             Close(_client, reset);
             Close(_upstream, reset);
             _series.ConnectionsActive.Dec();
+            if (_site is not null)
+            {
+                _spec.Picker!.Closed(_site);
+            }
         }
 
         var outcome = _outcome == 0 ? ProxyOutcome.Completed : (ProxyOutcome)_outcome;
@@ -113,6 +114,11 @@ internal sealed partial class ProxyConnection : IPumpOwner
         }
 
         _client.NoDelay = true;
+        if (_spec.Picker is { } picker)
+        {
+            return await ConnectPickedAsync(picker, stopping);
+        }
+
         // Dual-mode when the OS has IPv6, so a name may resolve to either family; every address is tried in turn.
         var upstream = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         Volatile.Write(ref _upstream, upstream);
@@ -139,6 +145,67 @@ internal sealed partial class ProxyConnection : IPumpOwner
         {
             return ProxyOutcome.ListenerClosed;
         }
+    }
+
+    /// <summary>
+    /// A global listener's connect: the picker's sites in turn, each for at most its attempt timeout, until one connects
+    /// or the connect timeout is over. Each failed attempt is reported to the picker.
+    /// </summary>
+    private async Task<ProxyOutcome> ConnectPickedAsync(IUpstreamPicker picker, CancellationToken stopping)
+    {
+        using var overall = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
+        var tried = 0UL;
+        var last = SocketError.HostNotFound;
+        Upstream? site = null;
+        _connectStarted = _timeProvider.GetTimestamp();
+        while (!overall.IsCancellationRequested && picker.Pick(tried) is { } next)
+        {
+            site = next;
+            tried |= 1UL << site.Index;
+            if (!IPAddress.TryParse(site.Host, out var address))
+            {
+                last = SocketError.HostNotFound;
+                picker.Failed(site, "not an IP address");
+                continue;
+            }
+
+            var upstream = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            Volatile.Write(ref _upstream, upstream);
+            using var attempt = new CancellationTokenSource(picker.AttemptTimeout, _timeProvider);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, overall.Token, attempt.Token);
+            try
+            {
+                await upstream.ConnectAsync(new IPEndPoint(address, site.Port), linked.Token);
+                ObserveConnected();
+                picker.Connected(site);
+                _site = site;
+                return ProxyOutcome.None;
+            }
+            catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+            {
+                last = SocketError.TimedOut;
+                picker.Failed(site, "connect timed out");
+            }
+            catch (SocketException ex) when (!stopping.IsCancellationRequested)
+            {
+                last = ex.SocketErrorCode;
+                picker.Failed(site, last == SocketError.ConnectionRefused ? "connection refused" : $"connect failed: {last}");
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return ProxyOutcome.ListenerClosed;
+            }
+
+            upstream.Dispose();
+        }
+
+        ProxyLog.UpstreamFailed(_logger, _spec.App, site?.Host ?? _spec.TargetHost, site?.Port ?? _spec.TargetPort, last);
+        return last switch
+        {
+            SocketError.ConnectionRefused => ProxyOutcome.UpstreamRefused,
+            SocketError.TimedOut => ProxyOutcome.UpstreamTimeout,
+            _ => ProxyOutcome.UpstreamUnreachable,
+        };
     }
 
     /// <summary>A remote listener does not proxy connections the spec refuses (from the tunnel, at any local address).</summary>
@@ -202,7 +269,17 @@ internal sealed partial class ProxyConnection : IPumpOwner
         }
     }
 
-    /// <summary>Ends the connection: errors and refusals with RST (so a reset propagates), idle and shutdown with FIN.</summary>
+    /// <summary>
+    /// Whether a connection that ended so closes its sockets with RST: a reset or error on one side (so a reset propagates as
+    /// a reset), a connection refused for its local address, a crash. Everything else closes with FIN: a completed exchange,
+    /// the idle timeout, the listener closing, and a target that could not be reached (refused, unreachable, timed out:
+    /// the client's connection is closed as nginx closes it, and a client that has only just connected sees its connect
+    /// succeed and then the end of the stream, not a reset racing its connect).
+    /// </summary>
+    internal static bool EndsWithReset(ProxyOutcome outcome) =>
+        outcome is ProxyOutcome.ClientReset or ProxyOutcome.UpstreamReset or ProxyOutcome.RefusedLocalAddress or ProxyOutcome.Crashed;
+
+    /// <summary>Ends the connection, with RST or FIN as <see cref="EndsWithReset"/> says.</summary>
     private void Abort(ProxyOutcome reason)
     {
         if (Interlocked.CompareExchange(ref _outcome, (int)reason, 0) != 0)
@@ -210,14 +287,7 @@ internal sealed partial class ProxyConnection : IPumpOwner
             return;
         }
 
-        if (_engine is not null)
-        {
-            // The loop may be using the descriptors: it lets go of them first, then RunAsync closes the sockets.
-            Volatile.Read(ref _pump)?.Abort();
-            return;
-        }
-
-        var reset = reason is not (ProxyOutcome.IdleTimeout or ProxyOutcome.ListenerClosed);
+        var reset = EndsWithReset(reason);
         Close(_client, reset);
         Close(Volatile.Read(ref _upstream), reset);
     }

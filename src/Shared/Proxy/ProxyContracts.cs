@@ -2,8 +2,9 @@ using System.Net;
 
 namespace Wormhole.Tunnel.Proxy;
 
-/// <summary>Local: tunnel side, forwards to an app target. Remote: forwards to a peer's tunnel address.</summary>
-public enum ListenerKind { Local, Remote }
+/// <summary>Local: tunnel side, forwards to an app target. Remote: forwards to a peer's tunnel address. Global: forwards
+/// to one of several peers' tunnel addresses, as its <see cref="ListenerSpec.Picker"/> says.</summary>
+public enum ListenerKind { Local, Remote, Global }
 
 /// <summary>One TCP listener of the in-process L4 proxy, keyed by <see cref="BindAddress"/> + <see cref="Port"/>.</summary>
 /// <param name="BindAddress">For Local, the tunnel IP; for Remote, <see cref="IPAddress.Any"/>.</param>
@@ -12,6 +13,9 @@ public enum ListenerKind { Local, Remote }
 /// (Remote listeners refuse connections that arrive over the tunnel address).</param>
 /// <param name="RefusedSourceNetwork">When set, a connection from an address in it is closed at once: remote listeners
 /// refuse the tunnel's peers, which could otherwise reach them through the tunnel at any other address of this side.</param>
+/// <param name="Picker">When set, each connection's target comes from it instead of <see cref="TargetHost"/> and
+/// <see cref="TargetPort"/> (which then only name the listener in logs): an attempt that is refused or passes the
+/// picker's attempt timeout is reported and the next site it picks is tried, within <see cref="ProxyOptions.ConnectTimeout"/>.</param>
 public sealed record ListenerSpec(
     ListenerKind Kind,
     string App,
@@ -20,8 +24,12 @@ public sealed record ListenerSpec(
     string TargetHost,
     int TargetPort,
     IPAddress? RefusedLocalAddress = null,
-    IPNetwork? RefusedSourceNetwork = null)
+    IPNetwork? RefusedSourceNetwork = null,
+    IUpstreamPicker? Picker = null)
 {
+    /// <summary>The metrics' <c>kind</c> label of its connections.</summary>
+    public string KindLabel => Kind switch { ListenerKind.Local => "local", ListenerKind.Remote => "remote", _ => "global" };
+
     /// <summary>Whether a connection from <paramref name="remote"/> that arrived at <paramref name="local"/> is refused.</summary>
     public bool Refuses(IPAddress local, IPAddress remote)
     {

@@ -37,4 +37,8 @@ internal static partial class ProxyLog
 
     [LoggerMessage(EventId = 1009, Level = LogLevel.Debug, Message = "Proxy engine: {Engine} ({Loops} event-loop threads)")]
     public static partial void EngineChosen(ILogger logger, ProxyEngine engine, int loops);
+
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Warning,
+        Message = "Proxy listener for {App} on {EndPoint}: the kernel refused the steering program (errno {Errno}); a socket that joins the port with SO_REUSEPORT would get a share of its connections")]
+    public static partial void SteeringUnavailable(ILogger logger, string app, IPEndPoint endPoint, int errno);
 }

@@ -6,7 +6,9 @@ using Wormhole.Tunnel.Metrics;
 namespace Wormhole.Tunnel.Proxy;
 
 /// <summary>
-/// The in-process L4 proxy: one listening <see cref="Socket"/> per <see cref="ListenerSpec"/>, each with its own accept loop.
+/// The in-process L4 proxy: one listening <see cref="Socket"/> per <see cref="ListenerSpec"/>, accepted from by the splice
+/// engine's event loops (<see cref="LoopListener"/>) or by an accept loop of its own (<see cref="ProxyListener"/>, the
+/// sockets engine).
 /// The table is rebuilt off to the side by <see cref="ApplyAsync"/> and swapped in with <see cref="Interlocked.Exchange{T}(ref T, T)"/>;
 /// readers never lock. Plain sockets rather than Kestrel's transport, so a half-close can be propagated in both directions.
 /// </summary>
@@ -18,7 +20,7 @@ public sealed class ProxyTable : IProxyTable
     private readonly TimeProvider _timeProvider;
     private readonly SpliceEngine? _engine;
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private Dictionary<IPEndPoint, ProxyListener> _listeners = [];
+    private Dictionary<IPEndPoint, IProxyListener> _listeners = [];
     private bool _disposed;
 
     public ProxyTable(ProxyOptions options, WormholeMetrics metrics, ILogger<ProxyTable> logger, TimeProvider timeProvider)
@@ -71,7 +73,7 @@ public sealed class ProxyTable : IProxyTable
                 }
             }
 
-            var next = new Dictionary<IPEndPoint, ProxyListener>(wanted.Count);
+            var next = new Dictionary<IPEndPoint, IProxyListener>(wanted.Count);
             foreach (var (key, spec) in wanted)
             {
                 if (current.TryGetValue(key, out var existing))
@@ -88,7 +90,9 @@ public sealed class ProxyTable : IProxyTable
 
                 try
                 {
-                    next.Add(key, ProxyListener.Start(spec, key, _options, _engine, _metrics, _logger, _timeProvider));
+                    next.Add(key, _engine is null
+                        ? ProxyListener.Start(spec, key, _options, _metrics, _logger, _timeProvider)
+                        : LoopListener.Start(spec, key, _options, _engine, _metrics, _logger));
                     ProxyLog.ListenerStarted(_logger, spec.App, spec.Kind, key, spec.TargetHost, spec.TargetPort);
                 }
                 catch (SocketException ex)
@@ -130,13 +134,13 @@ public sealed class ProxyTable : IProxyTable
     }
 }
 
-/// <summary>One listening socket and its accept loop; tracks its connections so stopping can close them and wait.</summary>
-internal sealed class ProxyListener : IAsyncDisposable
+/// <summary>The sockets engine's listener: one listening socket and its accept loop; tracks its connections so stopping can
+/// close them and wait.</summary>
+internal sealed class ProxyListener : IProxyListener
 {
     private readonly Socket _socket;
     private readonly IPEndPoint _endPoint;
     private readonly ProxyOptions _options;
-    private readonly SpliceEngine? _engine;
     private readonly WormholeMetrics _metrics;
     private readonly ILogger _logger;
     private readonly TimeProvider _timeProvider;
@@ -145,9 +149,8 @@ internal sealed class ProxyListener : IAsyncDisposable
     private ListenerSpec _spec;
     private int _running = 1; // the accept loop plus one per open connection
 
-    private ProxyListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine? engine, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    private ProxyListener(Socket socket, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
     {
-        _engine = engine;
         _socket = socket;
         _spec = spec;
         _endPoint = endPoint;
@@ -165,7 +168,17 @@ internal sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
-    public static ProxyListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine? engine, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    public static ProxyListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, WormholeMetrics metrics, ILogger logger, TimeProvider timeProvider)
+    {
+        var listener = new ProxyListener(Bind(endPoint), spec, endPoint, options, metrics, logger, timeProvider);
+        _ = listener.AcceptLoopAsync();
+        return listener;
+    }
+
+    /// <summary>A socket bound to <paramref name="endPoint"/> with SO_REUSEADDR only, listening unless
+    /// <paramref name="listen"/> is false (then it only claims the port: see <see cref="LoopListener"/>).</summary>
+    /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
+    public static Socket Bind(IPEndPoint endPoint, bool listen = true)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
@@ -177,17 +190,18 @@ internal sealed class ProxyListener : IAsyncDisposable
 
             AllowRebind(socket);
             socket.Bind(endPoint);
-            socket.Listen();
+            if (listen)
+            {
+                socket.Listen();
+            }
+
+            return socket;
         }
         catch
         {
             socket.Dispose();
             throw;
         }
-
-        var listener = new ProxyListener(socket, spec, endPoint, options, engine, metrics, logger, timeProvider);
-        _ = listener.AcceptLoopAsync();
-        return listener;
     }
 
     /// <summary>Releases the port at once, closes every open connection, and waits until they are gone.</summary>
@@ -244,7 +258,7 @@ internal sealed class ProxyListener : IAsyncDisposable
     {
         try
         {
-            await new ProxyConnection(client, spec, _options, _engine, _metrics, _logger, _timeProvider).RunAsync(stopping);
+            await new ProxyConnection(client, spec, _options, _metrics, _logger, _timeProvider).RunAsync(stopping);
         }
         catch (Exception ex)
         {

@@ -3,13 +3,14 @@ using System.Runtime.InteropServices;
 namespace Wormhole.Tunnel.Proxy;
 
 /// <summary>
-/// The Linux data plane: a few event-loop threads (one per core, at most 8), each with its own epoll set. Small messages
+/// The Linux data plane: a few event-loop threads (one per core, at most 8), each with its own epoll set, each accepting
+/// from every listener and running the connections it accepted from start to end (<see cref="LoopListener"/>). Small messages
 /// go through the loop's scratch buffer (recv, send), bulk data socket → pipe → socket with splice(2), so bulk payload
 /// never enters user space, and an idle connection owns no buffer (a direction borrows a pipe or a stash from its loop
 /// only while bytes are in flight). This is nginx's shape — one thread reads a socket when epoll says it is readable —
 /// without nginx's copies of bulk data; the .NET socket layer instead posts a receive before
-/// data arrives and hands every completion from its epoll thread to a pool thread, which on small exchanges costs more
-/// than the transfer itself (docs/benchmarks.md, "What limits it").
+/// data arrives and hands every completion (accepts included) from its epoll thread to a pool thread, which on small
+/// exchanges costs more than the transfer itself (docs/benchmarks.md, "What limits it").
 /// </summary>
 internal sealed class SpliceEngine
 {
@@ -24,7 +25,9 @@ internal sealed class SpliceEngine
 
     public int LoopCount => _loops.Length;
 
-    /// <summary>Loops are handed out round-robin; a connection stays on its loop for life.</summary>
+    public IReadOnlyList<EpollLoop> Loops => _loops;
+
+    /// <summary>Loops handed out round-robin (for work that does not arrive through a listener).</summary>
     public EpollLoop NextLoop() => _loops[(uint)Interlocked.Increment(ref _next) % (uint)_loops.Length];
 
     private static SpliceEngine? TryCreate()

@@ -4,144 +4,77 @@ using System.Runtime.InteropServices;
 namespace Wormhole.Tunnel.Proxy;
 
 /// <summary>
-/// Both directions of one connection. A direction carries small messages the way nginx does — recv into the loop's
-/// scratch buffer, send on at once — and switches to splice (src → pipe → dst, no copy) once a receive fills the scratch
-/// buffer, i.e. for bulk transfers, until a burst moves less than that again. Either way it sends what it holds before it
-/// reads again, so a slow receiver stops the reads from its sender (TCP back-pressure: at most one pipe, 64 KiB, or one
-/// 16 KiB stash in flight), and after EOF from src with nothing held it shuts down dst's sending side (half-close).
-/// Edge-triggered: readiness is remembered per socket until a call says EAGAIN, or until a receive comes back short —
-/// recv copies all the socket has, so a short one means the queue is empty and the next arrival raises a new edge
-/// (unless the peer's FIN or an error was already reported: then no edge follows, so it reads on to the 0 or the error).
+/// Both directions of one connection between two non-blocking sockets. A direction carries small messages the way nginx
+/// does — recv into the loop's scratch buffer, send on at once — and switches to splice (src → pipe → dst, no copy) once a
+/// receive fills the scratch buffer, i.e. for bulk transfers, until a burst moves less than that again. Either way it sends
+/// what it holds before it reads again, so a slow receiver stops the reads from its sender (TCP back-pressure: at most one
+/// pipe, 64 KiB, or one 16 KiB stash in flight), and after EOF from src with nothing held it shuts down dst's sending side
+/// (half-close). Edge-triggered: readiness is remembered per socket until a call says EAGAIN, or until a receive comes back
+/// short — recv copies all the socket has, so a short one means the queue is empty and the next arrival raises a new edge
+/// (unless the peer's FIN or an error was already reported: then no edge follows, so it reads on to the error, or, after a
+/// FIN, takes the short read as the end of input: nothing can follow a FIN).
 /// A splice read can stop short for lack of pipe slots too, so bulk mode always reads to EAGAIN. An error on either side
-/// ends both directions at once. A pump may start while its upstream connect is still in progress: it then watches only
-/// the upstream socket until the connect is done, so a new connection costs one hand-off to the loop, not two.
+/// ends both directions at once. Until <see cref="Pumping"/> is set (the owner's upstream connect is in progress), events
+/// are only remembered.
 /// </summary>
-internal sealed class SplicePump : LoopWork
+internal abstract class SplicePump : LoopWork
 {
-    private const int Client = 0;
-    private const int Upstream = 1;
+    protected const int Client = 0;
+    protected const int Upstream = 1;
+
+    /// <summary>What both sockets are registered for (edge-triggered).</summary>
+    protected const uint Interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLOUT | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLET;
+
     private const int Chunk = 1 << 20; // the pipe takes what fits (its capacity, 64 KiB by default)
     private const int Budget = 1 << 20; // bytes one direction moves per turn before the loop serves others
 
-    private readonly SafeSocketHandle[] _handles;
-    private readonly int[] _fds;
-    private readonly IPumpOwner _owner;
-    private readonly TaskCompletionSource<PumpEnd> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly bool[] _readable = new bool[2];
-    private readonly bool[] _writable = new bool[2];
-    private readonly bool[] _ending = new bool[2]; // FIN, reset or error reported: no further edge will come
-    private readonly Direction _up = new(Client, Upstream, upstream: true);
-    private readonly Direction _down = new(Upstream, Client, upstream: false);
+    // Per side and per direction state lives in the pump itself (inline arrays, structs): one object per connection.
+    private Two<bool> _readable;
+    private Two<bool> _writable;
+    private Two<bool> _ending; // FIN, reset or error reported: no further edge will come
+    private Two<bool> _peerFin; // the peer's FIN was reported: once the queue is empty, nothing but EOF can follow
+    private Direction _up = new(Client, Upstream, upstream: true);
+    private Direction _down = new(Upstream, Client, upstream: false);
     private bool _finished;
     private bool _deferred;
-    private bool _connecting;
-    private volatile bool _aborting;
-    private int _refs;
 
-    private SplicePump(Socket client, Socket upstream, IPumpOwner owner, bool connecting)
+    protected SplicePump()
     {
-        _handles = [client.SafeHandle, upstream.SafeHandle];
-        _fds = [(int)client.Handle, (int)upstream.Handle];
-        _owner = owner;
-        _connecting = connecting;
+        Fds[Client] = -1;
+        Fds[Upstream] = -1;
     }
 
-    /// <summary>
-    /// Runs both directions until each has ended (EOF passed on) or one failed, or until aborted (both results are then
-    /// <see cref="CopyResult.Eof"/>: the aborter knows why). With <paramref name="connecting"/>, the upstream socket's
-    /// non-blocking connect is still in progress: the pump waits for it first, and ends with
-    /// <see cref="PumpEnd.ConnectError"/> set if it fails. Both sockets must be non-blocking; they must stay open until
-    /// the task completes (the descriptors are in use by the loop until then).
-    /// </summary>
-    public static SplicePump Start(EpollLoop loop, Socket client, Socket upstream, IPumpOwner owner, bool connecting = false)
+    /// <summary>Whether bytes may move (both sockets connected); until then events are only remembered.</summary>
+    protected bool Pumping { get; set; }
+
+    protected bool Finished => _finished;
+
+    /// <summary>The client's and the upstream's descriptor (-1: none yet, or closed).</summary>
+#pragma warning disable CA1051, SA1401 // a field, so Fds[side] reads and writes in place
+    protected Two<int> Fds;
+#pragma warning restore CA1051, SA1401
+
+    /// <summary>Whether the owner closes both sockets as soon as the pump has ended: then the last direction to end needs no
+    /// shutdown of its own, as the close sends that FIN (everything was read from that socket, up to its own FIN).</summary>
+    protected virtual bool ClosesAtEnd => false;
+
+    /// <summary>Both directions ended (EOF passed on) or one failed; called once, on the loop's thread, after the pump let
+    /// go of its slot, pipes and stashes. The descriptors are the owner's to close.</summary>
+    protected abstract void Ended(PumpEnd end);
+
+    /// <summary>Bytes passed on in one direction (on the loop's thread: keep it short).</summary>
+    protected abstract void Moved(bool upstream, int count);
+
+    protected void Watch(int side, int op, uint events)
     {
-        var pump = new SplicePump(client, upstream, owner, connecting);
-        foreach (var handle in pump._handles)
-        {
-            // A Dispose elsewhere cannot close a descriptor the loop still uses (nor let its number be reused).
-            var added = false;
-            handle.DangerousAddRef(ref added);
-            pump._refs += added ? 1 : 0;
-        }
-
-        loop.Post(pump);
-        return pump;
-    }
-
-    public Task<PumpEnd> Completion => _done.Task;
-
-    /// <summary>Ends the pump whatever it is doing (from any thread).</summary>
-    public void Abort()
-    {
-        _aborting = true;
-        Cancel();
-    }
-
-    /// <summary>Ends the pump only if its upstream connect is still in progress (from any thread; for a connect timeout
-    /// that may fire just after the connect succeeded).</summary>
-    public void CancelConnect() => Cancel();
-
-    private const uint Interest = LinuxNative.EPOLLIN | LinuxNative.EPOLLOUT | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLET;
-
-    internal override void Start()
-    {
-        if (_connecting)
-        {
-            Watch(Upstream, LinuxNative.EPOLL_CTL_ADD, LinuxNative.EPOLLOUT | LinuxNative.EPOLLET);
-            return;
-        }
-
-        Watch(Client, LinuxNative.EPOLL_CTL_ADD, Interest);
-        Watch(Upstream, LinuxNative.EPOLL_CTL_ADD, Interest);
-    }
-
-    private void Watch(int side, int op, uint events)
-    {
-        if (LinuxNative.EpollControl(Loop.Epoll, op, _fds[side], events, EventData(side)) != 0)
+        if (LinuxNative.EpollControl(Loop.Epoll, op, Fds[side], events, EventData(side)) != 0)
         {
             throw new InvalidOperationException($"epoll_ctl {op} failed: errno {Marshal.GetLastPInvokeError()}");
         }
     }
 
-    /// <summary>The upstream socket reported while its connect was in progress: connected (writable, no error) or failed.</summary>
-    private void OnConnectEvent(uint events)
-    {
-        var error = LinuxNative.SocketError(_fds[Upstream]);
-        if (error == 0 && (events & LinuxNative.EPOLLOUT) == 0)
-        {
-            return;
-        }
-
-        if (error != 0)
-        {
-            EndConnect(error);
-            return;
-        }
-
-        _connecting = false;
-        Watch(Upstream, LinuxNative.EPOLL_CTL_MOD, Interest);
-        Watch(Client, LinuxNative.EPOLL_CTL_ADD, Interest);
-        _writable[Upstream] = true;
-        _owner.OnConnected();
-        Turn();
-    }
-
-    /// <summary>Ends a pump whose connect failed or was cancelled; the client socket was never watched.</summary>
-    private void EndConnect(int error)
-    {
-        _connecting = false;
-        LinuxNative.EpollControl(Loop.Epoll, LinuxNative.EPOLL_CTL_DEL, _fds[Upstream], 0, 0);
-        Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof, error));
-    }
-
     internal override void OnEvent(int side, uint events)
     {
-        if (_connecting)
-        {
-            OnConnectEvent(events); // only the upstream socket is watched until then
-            return;
-        }
-
         if ((events & (LinuxNative.EPOLLIN | LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
         {
             _readable[side] = true;
@@ -150,6 +83,7 @@ internal sealed class SplicePump : LoopWork
         if ((events & (LinuxNative.EPOLLRDHUP | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
         {
             _ending[side] = true;
+            _peerFin[side] |= (events & (LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) == 0;
         }
 
         if ((events & (LinuxNative.EPOLLOUT | LinuxNative.EPOLLHUP | LinuxNative.EPOLLERR)) != 0)
@@ -157,7 +91,7 @@ internal sealed class SplicePump : LoopWork
             _writable[side] = true;
         }
 
-        if (!_deferred)
+        if (Pumping && !_deferred)
         {
             Turn();
         }
@@ -169,13 +103,14 @@ internal sealed class SplicePump : LoopWork
         Turn();
     }
 
+    /// <summary>Moves what can be moved in both directions now.</summary>
     private void Turn()
     {
         var budget = Budget;
-        var up = Move(_up, ref budget);
+        var up = Move(ref _up, ref budget);
         var more = budget <= 0;
         budget = Budget;
-        var down = Move(_down, ref budget);
+        var down = Move(ref _down, ref budget);
         more |= budget <= 0;
         if (up != CopyResult.Eof || down != CopyResult.Eof)
         {
@@ -193,34 +128,26 @@ internal sealed class SplicePump : LoopWork
         }
     }
 
-    internal override void OnCancel()
+    /// <summary>Stops the pump where it is: gives back what it holds and its slot. False if it had already ended.</summary>
+    protected bool Release()
     {
         if (_finished)
         {
-            return; // the descriptors may already be closed, their numbers reused
+            return false;
         }
 
-        if (_connecting)
-        {
-            EndConnect(-1);
-        }
-        else if (_aborting)
-        {
-            Finish(new PumpEnd(CopyResult.Eof, CopyResult.Eof));
-        }
-    }
+        _finished = true;
+        ReleaseHeld(ref _up);
+        ReleaseHeld(ref _down);
 
-    internal override void OnCrash(Exception exception)
-    {
-        if (!_finished)
-        {
-            ReleaseAll();
-            _done.TrySetException(exception);
-        }
+        // A descriptor stays in the epoll set until it is closed; events that still arrive carry this work's generation
+        // and are dropped once its slot is free or reused.
+        Loop.Release(this);
+        return true;
     }
 
     /// <returns><see cref="CopyResult.Eof"/> while all is well (whether or not the direction has ended).</returns>
-    private CopyResult Move(Direction d, ref int budget)
+    private CopyResult Move(ref Direction d, ref int budget)
     {
         while (!d.Done && budget > 0)
         {
@@ -232,8 +159,8 @@ internal sealed class SplicePump : LoopWork
                 }
 
                 var sent = d.Stash is { } stash
-                    ? LinuxNative.Send(_fds[d.To], stash.AsSpan(d.StashOffset, d.Pending))
-                    : LinuxNative.Splice(d.Pipe.Read, _fds[d.To], d.Pending);
+                    ? LinuxNative.Send(Fds[d.To], stash.AsSpan(d.StashOffset, d.Pending))
+                    : LinuxNative.Splice(d.Pipe.Read, Fds[d.To], d.Pending);
                 if (sent < 0)
                 {
                     if (Marshal.GetLastPInvokeError() == LinuxNative.EAGAIN)
@@ -248,10 +175,10 @@ internal sealed class SplicePump : LoopWork
                 d.Pending -= (int)sent;
                 d.StashOffset += (int)sent;
                 budget -= (int)sent;
-                _owner.OnBytes(d.IsUpstream, (int)sent);
+                Moved(d.IsUpstream, (int)sent);
                 if (d.Pending == 0)
                 {
-                    ReleaseHeld(d);
+                    ReleaseHeld(ref d);
                 }
 
                 continue;
@@ -259,7 +186,11 @@ internal sealed class SplicePump : LoopWork
 
             if (d.SourceEnded)
             {
-                LinuxNative.Shutdown(_fds[d.To], LinuxNative.SHUT_WR); // fails only if the peer is gone: the other direction finds out
+                if (!(ClosesAtEnd && (d.IsUpstream ? _down.Done : _up.Done)))
+                {
+                    LinuxNative.Shutdown(Fds[d.To], LinuxNative.SHUT_WR); // fails only if the peer is gone: the other direction finds out
+                }
+
                 d.Done = true;
                 return CopyResult.Eof;
             }
@@ -269,7 +200,7 @@ internal sealed class SplicePump : LoopWork
                 return CopyResult.Eof;
             }
 
-            var read = d.Bulk ? SpliceIn(d) : ReceiveIn(d, ref budget);
+            var read = d.Bulk ? SpliceIn(ref d) : ReceiveIn(ref d, ref budget);
             if (read != CopyResult.Eof)
             {
                 return read;
@@ -280,17 +211,17 @@ internal sealed class SplicePump : LoopWork
     }
 
     /// <summary>One recv into the loop's scratch buffer, sent on at once; what the receiver cannot take yet is stashed.</summary>
-    private CopyResult ReceiveIn(Direction d, ref int budget)
+    private CopyResult ReceiveIn(ref Direction d, ref int budget)
     {
         var scratch = Loop.Scratch;
-        var received = LinuxNative.Receive(_fds[d.From], scratch);
+        var received = LinuxNative.Receive(Fds[d.From], scratch);
         if (received <= 0)
         {
-            return ReadEnded(d, received);
+            return ReadEnded(ref d, received);
         }
 
         var count = (int)received;
-        var sent = _writable[d.To] ? LinuxNative.Send(_fds[d.To], scratch[..count]) : 0;
+        var sent = _writable[d.To] ? LinuxNative.Send(Fds[d.To], scratch[..count]) : 0;
         if (sent < 0)
         {
             if (Marshal.GetLastPInvokeError() != LinuxNative.EAGAIN)
@@ -305,7 +236,7 @@ internal sealed class SplicePump : LoopWork
         if (sent > 0)
         {
             budget -= (int)sent;
-            _owner.OnBytes(d.IsUpstream, (int)sent);
+            Moved(d.IsUpstream, (int)sent);
         }
 
         if (sent < count)
@@ -320,6 +251,10 @@ internal sealed class SplicePump : LoopWork
         {
             d.Bulk = true; // more may be waiting, and it came in bulk: move it without copies from here on
         }
+        else if (_peerFin[d.From])
+        {
+            d.SourceEnded = true; // a short recv emptied the queue after the peer's FIN: the next read could only say EOF
+        }
         else if (!_ending[d.From])
         {
             _readable[d.From] = false; // a short recv emptied the queue: the next arrival raises a new edge
@@ -329,14 +264,14 @@ internal sealed class SplicePump : LoopWork
     }
 
     /// <summary>One splice into the direction's pipe (bulk mode).</summary>
-    private CopyResult SpliceIn(Direction d)
+    private CopyResult SpliceIn(ref Direction d)
     {
         if (d.Pipe.Read < 0 && !Loop.RentPipe(out d.Pipe))
         {
             return CopyResult.ReadFailed;
         }
 
-        var read = LinuxNative.Splice(_fds[d.From], d.Pipe.Write, Chunk);
+        var read = LinuxNative.Splice(Fds[d.From], d.Pipe.Write, Chunk);
         if (read > 0)
         {
             d.Pending = (int)read;
@@ -345,7 +280,7 @@ internal sealed class SplicePump : LoopWork
         }
 
         var errno = Marshal.GetLastPInvokeError();
-        ReleaseHeld(d);
+        ReleaseHeld(ref d);
         if (read < 0 && errno == LinuxNative.EAGAIN)
         {
             // Back to recv for small messages when this burst was small (the mode follows the traffic).
@@ -354,11 +289,11 @@ internal sealed class SplicePump : LoopWork
         }
 
         Marshal.SetLastPInvokeError(errno);
-        return ReadEnded(d, read);
+        return ReadEnded(ref d, read);
     }
 
     /// <summary>A read that moved nothing: end of input, nothing there (EAGAIN), or a failure.</summary>
-    private CopyResult ReadEnded(Direction d, nint result)
+    private CopyResult ReadEnded(ref Direction d, nint result)
     {
         if (result == 0)
         {
@@ -376,7 +311,7 @@ internal sealed class SplicePump : LoopWork
     }
 
     /// <summary>Gives back the stash or pipe a direction holds (a pipe that still holds bytes is closed, not kept).</summary>
-    private void ReleaseHeld(Direction d)
+    private void ReleaseHeld(ref Direction d)
     {
         if (d.Stash is { } stash)
         {
@@ -392,35 +327,13 @@ internal sealed class SplicePump : LoopWork
 
     private void Finish(PumpEnd end)
     {
-        if (_finished)
+        if (Release())
         {
-            return;
+            Ended(end);
         }
-
-        ReleaseAll();
-        _done.TrySetResult(end);
     }
 
-    private void ReleaseAll()
-    {
-        _finished = true;
-        foreach (var d in (ReadOnlySpan<Direction>)[_up, _down])
-        {
-            ReleaseHeld(d);
-        }
-
-        // The descriptors stay in the epoll set until the sockets are closed; events that still arrive carry this
-        // work's generation and are ignored once its slot is reused.
-        Loop.Release(this);
-        for (var i = 0; i < _refs; i++)
-        {
-            _handles[i].DangerousRelease();
-        }
-
-        _refs = 0;
-    }
-
-    private sealed class Direction(int from, int to, bool upstream)
+    private struct Direction(int from, int to, bool upstream)
     {
         public readonly int From = from;
         public readonly int To = to;
@@ -434,4 +347,86 @@ internal sealed class SplicePump : LoopWork
         public bool SourceEnded;
         public bool Done;
     }
+}
+
+/// <summary>A pump between two connected <see cref="Socket"/>s that someone else owns (the tests drive the pump with it).</summary>
+internal sealed class SocketPump : SplicePump
+{
+    private readonly SafeSocketHandle[] _handles;
+    private readonly IPumpOwner _owner;
+    private readonly TaskCompletionSource<PumpEnd> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _refs;
+
+    private SocketPump(Socket client, Socket upstream, IPumpOwner owner)
+    {
+        _handles = [client.SafeHandle, upstream.SafeHandle];
+        Fds[Client] = (int)client.Handle;
+        Fds[Upstream] = (int)upstream.Handle;
+        _owner = owner;
+        Pumping = true;
+    }
+
+    /// <summary>Runs both directions on <paramref name="loop"/> until each has ended (EOF passed on) or one failed. Both sockets
+    /// must be connected and non-blocking, and stay open until <see cref="Completion"/> completes.</summary>
+    public static SocketPump Start(EpollLoop loop, Socket client, Socket upstream, IPumpOwner owner)
+    {
+        var pump = new SocketPump(client, upstream, owner);
+        foreach (var handle in pump._handles)
+        {
+            // A Dispose elsewhere cannot close a descriptor the loop still uses (nor let its number be reused).
+            var added = false;
+            handle.DangerousAddRef(ref added);
+            pump._refs += added ? 1 : 0;
+        }
+
+        loop.Post(pump, StartCommand);
+        return pump;
+    }
+
+    public Task<PumpEnd> Completion => _done.Task;
+
+    internal override void OnCommand(int command)
+    {
+        if (command == StartCommand)
+        {
+            Watch(Client, LinuxNative.EPOLL_CTL_ADD, Interest);
+            Watch(Upstream, LinuxNative.EPOLL_CTL_ADD, Interest);
+        }
+    }
+
+    internal override void OnCrash(Exception exception)
+    {
+        if (Release())
+        {
+            LetGo();
+            _done.TrySetException(exception);
+        }
+    }
+
+    protected override void Ended(PumpEnd end)
+    {
+        LetGo();
+        _done.TrySetResult(end);
+    }
+
+    protected override void Moved(bool upstream, int count) => _owner.OnBytes(upstream, count);
+
+    private void LetGo()
+    {
+        for (var i = 0; i < _refs; i++)
+        {
+            _handles[i].DangerousRelease();
+        }
+
+        _refs = 0;
+    }
+}
+
+/// <summary>Two of something, stored inline (one per side of a connection).</summary>
+[System.Runtime.CompilerServices.InlineArray(2)]
+internal struct Two<T>
+{
+#pragma warning disable IDE0044, IDE0051 // the element is reached through the indexer
+    private T _element;
+#pragma warning restore IDE0044, IDE0051
 }

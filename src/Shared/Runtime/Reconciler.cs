@@ -80,6 +80,9 @@ public sealed partial class Reconciler(
     /// <summary>Where a re-scheduled pass after a sink failure is counted and logged at Debug.</summary>
     public RetryPipelines? Retries { get; init; }
 
+    /// <summary>Each pass is a step of liveness; a pass every sink applied with the tunnel address ends readiness' start.</summary>
+    public Health? Health { get; init; }
+
     public Plan Current => Volatile.Read(ref _current);
 
     /// <summary>
@@ -172,6 +175,7 @@ public sealed partial class Reconciler(
     /// <summary>Builds one plan and gives it to every sink. Public for tests that drive the loop step by step.</summary>
     public async Task ReconcileOnceAsync(CancellationToken cancellationToken)
     {
+        using var pass = Health?.Begin("reconcile pass");
         var generation = Interlocked.Read(ref _requested);
         var started = time.GetTimestamp();
         var previous = Current;
@@ -198,7 +202,9 @@ public sealed partial class Reconciler(
         if (metrics is not null)
         {
             // Series of withdrawn apps go; the app label values left are those of this plan.
-            metrics.RetainApps(plan.LocalListeners.Select(l => ("local", l.App)).Concat(plan.RemoteListeners.Select(r => ("remote", r.App))));
+            metrics.RetainApps(plan.LocalListeners.Select(l => ("local", l.App))
+                .Concat(plan.RemoteListeners.Select(r => ("remote", r.App)))
+                .Concat(plan.GlobalListeners.Select(g => ("global", g.App))));
             metrics.Reconciled(time.GetElapsedTime(started));
         }
 
@@ -209,6 +215,7 @@ public sealed partial class Reconciler(
         }
 
         _firstApplied.TrySetResult();
+        Health?.PlanApplied(tunnelState.Address is not null && failures.Count == 0);
         if (generation > Interlocked.Read(ref _applied))
         {
             Interlocked.Exchange(ref _applied, generation);

@@ -76,6 +76,7 @@ public static partial class Side
             time,
             notice => sp.GetRequiredService<WormholeMetrics>().Retried(notice.Operation)));
         services.AddSingleton<ReconcileSignal>();
+        services.AddSingleton(sp => Health.ForSide(sp, settings.StuckAfter));
         services.AddSingleton(sp => new RemoteAppStore(sp.GetRequiredService<ReconcileSignal>(), time, settings.Quotas.MaxAppsPerPeer));
         services.AddSingleton(sp => new TunnelSource(sp.GetRequiredService<ReconcileSignal>()));
         if (settings.Kubernetes)
@@ -94,7 +95,12 @@ public static partial class Side
                 settings.KubernetesNamespace!, KubeNames.ParseLabels(settings.KubernetesLabels!, out _)!, settings.NetworkPolicies, settings.Name));
             services.AddSingleton(sp => new KubernetesSink(
                 sp.GetRequiredService<KubeApi>(), sp.GetRequiredService<KubernetesSinkOptions>(), time, settings.GcGrace, isKnownPeer(sp),
-                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>()));
+                sp.GetRequiredService<EventRecorder>(), sp.GetRequiredService<ILogger<KubernetesSink>>(), sp.GetRequiredService<ReconcileSignal>())
+            {
+                GlobalSites = sp.GetService<GlobalSites>() is { } sites ? sites.Describe : null,
+            });
+            services.AddSingleton<IPlanSink>(sp => sp.GetRequiredService<KubernetesSink>());
+            services.AddSingleton(sp => new BackgroundLoop("generated objects informer", sp.GetRequiredService<KubernetesSink>().RunAsync));
         }
         else if (settings.AppsFile is { } appsFile)
         {
@@ -107,19 +113,20 @@ public static partial class Side
 
         services.AddSingleton(sp => new ProxyTable(
             new ProxyOptions { Engine = settings.ProxyEngine }, sp.GetRequiredService<WormholeMetrics>(), sp.GetRequiredService<ILogger<ProxyTable>>(), time));
-        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(runner, sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
+        services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(new HealthWatchedRunner(runner, sp.GetRequiredService<Health>()), sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
         services.AddSingleton(sp =>
         {
             // The sinks in the order a plan is applied: listeners first (what they cannot open is replanned before
             // anything else sees it), then the WireGuard peers, then the Kubernetes objects pointing at the listeners.
             // Global apps' sites come first: the proxy's global listeners pick among them.
             List<IPlanSink> sinks = [];
-            if (sp.GetService<GlobalSites>() is { } global)
+            var global = sp.GetService<GlobalSites>();
+            if (global is not null)
             {
                 sinks.Add(global);
             }
 
-            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>()));
+            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>(), global is null ? null : global.Find));
             sinks.Add(new WireGuardSink(sp.GetRequiredService<IWireGuardDevice>(), time));
             if (sp.GetService<KubernetesSink>() is { } kubernetes)
             {
@@ -138,16 +145,27 @@ public static partial class Side
                 sp.GetRequiredService<WormholeMetrics>())
             {
                 Retries = sp.GetRequiredService<RetryPipelines>(),
+                Health = sp.GetRequiredService<Health>(),
             };
             var metrics = sp.GetRequiredService<WormholeMetrics>();
             metrics.OnCollect(() => metrics.SetApps(reconciler.Current.LocalListeners.Length, reconciler.Current.RemoteListeners.Length));
+            if (sp.GetService<GlobalSites>() is { } globalSites)
+            {
+                metrics.OnCollect(() => metrics.SetGlobalSites(
+                    [.. globalSites.Apps.SelectMany(a => a.Sites.Select(s => (a.Name, s.Site.Peer, s.Healthy, s.ActiveConnections)))]));
+            }
+
             return reconciler;
         });
         services.AddSingleton(sp => new BackgroundLoop("reconcile", ct => ReconcileWhenReadyAsync(sp, ct)));
         services.AddSingleton(sp => new BackgroundLoop("local apps", sp.GetRequiredService<ILocalAppSource>().RunAsync));
         if (settings.GlobalServices.Enabled)
         {
-            services.AddSingleton(sp => new GlobalSites(time, sp.GetRequiredService<ILogger<GlobalSites>>()));
+            // A health change is a pass: the generated Service's annotation shows the sites' health.
+            services.AddSingleton(sp => new GlobalSites(time, sp.GetRequiredService<ILogger<GlobalSites>>())
+            {
+                OnHealthChanged = settings.Kubernetes ? (_, _, _, _) => sp.GetRequiredService<ReconcileSignal>().Request() : null,
+            });
             services.AddSingleton(sp => new BackgroundLoop("global health", new GlobalHealthProbe(sp.GetRequiredService<GlobalSites>(), time).RunAsync));
         }
 
@@ -160,7 +178,7 @@ public static partial class Side
     {
         yield return new Listener("admin API", settings.ApiListen, 64 * 1024, (routes, sp) =>
         {
-            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth, sp.GetService<IJoinTokenIssuer>());
+            routes.MapAdminApi(() => ExposedApps(sp), sp.GetService<IPeerDirectory>(), basicAuth, sp.GetService<IJoinTokenIssuer>(), sp.GetService<Health>());
             routes.MapGlobalApps(sp.GetService<GlobalSites>(), settings.Kubernetes ? settings.KubernetesNamespace : null);
         });
         if (settings.Metrics)

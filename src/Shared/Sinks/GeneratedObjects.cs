@@ -20,31 +20,43 @@ public sealed record GeneratedObjects(IReadOnlyList<V1Service> Services, IReadOn
     public const string ManagedBy = "app.kubernetes.io/managed-by";
     public const string ManagedByValue = "wormhole-tunnel";
 
-    public static GeneratedObjects Build(Plan plan, KubernetesSinkOptions options)
+    /// <summary>On a global app's Service: its sites in order of preference and their health (<c>a=healthy,b=down</c>).</summary>
+    public const string GlobalSitesAnnotation = KubeNames.LabelPrefix + "global-sites";
+
+    /// <param name="globalSites">The <see cref="GlobalSitesAnnotation"/> of a global app now (with health); without it,
+    /// the plan's sites.</param>
+    public static GeneratedObjects Build(Plan plan, KubernetesSinkOptions options, Func<string, string?>? globalSites = null)
     {
         var services = new List<V1Service>();
         var policies = new List<V1NetworkPolicy>();
         foreach (var listener in plan.RemoteListeners)
         {
-            var name = KubeNames.ObjectName(listener.Peer, listener.App);
-            var labels = new Dictionary<string, string>(StringComparer.Ordinal)
-            {
-                [KubeNames.ExposedBy] = KubeNames.ExposedByValue,
-                [KubeNames.ExposedApp] = KubeNames.LabelValue(listener.App),
-                [KubeNames.ExposedPeer] = KubeNames.LabelValue(listener.Peer),
-                [KubeNames.Instance] = options.InstanceLabel,
-                [ManagedBy] = ManagedByValue,
-            };
+            var labels = Labels(options, listener.App);
+            labels[KubeNames.ExposedPeer] = KubeNames.LabelValue(listener.Peer);
+            Add(KubeNames.ObjectName(listener.Peer, listener.App), listener.App, labels, null, listener.OriginalPort, listener.Port);
+        }
+
+        foreach (var global in plan.GlobalListeners)
+        {
+            // One Service per app name for every peer that exposes it: its connections go to a healthy site.
+            var sites = globalSites?.Invoke(global.App) ?? string.Join(",", global.Sites.Select(s => s.Peer));
+            Add(GlobalName(global.App), global.App, Labels(options, global.App), new Dictionary<string, string> { [GlobalSitesAnnotation] = sites }, global.OriginalPort, global.Port);
+        }
+
+        return new GeneratedObjects(services, policies);
+
+        void Add(string name, string app, Dictionary<string, string> labels, Dictionary<string, string>? annotations, int port, int targetPort)
+        {
             services.Add(new V1Service
             {
                 ApiVersion = "v1",
                 Kind = "Service",
-                Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = options.Namespace, Labels = labels },
+                Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = options.Namespace, Labels = labels, Annotations = annotations },
                 Spec = new V1ServiceSpec
                 {
                     Type = "ClusterIP",
                     Selector = new Dictionary<string, string>(options.PodLabels, StringComparer.Ordinal),
-                    Ports = [new V1ServicePort { Protocol = "TCP", Port = listener.OriginalPort, TargetPort = listener.Port }],
+                    Ports = [new V1ServicePort { Protocol = "TCP", Port = port, TargetPort = targetPort }],
                 },
             });
             if (options.NetworkPolicies)
@@ -62,13 +74,13 @@ public sealed record GeneratedObjects(IReadOnlyList<V1Service> Services, IReadOn
                         [
                             new V1NetworkPolicyIngressRule
                             {
-                                Ports = [new V1NetworkPolicyPort { Protocol = "TCP", Port = listener.Port }],
+                                Ports = [new V1NetworkPolicyPort { Protocol = "TCP", Port = targetPort }],
                                 FromProperty =
                                 [
                                     new V1NetworkPolicyPeer
                                     {
                                         NamespaceSelector = new V1LabelSelector(),
-                                        PodSelector = new V1LabelSelector { MatchLabels = new Dictionary<string, string> { [KubeNames.ConsumesApp] = KubeNames.LabelValue(listener.App) } },
+                                        PodSelector = new V1LabelSelector { MatchLabels = new Dictionary<string, string> { [KubeNames.ConsumesApp] = KubeNames.LabelValue(app) } },
                                     },
                                 ],
                             },
@@ -77,9 +89,18 @@ public sealed record GeneratedObjects(IReadOnlyList<V1Service> Services, IReadOn
                 });
             }
         }
-
-        return new GeneratedObjects(services, policies);
     }
+
+    /// <summary>The name of a global app's Service and NetworkPolicy: <c>global-&lt;app&gt;</c>, made valid as per-peer names are.</summary>
+    public static string GlobalName(string app) => KubeNames.ObjectName("global", app);
+
+    private static Dictionary<string, string> Labels(KubernetesSinkOptions options, string app) => new(StringComparer.Ordinal)
+    {
+        [KubeNames.ExposedBy] = KubeNames.ExposedByValue,
+        [KubeNames.ExposedApp] = KubeNames.LabelValue(app),
+        [KubeNames.Instance] = options.InstanceLabel,
+        [ManagedBy] = ManagedByValue,
+    };
 
     /// <summary>Remote apps as /api/apps/v1 shows them with Kubernetes: <c>&lt;object&gt;.&lt;namespace&gt;:&lt;originalPort&gt;</c>.</summary>
     public static IEnumerable<AppDescriptor> Exposed(Plan plan, string ns) =>

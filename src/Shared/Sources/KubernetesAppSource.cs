@@ -11,7 +11,8 @@ namespace Wormhole.Tunnel.Sources;
 
 /// <summary>
 /// Local apps from annotated Services in every namespace. The informer's watch events drive it directly: expose,
-/// un-annotate, rename, port changes and deletes take effect on the event itself. Each Service whose outcome changes
+/// un-annotate, rename, port changes and deletes take effect on the event itself; an event that leaves the list of apps
+/// as it was requests no reconcile pass. Each Service whose outcome changes
 /// gets a Normal event naming where it is exposed, or a Warning saying what is wrong with its annotations.
 /// </summary>
 public sealed partial class KubernetesAppSource : ILocalAppSource
@@ -89,8 +90,12 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
             reports.Add((service, key, offered, warnings));
         }
 
-        _current = apps;
-        _signal.Request();
+        // Only a changed app list is news for the reconcile loop: a Service event that changes no app costs it nothing.
+        if (!apps.SequenceEqual(_current))
+        {
+            _current = apps;
+            _signal.Request();
+        }
         if (_informer.ReadyAsync(CancellationToken.None).IsCompletedSuccessfully)
         {
             _ready.TrySetResult();

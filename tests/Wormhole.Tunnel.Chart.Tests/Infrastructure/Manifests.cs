@@ -54,14 +54,41 @@ public sealed partial class Manifests
 
     public IReadOnlyList<string> Args => Container["args"]!.AsArray().Select(a => (string)a!).ToList();
 
-    /// <summary>The Secret the container takes its environment from (envFrom), as name → value.</summary>
-    public IReadOnlyDictionary<string, string> SecretEnvironment
+    /// <summary>
+    /// The variables the container takes from the rendered Secret and ConfigMap (env valueFrom secretKeyRef and
+    /// configMapKeyRef), as name → value; a key missing from the Secret with <c>optional: true</c> leaves its variable
+    /// unset, and so does a Secret the chart does not render (an existingSecret).
+    /// </summary>
+    public IReadOnlyDictionary<string, string> ConfigEnvironment
     {
         get
         {
-            var secretName = (string)Container["envFrom"]!.AsArray().Single()!["secretRef"]!["name"]!;
-            var secret = Get("Secret", secretName);
-            return secret["stringData"]!.AsObject().ToDictionary(p => p.Key, p => (string)p.Value!);
+            var result = new Dictionary<string, string>();
+            foreach (var variable in Container["env"]!.AsArray())
+            {
+                var from = variable!["valueFrom"];
+                var (kind, reference, member) = from?["secretKeyRef"] is { } s ? ("Secret", s, "stringData") : from?["configMapKeyRef"] is { } c ? ("ConfigMap", c, "data") : (null, null, null);
+                if (kind is null)
+                {
+                    continue;
+                }
+
+                if (!Documents.Any(d => Kind(d) == kind && Name(d) == (string)reference!["name"]!))
+                {
+                    continue; // a Secret of the user's (existingSecret): its value is not in the chart
+                }
+
+                var value = Get(kind, (string)reference!["name"]!)[member!]![(string)reference["key"]!];
+                if (value is null)
+                {
+                    ((bool?)reference["optional"]).Should().BeTrue($"{variable["name"]} refers to a key the {kind} lacks");
+                    continue;
+                }
+
+                result[(string)variable["name"]!] = (string)value!;
+            }
+
+            return result;
         }
     }
 

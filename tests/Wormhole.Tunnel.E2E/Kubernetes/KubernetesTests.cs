@@ -446,17 +446,30 @@ public sealed class KubeLab : IAsyncDisposable
 
     public ProcessHandle HubProcess { get; private set; } = null!;
 
-    public ProcessHandle ClientProcess { get; private set; } = null!;
+    public ProcessHandle ClientProcess { get; set; } = null!;
 
     public int ClientBackendPort { get; private set; }
 
     private bool BasicAuth { get; init; }
 
+    private IReadOnlyList<string> HubFlags { get; init; } = [];
+
+    /// <summary>Whether hub and spoke run with --network-policies (the chart's networkPolicies.enabled, false by default).</summary>
+    public bool NetworkPolicies { get; private init; } = true;
+
     /// <param name="spoke">The spoke's site and peer name (its --name).</param>
-    public static async Task<KubeLab> StartAsync(string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true, string spoke = "client")
+    /// <param name="networkPolicies">--network-policies on both sides; false is the chart's default.</param>
+    /// <param name="hubFlags">More flags for the hub (a test that needs a non-default one says why).</param>
+    /// <param name="aot">Run the NativeAOT executables (scripts/publish-aot, <see cref="AotExecutables"/>).</param>
+    public static async Task<KubeLab> StartAsync(
+        string? clientMetadata = null, bool basicAuth = false, bool startSpoke = true, string spoke = "client", bool networkPolicies = true, bool aot = false,
+        IReadOnlyList<string>? hubFlags = null)
     {
-        var lab = new TunnelLab(await TestNetwork.CreateAsync("hub", spoke)) { HubName = "server" };
-        var k = new KubeLab(lab) { BasicAuth = basicAuth };
+        var network = await TestNetwork.CreateAsync("hub", spoke);
+        var lab = aot
+            ? new TunnelLab(network) { HubName = "server", ServerExecutable = AotExecutables.Server, ClientExecutable = AotExecutables.Client }
+            : new TunnelLab(network) { HubName = "server" };
+        var k = new KubeLab(lab) { BasicAuth = basicAuth, NetworkPolicies = networkPolicies, HubFlags = hubFlags ?? [] };
         try
         {
             var client = lab.Network[spoke];
@@ -467,7 +480,7 @@ public sealed class KubeLab : IAsyncDisposable
             await k.StartHubAsync();
             if (startSpoke)
             {
-                var extra = k.Client.Flags($"application=wormhole-{spoke}").ToList();
+                var extra = k.Client.Flags($"application=wormhole-{spoke}", networkPolicies).ToList();
                 if (clientMetadata is not null)
                 {
                     extra.AddRange(["--client-metadata", clientMetadata]);
@@ -487,12 +500,13 @@ public sealed class KubeLab : IAsyncDisposable
 
     public async Task StartHubAsync()
     {
-        var extra = Server.Flags("application=wormhole-server").ToList();
+        var extra = Server.Flags("application=wormhole-server", NetworkPolicies).ToList();
         if (BasicAuth)
         {
             extra.AddRange(["--basic-auth-username", "kajtek", "--basic-auth-password", "kajtek"]);
         }
 
+        extra.AddRange(HubFlags);
         HubProcess = await Lab.StartHubAsync(extra, appsFile: false);
     }
 

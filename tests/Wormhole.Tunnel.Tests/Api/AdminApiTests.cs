@@ -45,6 +45,54 @@ public sealed class AdminApiTests
         (await response.Content.ReadAsStringAsync()).Should().Be(HealthJson, "gin writes the apostrophes as they are, and scripts compare the text");
     }
 
+    [Fact]
+    public async Task Readyz_is_503_with_what_the_side_waits_for_until_it_has_started_then_200()
+    {
+        var listed = false;
+        var clock = new Kubernetes.ManualTimeProvider();
+        var health = new Wormhole.Tunnel.Runtime.Health(clock, TimeSpan.FromMinutes(5)).Require("the first list of Services is not in yet", () => listed);
+        await using var api = await AdminApiHost.StartAsync(health: health);
+
+        using (var starting = await api.Http.GetAsync(new Uri("/readyz", UriKind.Relative)))
+        {
+            starting.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+            starting.Content.Headers.ContentType!.ToString().Should().Be(JsonUtf8);
+            (await starting.Content.ReadAsStringAsync()).Should().Be(
+                "{\"status\":\"starting\",\"waiting\":[\"the first list of Services is not in yet\",\"the first plan with the tunnel address is not applied yet (by every sink: proxy, WireGuard, Kubernetes)\"]}");
+        }
+
+        listed = true;
+        health.PlanApplied(withTunnelAddress: true);
+        using var ready = await api.Http.GetAsync(new Uri("/readyz", UriKind.Relative));
+        ready.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await ready.Content.ReadAsStringAsync()).Should().Be("{\"status\":\"ready\",\"waiting\":[]}");
+        (await api.Http.GetAsync(new Uri("/health", UriKind.Relative))).StatusCode.Should().Be(HttpStatusCode.OK, "the reference's health check answers whatever the state");
+    }
+
+    [Fact]
+    public async Task Livez_is_503_naming_the_step_that_runs_too_long()
+    {
+        var clock = new Kubernetes.ManualTimeProvider();
+        var health = new Wormhole.Tunnel.Runtime.Health(clock, TimeSpan.FromSeconds(5));
+        await using var api = await AdminApiHost.StartAsync(health: health);
+        using var step = health.Begin("wg set wg0");
+
+        (await api.Http.GetAsync(new Uri("/livez", UriKind.Relative))).StatusCode.Should().Be(HttpStatusCode.OK);
+        clock.Advance(TimeSpan.FromSeconds(7.3));
+        using var stuck = await api.Http.GetAsync(new Uri("/livez", UriKind.Relative));
+
+        stuck.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (await stuck.Content.ReadAsStringAsync()).Should().Be("{\"status\":\"stuck\",\"stuck\":[{\"step\":\"wg set wg0\",\"seconds\":7.3}]}");
+    }
+
+    [Fact]
+    public async Task Readyz_and_livez_are_not_served_without_a_health_model()
+    {
+        await using var api = await AdminApiHost.StartAsync();
+
+        (await api.Http.GetAsync(new Uri("/readyz", UriKind.Relative))).StatusCode.Should().Be(HttpStatusCode.NotFound);
+    }
+
     [Theory]
     [InlineData("/api/apps/v1")]
     [InlineData("/api/apps")]
@@ -332,11 +380,11 @@ internal sealed class AdminApiHost : IAsyncDisposable
 
     public HttpClient Http { get; private set; } = null!;
 
-    public static async Task<AdminApiHost> StartAsync(BasicAuthCredentials? basicAuth = null, bool spoke = false)
+    public static async Task<AdminApiHost> StartAsync(BasicAuthCredentials? basicAuth = null, bool spoke = false, Wormhole.Tunnel.Runtime.Health? health = null)
     {
         var host = new AdminApiHost();
         var app = WebHost.Create(new IPEndPoint(IPAddress.Loopback, 0), NullLoggerFactory.Instance, 64 * 1024, a =>
-            a.MapAdminApi(() => host.Apps, spoke ? null : host.Peers, basicAuth));
+            a.MapAdminApi(() => host.Apps, spoke ? null : host.Peers, basicAuth, health: health));
         var address = await LoopbackHost.StartAsync(app, host._servers);
         host.Http = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(30) };
         return host;

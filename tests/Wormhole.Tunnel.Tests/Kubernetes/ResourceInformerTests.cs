@@ -84,6 +84,21 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_first_list_is_ready_when_its_change_is_announced()
+    {
+        // A listener that looks at ReadyAsync when told of the change (KubernetesAppSource does, on another thread) must
+        // find it complete: otherwise it waits for a next change that a quiet cluster never makes, and the side never
+        // builds its first plan (a restarted hub pod answered every sync 503 for minutes).
+        var readyWhenAnnounced = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _informer.Changed += () => readyWhenAnnounced.TrySetResult(_informer.ReadyAsync(CancellationToken.None).IsCompletedSuccessfully);
+        ListAnswers(ServiceList("10", ServiceJson("web", "8")));
+
+        Start();
+
+        (await readyWhenAnnounced.Task.WaitAsync(TimeSpan.FromSeconds(10))).Should().BeTrue();
+    }
+
+    [Fact]
     public async Task Ready_is_pending_until_a_list_succeeds()
     {
         _lists.Enqueue(c => Respond(c, 403, Status(403, "Forbidden", "services is forbidden")));

@@ -2,7 +2,9 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
+using Wormhole.Tunnel.Global;
 using Wormhole.Tunnel.Metrics;
+using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Proxy;
 using Wormhole.Tunnel.Tests.Metrics;
 using static Wormhole.Tunnel.Tests.Proxy.SocketTestKit;
@@ -119,6 +121,20 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task A_target_that_refuses_is_passed_on_as_the_end_of_the_stream_after_a_successful_connect()
+    {
+        var port = await ListenAsync(Local(FreePort()));
+
+        for (var i = 0; i < 20; i++)
+        {
+            // The proxy may learn of the refusal before the client has seen its own connect complete: a FIN then still
+            // lets the connect succeed, where a reset would fail it.
+            using var client = await ConnectAsync(port);
+            (await client.ReadToEndAsync().WaitAsync(Patience)).Should().BeEmpty();
+        }
+    }
+
+    [Fact]
     public async Task An_upstream_that_never_answers_is_given_up_after_the_connect_timeout_and_the_listener_keeps_serving()
     {
         // A target whose accept queue is full: the kernel drops further SYNs, so a connect to it neither succeeds nor fails.
@@ -148,6 +164,80 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
         finally
         {
             queued.ForEach(s => s.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task A_global_listener_moves_a_connection_to_the_next_site_when_one_refuses_and_the_client_sees_no_error()
+    {
+        var b = Own(TargetServer.Saying("from b"));
+        var (_, web) = await GlobalWebAsync(("a", FreePort()), ("b", b.Port), priority: true);
+        var port = await ListenAsync(Global(web));
+
+        for (var i = 0; i < 5; i++)
+        {
+            using var client = await ConnectAsync(port);
+            (await client.ReadTextToEndAsync().WaitAsync(Patience)).Should().Be("from b", "attempt {0} went to the site that answers", i);
+        }
+
+        web.Sites.Single(s => s.Site.Peer == "a").Healthy.Should().BeFalse("the refused connect marked it down at once");
+        await Until(() => web.Sites.Single(s => s.Site.Peer == "b").ActiveConnections == 0, "every closed connection was reported");
+    }
+
+    [Fact]
+    public async Task A_global_listener_gives_a_silent_site_only_the_attempt_timeout_then_connects_to_the_next()
+    {
+        using var silent = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        silent.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        silent.Listen(0);
+        var queued = new List<Socket>();
+        try
+        {
+            await FillAcceptQueueAsync(((IPEndPoint)silent.LocalEndPoint!).Port, queued);
+            var b = Own(TargetServer.Echo());
+            var (_, web) = await GlobalWebAsync(("a", ((IPEndPoint)silent.LocalEndPoint!).Port), ("b", b.Port), priority: true);
+            var port = await ListenAsync(Global(web));
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            using var client = await ConnectAsync(port);
+            await client.SendAsync("sent while the first site was tried");
+            client.Shutdown(SocketShutdown.Send);
+            (await client.ReadTextToEndAsync().WaitAsync(Patience)).Should().Be("sent while the first site was tried");
+            started.Elapsed.Should().BeGreaterThanOrEqualTo(GlobalSites.AttemptTimeout - TimeSpan.FromMilliseconds(50), "the preferred site had its attempt");
+            web.Sites.Single(s => s.Site.Peer == "a").Healthy.Should().BeFalse("the timed-out connect marked it down");
+
+            started.Restart();
+            using var next = await ConnectAsync(port);
+            await next.SendAsync("x");
+            (await next.ReadTextAsync(1).WaitAsync(Patience)).Should().Be("x");
+            started.Elapsed.Should().BeLessThan(GlobalSites.AttemptTimeout, "a down site is not tried while another is healthy");
+        }
+        finally
+        {
+            queued.ForEach(s => s.Dispose());
+        }
+    }
+
+    /// <summary>A global app "web" with the given sites on loopback (in that priority order when <paramref name="priority"/>).</summary>
+    private static async Task<(GlobalSites Sites, GlobalApp Web)> GlobalWebAsync((string Peer, int Port) first, (string Peer, int Port) second, bool priority = false)
+    {
+        var sites = new GlobalSites(TimeProvider.System, NullLogger<GlobalSites>.Instance);
+        var listener = new GlobalListener("web", 0, 80,
+            [new GlobalSite(first.Peer, IPAddress.Loopback, first.Port, 0), new GlobalSite(second.Peer, IPAddress.Loopback, second.Port, priority ? 1 : 0)]);
+        await sites.ApplyAsync(Plan.Empty with { GlobalListeners = [listener] }, CancellationToken.None);
+        return (sites, sites.Find("web")!);
+    }
+
+    private static ListenerSpec Global(GlobalApp web) =>
+        new(ListenerKind.Global, web.Name, IPAddress.Loopback, FreePort(), web.Sites[0].Upstream.Host, web.Sites[0].Upstream.Port, Picker: web);
+
+    private static async Task Until(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline, what);
+            await Task.Delay(10);
         }
     }
 
@@ -248,7 +338,8 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
     public async Task An_idle_connection_is_closed_after_the_idle_timeout()
     {
         var echo = Own(TargetServer.Echo());
-        var port = await ListenAsync(Local(echo.Port), new ProxyOptions { IdleTimeout = TimeSpan.FromMilliseconds(300) });
+        // Long enough for the round trip below on a busy machine (it counts as activity only once it is done).
+        var port = await ListenAsync(Local(echo.Port), new ProxyOptions { IdleTimeout = TimeSpan.FromSeconds(1) });
         using var client = await ConnectAsync(port);
         await client.SendAsync("hi");
         (await client.ReadTextAsync(2)).Should().Be("hi");
@@ -301,6 +392,96 @@ public abstract class ProxyTableTests : IAsyncLifetime, IDisposable
         var failures = await NewTable().ApplyAsync([spec], CancellationToken.None);
 
         failures.Should().ContainSingle().Which.Reason.Should().Contain("AddressAlreadyInUse");
+    }
+
+    [Fact]
+    public async Task A_port_held_by_a_socket_with_SO_REUSEPORT_is_reported_as_in_use_rather_than_shared()
+    {
+        // The same user may share a port between sockets that all set SO_REUSEPORT; the proxy's listener must not join them.
+        var echo = Own(TargetServer.Echo());
+        using var squatter = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        SetReusePort(squatter);
+        squatter.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        squatter.Listen();
+        var spec = Local(echo.Port, port: ((IPEndPoint)squatter.LocalEndPoint!).Port);
+
+        var failures = await NewTable().ApplyAsync([spec], CancellationToken.None);
+
+        failures.Should().ContainSingle().Which.Reason.Should().Contain("AddressAlreadyInUse");
+    }
+
+    [Fact]
+    public async Task A_socket_that_joins_the_port_with_SO_REUSEPORT_later_gets_none_of_its_connections()
+    {
+        // The same user may add a socket with SO_REUSEPORT to a port whose listeners set it too (the splice engine's do,
+        // one per event loop): its bind succeeds, but no connection may go to it.
+        var echo = Own(TargetServer.Echo());
+        var port = await ListenAsync(Local(echo.Port));
+        using var joiner = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        SetReusePort(joiner);
+        var joined = true;
+        try
+        {
+            joiner.Bind(new IPEndPoint(IPAddress.Loopback, port));
+            joiner.Listen();
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            joined = false; // the sockets engine's listener does not share its port at all
+        }
+
+        for (var i = 0; i < 40; i++)
+        {
+            using var client = await ConnectAsync(port);
+            await client.SendAsync($"n{i:D2}");
+            (await client.ReadTextAsync(3)).Should().Be($"n{i:D2}", "every connection reaches the proxy");
+        }
+
+        if (joined)
+        {
+            joiner.Poll(0, SelectMode.SelectRead).Should().BeFalse("no connection may wait in the joiner's queue");
+        }
+    }
+
+    /// <summary>SO_REUSEADDR and SO_REUSEPORT, as a process that wants to share a port sets them.</summary>
+    private static void SetReusePort(Socket socket)
+    {
+        socket.SetRawSocketOption(1, 2, BitConverter.GetBytes(1)); // SOL_SOCKET, SO_REUSEADDR
+        socket.SetRawSocketOption(1, 15, BitConverter.GetBytes(1)); // SOL_SOCKET, SO_REUSEPORT
+    }
+
+    [Fact]
+    public async Task Removing_a_listener_closes_its_connections_on_every_event_loop()
+    {
+        var echo = Own(TargetServer.Echo());
+        var table = NewTable();
+        var spec = Local(echo.Port);
+        (await table.ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty();
+        // Connections opened at once and then one at a time, so each loop is likely to have accepted some.
+        var clients = new List<Socket>();
+        clients.AddRange(await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => ConnectAsync(spec.Port))));
+        for (var i = 0; i < 16; i++)
+        {
+            clients.Add(await ConnectAsync(spec.Port));
+        }
+
+        try
+        {
+            foreach (var client in clients)
+            {
+                await client.SendAsync("x");
+                (await client.ReadTextAsync(1)).Should().Be("x");
+            }
+
+            (await table.ApplyAsync([], CancellationToken.None)).Should().BeEmpty();
+
+            await Task.WhenAll(clients.Select(c => c.ClosedAsync())).WaitAsync(Patience);
+            (await NewTable().ApplyAsync([spec], CancellationToken.None)).Should().BeEmpty("the port was released");
+        }
+        finally
+        {
+            clients.ForEach(c => c.Dispose());
+        }
     }
 
     [Fact]

@@ -30,7 +30,7 @@ public sealed class SplicePumpTests : IDisposable
         var (reader, pumpClient) = await PairAsync(receiveBuffer: 4096, acceptedSendBuffer: 4096);
         var (writer, pumpUpstream) = await PairAsync();
         var owner = new CountingOwner();
-        var pump = SplicePump.Start(engine.NextLoop(), pumpClient, pumpUpstream, owner);
+        var pump = SocketPump.Start(engine.NextLoop(), pumpClient, pumpUpstream, owner);
 
         var first = Pattern(10_000, seed: 1);
         await writer.SendAllAsync(first);
@@ -56,7 +56,7 @@ public sealed class SplicePumpTests : IDisposable
         await writer.SendAllAsync(message);
         writer.Shutdown(SocketShutdown.Send); // on loopback both are in pumpUpstream's queue when these calls return
 
-        var pump = SplicePump.Start(engine.NextLoop(), pumpClient, pumpUpstream, new CountingOwner());
+        var pump = SocketPump.Start(engine.NextLoop(), pumpClient, pumpUpstream, new CountingOwner());
 
         (await reader.ReadToEndAsync().WaitAsync(Patience)).Should().Equal(message, "a short read must not hide the FIN behind it");
         reader.Shutdown(SocketShutdown.Send);
@@ -112,10 +112,6 @@ public sealed class SplicePumpTests : IDisposable
         public long Up => Interlocked.Read(ref _up);
 
         public long Down => Interlocked.Read(ref _down);
-
-        public void OnConnected()
-        {
-        }
 
         public void OnBytes(bool upstream, int count) => Interlocked.Add(ref upstream ? ref _up : ref _down, count);
     }
