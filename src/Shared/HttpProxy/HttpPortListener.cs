@@ -189,7 +189,8 @@ internal sealed class HttpPortListener : IAsyncDisposable
             var n = await client.ReceiveAsync(buffer, SocketFlags.Peek, timeout.Token);
             if (n == 0)
             {
-                throw new ObjectDisposedException("the client closed before sending anything");
+                // The client closed before sending anything.
+                throw new SocketException((int)SocketError.ConnectionReset);
             }
 
             if (!buffer.AsSpan(0, n).SequenceEqual(Preface.AsSpan(0, n)))
