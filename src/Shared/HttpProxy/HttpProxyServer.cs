@@ -15,6 +15,16 @@ using Yarp.ReverseProxy.Forwarder;
 
 namespace Wormhole.Tunnel.HttpProxy;
 
+/// <summary>The HTTP listeners as the proxy sink sees them (<see cref="HttpProxyServer"/>, or a recording fake in tests).</summary>
+public interface IHttpListeners
+{
+    /// <summary>
+    /// Makes the HTTP listeners exactly <paramref name="desired"/> (keyed by port); returns those that could not be
+    /// opened with why. Never throws for one bad spec; calls are serialised.
+    /// </summary>
+    Task<IReadOnlyList<(HttpListenerSpec Spec, string Reason)>> ApplyAsync(IReadOnlyCollection<HttpListenerSpec> desired, CancellationToken cancellationToken);
+}
+
 /// <summary>
 /// The HTTP listeners of one side: HTTP reverse proxies on YARP's direct forwarding (<see cref="IHttpForwarder"/>) for
 /// the apps marked HTTP. One Kestrel server, started with the first HTTP listener, serves all of them: the listening
@@ -23,7 +33,7 @@ namespace Wormhole.Tunnel.HttpProxy;
 /// socket and its accept loop, not a server. HTTP/1.1 and h2c on every listener, and towards sites in the version the
 /// client used.
 /// </summary>
-public sealed class HttpProxyServer : IAsyncDisposable
+public sealed class HttpProxyServer : IHttpListeners, IAsyncDisposable
 {
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
