@@ -136,23 +136,47 @@ internal sealed class HttpForwarding(HttpMetrics metrics, GlobalSites? globalSit
                 {
                     NoSite(context, route);
                 }
+                else
+                {
+                    // The first attempt's error response was cleared for the retry that found no site left.
+                    context.Response.StatusCode = StatusCodes.Status502BadGateway;
+                    metrics.For(route.App, route.Kind, HttpMetrics.NoSite).Answered(StatusCodes.Status502BadGateway);
+                }
 
                 return;
             }
 
             tried |= 1UL << upstream.Index;
             var series = metrics.For(route.App, route.Kind, site.Site.Peer);
-            var wentDown = retryable ? site.WentDown : CancellationToken.None;
+            // The site marked down while this request waits for its response: give up on it and retry elsewhere. Once the
+            // response has begun it runs on (a stream that still flows is not cut because a probe failed).
+            using var moveOff = retryable ? new CancellationTokenSource() : null;
+            using var registration = moveOff is null ? default : site.WentDown.Register(static state =>
+            {
+                var (cts, ctx) = ((CancellationTokenSource, HttpContext))state!;
+                if (!ctx.Response.HasStarted)
+                {
+                    try
+                    {
+                        cts.Cancel();
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                    }
+                }
+            }, (moveOff, context));
             ForwarderError error;
             Interlocked.Increment(ref site.Active);
             try
             {
-                error = await Forwarder!.SendAsync(context, $"http://{Apps.AppAddress.Format(upstream.Host, upstream.Port)}", _globalClient, config, Transformer.Instance, wentDown);
+                error = await Forwarder!.SendAsync(context, $"http://{Apps.AppAddress.Format(upstream.Host, upstream.Port)}", _globalClient, config, Transformer.Instance, moveOff?.Token ?? CancellationToken.None);
             }
             finally
             {
                 Interlocked.Decrement(ref site.Active);
             }
+
+            var movedOff = moveOff?.IsCancellationRequested == true;
 
             if (error == ForwarderError.None)
             {
@@ -167,7 +191,7 @@ internal sealed class HttpForwarding(HttpMetrics metrics, GlobalSites? globalSit
             if (!clientGone && BeforeResponse(context, error))
             {
                 series.Failures.Inc();
-                if (!wentDown.IsCancellationRequested)
+                if (!movedOff)
                 {
                     app.Failed(upstream, Reason(error, context));
                 }
