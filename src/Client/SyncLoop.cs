@@ -90,7 +90,7 @@ internal sealed partial class SyncLoop(
                 remoteApps.Update(
                     result.Message.Peer,
                     IPAddress.Parse(synced.InternalServerIp),
-                    result.Message.Apps!.Select(a => new AppDescriptor(a.Name, a.Address, result.Message.Peer, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+                    result.Message.Apps!.Select(a => a.ToDescriptor(result.Message.Peer)).ToList());
                 if (hubVersion is null && result.HubVersion is not null)
                 {
                     LogLongPoll(logger);

@@ -312,7 +312,7 @@ internal static partial class HubEndpoints
             }
 
             var appsBefore = remoteApps.CountOf(peer.Name);
-            remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => new Apps.AppDescriptor(a.Name, a.Address, peer.Name, a.OriginalPort, a.TargetLabels ?? "")).ToList());
+            remoteApps.Update(peer.Name, IPAddress.Parse(peer.Ip), message.Apps!.Select(a => a.ToDescriptor(peer.Name)).ToList());
             trim.AfterSync(body.Length, appsBefore, remoteApps.CountOf(peer.Name));
 
             if (context.Request.Headers.TryGetValue(SyncHeaders.Wait, out var known))

@@ -8,7 +8,8 @@ namespace Wormhole.Tunnel.Global;
 /// consumers do not probe in step) a TCP connect to every site's tunnel listener, each bounded by
 /// <see cref="GlobalSites.AttemptTimeout"/>. A refused or timed-out probe marks the site down at once; a down site
 /// comes back after <see cref="GlobalSites.RiseAfter"/> successful probes in a row. A probe is a connect and a close:
-/// the site's listener sees a connection that sends nothing.
+/// the site's listener sees a connection that sends nothing. An HTTP app with a health path is probed with a GET of
+/// that path instead (<see cref="HttpProxy.HttpHealthProbe"/>).
 /// </summary>
 public sealed class GlobalHealthProbe(GlobalSites sites, TimeProvider time)
 {
@@ -30,6 +31,12 @@ public sealed class GlobalHealthProbe(GlobalSites sites, TimeProvider time)
 
     private static async Task ProbeAsync(GlobalApp app, SiteState site, CancellationToken cancellationToken)
     {
+        if (app.Listener?.Http is { HealthPath: { } path })
+        {
+            await HttpProxy.HttpHealthProbe.ProbeAsync(app, site, path, cancellationToken);
+            return;
+        }
+
         using var socket = new Socket(site.Site.Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(GlobalSites.AttemptTimeout);

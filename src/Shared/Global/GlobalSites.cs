@@ -193,6 +193,7 @@ public sealed class SiteState
     private volatile bool _healthy = true;
     private volatile Upstream _upstream;
     private volatile GlobalSite _site;
+    private CancellationTokenSource _wentDown = new();
 
     internal int Active;
 
@@ -211,6 +212,9 @@ public sealed class SiteState
     public bool Healthy => _healthy;
 
     public int ActiveConnections => Volatile.Read(ref Active);
+
+    /// <summary>Cancelled when the site is next marked down (HTTP requests still waiting on it move to another site).</summary>
+    internal CancellationToken WentDown => Volatile.Read(ref _wentDown).Token;
 
     internal void MoveTo(int index, GlobalSite site)
     {
@@ -233,6 +237,7 @@ public sealed class SiteState
 
         if (changed)
         {
+            Interlocked.Exchange(ref _wentDown, new CancellationTokenSource()).Cancel();
             app.HealthChanged(this, false, reason);
         }
     }

@@ -97,7 +97,11 @@ public sealed class WormholeMetrics
         _globalSiteConnections = factory.CreateGauge(
             "wormhole_global_site_connections_active", "Global services: connections open now through a global app's listener to a site.",
             new GaugeConfiguration { LabelNames = ["app", "site"], SuppressInitialValue = true });
+        Http = new HttpMetrics(factory);
     }
+
+    /// <summary>Per-request metrics of the HTTP listeners (apps marked HTTP).</summary>
+    public HttpMetrics Http { get; }
 
     public CollectorRegistry Registry { get; }
 

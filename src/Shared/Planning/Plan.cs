@@ -7,7 +7,21 @@ using Wormhole.Tunnel.WireGuard;
 namespace Wormhole.Tunnel.Planning;
 
 /// <summary>An app this side offers: where to connect when a consumer comes in through the tunnel.</summary>
-public sealed record LocalApp(string Name, string TargetHost, int TargetPort, int OriginalPort, string TargetLabels = "");
+public sealed record LocalApp(string Name, string TargetHost, int TargetPort, int OriginalPort, string TargetLabels = "")
+{
+    /// <summary>Set when the app is marked HTTP: its consumers proxy it per request (its listener here stays TCP).</summary>
+    public HttpMode? Http { get; init; }
+}
+
+/// <summary>
+/// HTTP mode of an app or a listener: the consuming listener is an HTTP reverse proxy (per-request balancing, HTTP
+/// health checks of <paramref name="HealthPath"/>, retries) instead of a TCP pipe. Null health path: sites are
+/// probed with a TCP connect, as for TCP apps.
+/// </summary>
+public sealed record HttpMode(string? HealthPath)
+{
+    public static readonly HttpMode NoHealthPath = new((string?)null);
+}
 
 /// <summary>The apps one peer advertised in its latest sync, and the tunnel address they are reached at.</summary>
 public sealed record PeerApps(string Peer, IPAddress TunnelAddress, IReadOnlyList<AppDescriptor> Apps)
@@ -72,7 +86,11 @@ public readonly record struct ListenerKey(string? Peer, string App, bool Global 
 public sealed record LocalListener(string App, int Port, string TargetHost, int TargetPort);
 
 /// <summary>A listener on every non-tunnel interface for one remote app, forwarding to the peer's tunnel listener.</summary>
-public sealed record RemoteListener(string Peer, string App, int Port, IPAddress PeerAddress, int PeerPort, int OriginalPort, string TargetLabels);
+public sealed record RemoteListener(string Peer, string App, int Port, IPAddress PeerAddress, int PeerPort, int OriginalPort, string TargetLabels)
+{
+    /// <summary>Set when the peer marked the app HTTP: the listener is an HTTP reverse proxy, not a TCP pipe.</summary>
+    public HttpMode? Http { get; init; }
+}
 
 public sealed record PlanProblem(string Peer, string App, string Reason);
 
@@ -145,7 +163,11 @@ public sealed record GlobalSite(string Peer, IPAddress Address, int Port, int Pr
 /// <summary>The global listener of one app name: its port here, the port its Service shows, and its sites in order of preference.</summary>
 public sealed record GlobalListener(string App, int Port, int OriginalPort, ImmutableArray<GlobalSite> Sites)
 {
-    /// <summary>Whether both have the same port and sites (records compare arrays by reference).</summary>
+    /// <summary>Set when every site marks the app HTTP: the listener balances each request, not each connection.</summary>
+    public HttpMode? Http { get; init; }
+
+    /// <summary>Whether both have the same port, sites and mode (records compare arrays by reference).</summary>
     public bool SameAs(GlobalListener other) =>
-        other is not null && App == other.App && Port == other.Port && OriginalPort == other.OriginalPort && Sites.SequenceEqual(other.Sites);
+        other is not null && App == other.App && Port == other.Port && OriginalPort == other.OriginalPort && Sites.SequenceEqual(other.Sites)
+        && Equals(Http, other.Http);
 }

@@ -55,7 +55,11 @@ public static class Planner
                 }
 
                 locals.Add(new LocalListener(app.Name, port, app.TargetHost, app.TargetPort));
-                advertised.Add(new AppDescriptor(app.Name, AppAddress.Format(input.TunnelAddress.ToString(), port), input.SelfName, app.OriginalPort, app.TargetLabels));
+                advertised.Add(new AppDescriptor(app.Name, AppAddress.Format(input.TunnelAddress.ToString(), port), input.SelfName, app.OriginalPort, app.TargetLabels)
+                {
+                    Protocol = app.Http is null ? null : AppProtocol.Http,
+                    HealthPath = app.Http?.HealthPath,
+                });
             }
         }
 
@@ -115,7 +119,7 @@ public static class Planner
                     continue;
                 }
 
-                kept.Add(new Candidate(peer.Peer, app, peer.TunnelAddress, peerPort));
+                kept.Add(new Candidate(peer.Peer, app, peer.TunnelAddress, peerPort, HttpOf(app, Problem)));
             }
 
             if (overQuota > 0)
@@ -144,7 +148,7 @@ public static class Planner
                 continue;
             }
 
-            remotes.Add(new RemoteListener(c.Peer, c.App.Name, port, c.Address, c.PeerPort, c.App.OriginalPort, c.App.TargetLabels ?? ""));
+            remotes.Add(new RemoteListener(c.Peer, c.App.Name, port, c.Address, c.PeerPort, c.App.OriginalPort, c.App.TargetLabels ?? "") { Http = c.Http });
         }
 
         var globals = input.GlobalServices.Enabled
@@ -235,7 +239,10 @@ public static class Planner
                 .OrderBy(s => s.Rank).ThenBy(s => s.Candidate.Peer, StringComparer.Ordinal)
                 .Select(s => new GlobalSite(s.Candidate.Peer, s.Candidate.Address, s.Candidate.PeerPort, s.Rank))
                 .ToImmutableArray();
-            result.Add(new GlobalListener(app, port, ServicePort(byApp[app], previous.GlobalListeners.FirstOrDefault(g => g.App == app)), sites));
+            result.Add(new GlobalListener(app, port, ServicePort(byApp[app], previous.GlobalListeners.FirstOrDefault(g => g.App == app)), sites)
+            {
+                Http = GlobalHttp(app, byApp[app].OrderBy(c => Rank(order, c.Peer)).ThenBy(c => c.Peer, StringComparer.Ordinal).ToList(), problems),
+            });
         }
 
         return result.ToImmutable();
@@ -268,7 +275,60 @@ public static class Planner
         return order.Count;
     }
 
-    private sealed record Candidate(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort);
+    /// <summary>
+    /// The HTTP mode a peer's app asks for: <c>protocol: http</c> (any case) with its health path when valid. A protocol
+    /// this side does not know serves the app as TCP, a bad health path is not probed; both are reported.
+    /// </summary>
+    private static HttpMode? HttpOf(AppDescriptor app, Action<string, string> problem)
+    {
+        if (string.IsNullOrEmpty(app.Protocol))
+        {
+            return null;
+        }
+
+        if (!AppProtocol.IsHttp(app.Protocol))
+        {
+            problem(app.Name, $"protocol '{app.Protocol}' is not known here (only 'http' is); the app is served as TCP");
+            return null;
+        }
+
+        if (string.IsNullOrEmpty(app.HealthPath))
+        {
+            return HttpMode.NoHealthPath;
+        }
+
+        if (!AppProtocol.IsValidHealthPath(app.HealthPath))
+        {
+            problem(app.Name, "the health path is not an absolute path of visible ASCII characters; its sites are probed with a TCP connect instead");
+            return HttpMode.NoHealthPath;
+        }
+
+        return new HttpMode(app.HealthPath);
+    }
+
+    /// <summary>
+    /// A global app is HTTP when every site offers it as HTTP; its health path is that of the most preferred site that
+    /// has one. Sites that disagree on the protocol make it TCP (every site can carry TCP), with a problem saying so.
+    /// </summary>
+    private static HttpMode? GlobalHttp(string app, List<Candidate> sites, ImmutableArray<PlanProblem>.Builder problems)
+    {
+        var http = sites.Where(s => s.Http is not null).ToList();
+        if (http.Count == 0)
+        {
+            return null;
+        }
+
+        if (http.Count < sites.Count)
+        {
+            problems.Add(new PlanProblem("(global)", app,
+                $"sites disagree on the protocol (HTTP at {string.Join(", ", http.Select(s => s.Peer))}; TCP at {string.Join(", ", sites.Where(s => s.Http is null).Select(s => s.Peer))}); the global listener is TCP"));
+            return null;
+        }
+
+        return http.Select(s => s.Http!).FirstOrDefault(h => h.HealthPath is not null) ?? HttpMode.NoHealthPath;
+    }
+
+    private sealed record Candidate(string Peer, AppDescriptor App, System.Net.IPAddress Address, int PeerPort, HttpMode? Http = null);
 
     /// <summary>
     /// Remote ports for every peer's candidates (each list in name order), shared max-min fairly: when the range cannot

@@ -6,6 +6,7 @@ using Wormhole.Tunnel.Apps;
 using Wormhole.Tunnel.Cli;
 using Wormhole.Tunnel.Global;
 using Wormhole.Tunnel.Hosting;
+using Wormhole.Tunnel.HttpProxy;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Metrics;
 using Wormhole.Tunnel.Planning;
@@ -113,6 +114,8 @@ public static partial class Side
 
         services.AddSingleton(sp => new ProxyTable(
             new ProxyOptions { Engine = settings.ProxyEngine }, sp.GetRequiredService<WormholeMetrics>(), sp.GetRequiredService<ILogger<ProxyTable>>(), time));
+        services.AddSingleton(sp => new HttpProxyServer(
+            sp.GetRequiredService<WormholeMetrics>(), sp.GetService<GlobalSites>(), sp.GetRequiredService<ILoggerFactory>(), time));
         services.AddSingleton<IWireGuardDevice>(sp => new WgToolsDevice(new HealthWatchedRunner(runner, sp.GetRequiredService<Health>()), sp.GetRequiredService<ILogger<WgToolsDevice>>(), sp.GetRequiredService<RetryPipelines>().WireGuard));
         services.AddSingleton(sp =>
         {
@@ -126,7 +129,7 @@ public static partial class Side
                 sinks.Add(global);
             }
 
-            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>(), global is null ? null : global.Find));
+            sinks.Add(new ProxySink(sp.GetRequiredService<ProxyTable>(), global is null ? null : global.Find, sp.GetRequiredService<HttpProxyServer>()));
             sinks.Add(new WireGuardSink(sp.GetRequiredService<IWireGuardDevice>(), time));
             if (sp.GetService<KubernetesSink>() is { } kubernetes)
             {

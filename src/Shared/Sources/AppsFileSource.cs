@@ -11,7 +11,7 @@ using YamlDotNet.RepresentationModel;
 namespace Wormhole.Tunnel.Sources;
 
 /// <summary>
-/// The standalone source: a YAML file (<c>apps: [{name, address}]</c>) reloaded whenever it changes (inotify on its
+/// The standalone source: a YAML file (<c>apps: [{name, address, protocol?, healthPath?}]</c>) reloaded whenever it changes (inotify on its
 /// folder, plus a cheap poll for file systems that do not report). It must be a regular file (symbolic links to one,
 /// such as a ConfigMap mount, are fine) of at most <see cref="MaxBytes"/>. A file that is invalid or cannot be read
 /// keeps the previous apps and says why: again on every change, and whenever the reason changes (not on every poll).
@@ -269,10 +269,49 @@ public sealed partial class AppsFileSource(string path, ReconcileSignal signal, 
                 return false;
             }
 
-            result.Add(new LocalApp(name!, host, port, port));
+            if (!TryHttpMode(map, name!, out var http, out error))
+            {
+                return false;
+            }
+
+            result.Add(new LocalApp(name!, host, port, port) { Http = http });
         }
 
         apps = result;
+        return true;
+    }
+
+    /// <summary><c>protocol: http</c> (optional <c>healthPath: /path</c>) marks an app HTTP; any other protocol is an error.</summary>
+    private static bool TryHttpMode(YamlMappingNode map, string name, out HttpMode? http, out string? error)
+    {
+        http = null;
+        error = null;
+        var protocol = Scalar(map, "protocol");
+        var healthPath = Scalar(map, "healthPath");
+        if (!string.IsNullOrEmpty(protocol) && !AppProtocol.IsHttp(protocol))
+        {
+            error = $"app '{name}' has an unknown 'protocol' '{LogText.Of(protocol, 64)}' (only 'http' is known; leave it out for TCP)";
+            return false;
+        }
+
+        if (!string.IsNullOrEmpty(healthPath) && !AppProtocol.IsValidHealthPath(healthPath))
+        {
+            error = $"app '{name}' has an invalid 'healthPath' (an absolute path such as /healthz, at most {AppProtocol.MaxHealthPathLength} visible ASCII characters)";
+            return false;
+        }
+
+        if (string.IsNullOrEmpty(protocol))
+        {
+            if (!string.IsNullOrEmpty(healthPath))
+            {
+                error = $"app '{name}' has a 'healthPath' but no 'protocol: http' (health paths are probed in HTTP mode only)";
+                return false;
+            }
+
+            return true;
+        }
+
+        http = string.IsNullOrEmpty(healthPath) ? HttpMode.NoHealthPath : new HttpMode(healthPath);
         return true;
     }
 

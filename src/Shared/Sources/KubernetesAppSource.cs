@@ -115,7 +115,7 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
     /// <summary>Queues an event per Service whenever what it offers (or what is wrong with it) changes.</summary>
     private void Report(V1Service service, string key, IReadOnlyList<LocalApp> apps, IReadOnlyList<string> warnings)
     {
-        var summary = string.Join(";", apps.Select(a => $"{a.Name}:{a.OriginalPort}")) + "|" + string.Join(";", warnings);
+        var summary = string.Join(";", apps.Select(a => $"{a.Name}:{a.OriginalPort}{(a.Http is null ? "" : ":http" + a.Http.HealthPath)}")) + "|" + string.Join(";", warnings);
         if (summary == "|")
         {
             _reported.Remove(key);
@@ -136,7 +136,7 @@ public sealed partial class KubernetesAppSource : ILocalAppSource
 
         if (apps.Count > 0)
         {
-            var where = string.Join(", ", apps.Select(a => $"app '{a.Name}' (port {a.OriginalPort}) → Service {KubeNames.ObjectName(_selfName, a.Name)} on each peer"));
+            var where = string.Join(", ", apps.Select(a => $"app '{a.Name}' (port {a.OriginalPort}{(a.Http is null ? "" : ", HTTP")}) → Service {KubeNames.ObjectName(_selfName, a.Name)} on each peer"));
             _pendingEvents.Writer.TryWrite(new PendingEvent(service, EventRecorder.Normal, "WormholeExposed", $"Exposed through wormhole '{_selfName}': {where}"));
         }
     }

@@ -15,6 +15,12 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
     public const string Ports = KubeNames.LabelPrefix + "ports";
     public const string TargetLabelsAnnotation = KubeNames.LabelPrefix + "labels";
 
+    /// <summary>Not in the reference: <c>http</c> makes the consumers proxy the Service's apps per request.</summary>
+    public const string Protocol = KubeNames.LabelPrefix + "protocol";
+
+    /// <summary>Not in the reference: the path the consumers of an HTTP app probe.</summary>
+    public const string HealthPath = KubeNames.LabelPrefix + "health-path";
+
     public static readonly ServiceApps None = new([], []);
 
     /// <summary>
@@ -77,6 +83,7 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
 
         var baseName = annotations.TryGetValue(Name, out var custom) && !string.IsNullOrWhiteSpace(custom) ? custom.Trim() : $"{meta.NamespaceProperty}-{meta.Name}";
         var labels = annotations.TryGetValue(TargetLabelsAnnotation, out var l) ? l : "";
+        var http = DeriveHttp(annotations, warnings);
         var apps = new List<LocalApp>();
         foreach (var port in tcp)
         {
@@ -87,7 +94,7 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
                 continue;
             }
 
-            apps.Add(new LocalApp(name, $"{meta.Name}.{meta.NamespaceProperty}", port.Port, port.Port, labels));
+            apps.Add(new LocalApp(name, $"{meta.Name}.{meta.NamespaceProperty}", port.Port, port.Port, labels) { Http = http });
         }
 
         if (apps.Count == 0 && warnings.Count == 0)
@@ -96,6 +103,40 @@ public sealed record ServiceApps(IReadOnlyList<LocalApp> Apps, IReadOnlyList<str
         }
 
         return new ServiceApps(apps, warnings);
+    }
+
+    /// <summary>
+    /// <c>protocol=http</c> (any case) marks every app of the Service HTTP, with <c>health-path</c> when it is a valid
+    /// path. Anything else is a warning and changes nothing: an unknown protocol keeps the apps TCP, a bad health path
+    /// is not probed (sites are probed with a TCP connect).
+    /// </summary>
+    private static HttpMode? DeriveHttp(IDictionary<string, string> annotations, List<string> warnings)
+    {
+        var protocol = annotations.TryGetValue(Protocol, out var p) ? p.Trim() : "";
+        var path = annotations.TryGetValue(HealthPath, out var h) ? h.Trim() : "";
+        if (protocol.Length > 0 && !AppProtocol.IsHttp(protocol))
+        {
+            warnings.Add($"{Protocol} '{Hosting.LogText.Of(protocol, 64)}' is not known (only 'http' is); the apps are exposed as TCP");
+            protocol = "";
+        }
+
+        if (path.Length > 0 && !AppProtocol.IsValidHealthPath(path))
+        {
+            warnings.Add($"{HealthPath} must be an absolute path such as /healthz (at most {AppProtocol.MaxHealthPathLength} visible ASCII characters); it is ignored");
+            path = "";
+        }
+
+        if (protocol.Length == 0)
+        {
+            if (path.Length > 0)
+            {
+                warnings.Add($"{HealthPath} has no effect without {Protocol}=http");
+            }
+
+            return null;
+        }
+
+        return path.Length == 0 ? HttpMode.NoHealthPath : new HttpMode(path);
     }
 
     private static bool IsTruthy(string value) => value.Trim().ToLowerInvariant() is "1" or "true" or "yes";

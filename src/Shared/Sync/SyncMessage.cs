@@ -39,6 +39,23 @@ public sealed class SyncApp
 
     [JsonPropertyName("targetLabels")]
     public string TargetLabels { get; set; } = "";
+
+    /// <summary>
+    /// Not in the reference: <c>http</c> for an app its consumers proxy per request. Written only when set, so a message
+    /// without HTTP apps is the reference's byte for byte; the reference's peers ignore fields they do not know.
+    /// </summary>
+    [JsonPropertyName("protocol")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Protocol { get; set; }
+
+    /// <summary>Not in the reference: the path consumers of an HTTP app probe. Written only when set.</summary>
+    [JsonPropertyName("healthPath")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? HealthPath { get; set; }
+
+    /// <summary>The app as the receiver keeps it: <paramref name="peer"/> (the sender as paired) replaces the advertised peer name.</summary>
+    public AppDescriptor ToDescriptor(string peer) =>
+        new(Name, Address, peer, OriginalPort, TargetLabels ?? "") { Protocol = Protocol, HealthPath = HealthPath };
 }
 
 [JsonSourceGenerationOptions(PropertyNameCaseInsensitive = true)]
@@ -80,6 +97,8 @@ public static class SyncCodec
                 Peer = a.Peer,
                 OriginalPort = a.OriginalPort,
                 TargetLabels = a.TargetLabels,
+                Protocol = a.Protocol,
+                HealthPath = a.HealthPath,
             }).ToList(),
         };
         return JsonSerializer.SerializeToUtf8Bytes(message, SyncJsonContext.Default.SyncMessage);

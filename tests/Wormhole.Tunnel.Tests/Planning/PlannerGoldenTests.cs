@@ -46,12 +46,17 @@ public class PlannerGoldenTests
         var locals = step["local"]?.AsArray().Select(a =>
         {
             AppAddress.TryParse((string)a!["address"]!, out var host, out var port).Should().BeTrue();
-            return new LocalApp((string)a["name"]!, host, port, port);
+            var protocol = (string?)a["protocol"];
+            return new LocalApp((string)a["name"]!, host, port, port) { Http = protocol is null ? null : new HttpMode((string?)a["healthPath"]) };
         }).ToList() ?? [];
         var remotes = step["remote"]?.AsArray().Select(p => new PeerApps(
             (string)p!["peer"]!,
             IPAddress.Parse((string)p["tunnelAddress"]!),
-            p["apps"]!.AsArray().Select(a => new AppDescriptor((string)a!["name"]!, (string)a["address"]!, (string)p["peer"]!, (int)a["originalPort"]!)).ToList())).ToList() ?? [];
+            p["apps"]!.AsArray().Select(a => new AppDescriptor((string)a!["name"]!, (string)a["address"]!, (string)p["peer"]!, (int)a["originalPort"]!)
+            {
+                Protocol = (string?)a["protocol"],
+                HealthPath = (string?)a["healthPath"],
+            }).ToList())).ToList() ?? [];
         var tunnel = (string?)step["tunnelAddress"];
         var unusable = step["unusablePorts"]?.AsArray().Select(p => (int)p!).ToHashSet();
         var localPorts = step["localPorts"] is JsonArray lp ? new PortRange((int)lp[0]!, (int)lp[1]!) : PortRange.Local;
@@ -77,17 +82,19 @@ public class PlannerGoldenTests
     private static JsonObject Describe(Plan plan) => new()
     {
         ["localListeners"] = new JsonArray(plan.LocalListeners.Select(l => (JsonNode)$"{l.App} :{l.Port} -> {l.TargetHost}:{l.TargetPort}").ToArray()),
-        ["advertised"] = new JsonArray(plan.Advertised.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer} originalPort={a.OriginalPort}").ToArray()),
-        ["remoteListeners"] = new JsonArray(plan.RemoteListeners.Select(r => (JsonNode)$"{r.Peer}/{r.App} :{r.Port} -> {r.PeerAddress}:{r.PeerPort} originalPort={r.OriginalPort}").ToArray()),
+        ["advertised"] = new JsonArray(plan.Advertised.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer} originalPort={a.OriginalPort}{(a.Protocol is null ? "" : $" protocol={a.Protocol}")}{(a.HealthPath is null ? "" : $" healthPath={a.HealthPath}")}").ToArray()),
+        ["remoteListeners"] = new JsonArray(plan.RemoteListeners.Select(r => (JsonNode)$"{r.Peer}/{r.App} :{r.Port} -> {r.PeerAddress}:{r.PeerPort} originalPort={r.OriginalPort}{Http(r.Http)}").ToArray()),
         ["exposed"] = new JsonArray(plan.Exposed.Select(a => (JsonNode)$"{a.Name} @ {a.Address} peer={a.Peer}").ToArray()),
         ["problems"] = new JsonArray(plan.Problems.Select(p => (JsonNode)$"{p.Peer}/{p.App}: {p.Reason}").ToArray()),
         ["reportedPeers"] = new JsonArray(plan.ReportedPeers.Select(p => (JsonNode)p).ToArray()),
         ["pairedPeers"] = new JsonArray(plan.PairedPeers.Select(p => (JsonNode)p).ToArray()),
         ["globalListeners"] = new JsonArray(plan.GlobalListeners.Select(g =>
-            (JsonNode)$"{g.App} :{g.Port} originalPort={g.OriginalPort} -> {string.Join(", ", g.Sites.Select(s => $"{s.Peer}@{s.Address}:{s.Port}#{s.Priority}"))}").ToArray()),
+            (JsonNode)$"{g.App} :{g.Port} originalPort={g.OriginalPort}{Http(g.Http)} -> {string.Join(", ", g.Sites.Select(s => $"{s.Peer}@{s.Address}:{s.Port}#{s.Priority}"))}").ToArray()),
         ["wireGuard"] = plan.WireGuard is null ? null : new JsonArray(plan.WireGuard.Peers.Select(p =>
             (JsonNode)$"{p.PublicKey} allowed-ips {string.Join(',', p.AllowedIps)} endpoint {p.Endpoint ?? "(none)"} keepalive {p.PersistentKeepaliveSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "off"}{(p.PresharedKey is null ? "" : " preshared-key (set)")}").ToArray()),
     };
+
+    private static string Http(HttpMode? http) => http is null ? "" : http.HealthPath is null ? " http" : $" http health={http.HealthPath}";
 
     private static string SourceDir([CallerFilePath] string path = "") => Path.GetDirectoryName(Path.GetDirectoryName(path))!;
 }
