@@ -239,7 +239,12 @@ public class TunnelTests
         peers.Should().ContainSingle().Which!["name"]!.GetValue<string>().Should().Be("good");
         var invalid = (await TunnelLab.ApiAsync(lab.Hub, "/api/peers/v1/invalid")).AsArray();
         invalid.Should().ContainSingle().Which!["name"]!.GetValue<string>().Should().Be("evil");
-        (await lab.Hub.RunCheckedAsync("wg", "show", lab.Hub.WgInterfaceName, "peers")).StandardOutput.Trim().Should().Be(good);
+        // The plan's WireGuard sink applies peers after the first plan, which may follow "Hub started": await it.
+        var wgPeers = "";
+        await TunnelLab.EventuallyAsync(
+            async () => (wgPeers = (await lab.Hub.RunCheckedAsync("wg", "show", lab.Hub.WgInterfaceName, "peers")).StandardOutput.Trim()) != "",
+            "the hub's WireGuard interface has a peer");
+        wgPeers.Should().Be(good);
 
         using (var deleted = await TunnelLab.DeletePeerAsync(lab.Hub, "evil", "admin:s3cret-pass"))
         {
