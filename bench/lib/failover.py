@@ -1,0 +1,291 @@
+"""Failover of global services, measured from a client's side (bench/run, section "failover").
+
+Runs in the hub's namespace. One client per mode loops requests over the hub's global listener of an app (L4: a new
+TCP connection per request, HTTP/1.0, as the e2e test does; HTTP mode: one keep-alive HTTP/1.1 connection, opened
+again after an error), each backend answering with its site's name; a third thread polls GET /api/global-apps/v1
+every 20 ms. Both clients run at once, so both modes see the same fault. Per repetition, two faults:
+
+  kill  SIGKILL to one spoke's process (its wireguard-go lives on: connects to its site are refused); repaired by
+        starting the spoke again (the command given; this script owns that process and stops it at the end)
+  veth  the other spoke's veth set down (packets vanish, connects time out); repaired by setting it up again
+
+For each fault and mode it prints (key variant value, one per line; variant = "<fault>-<mode>"):
+  fo.recover_ms  fault → end of the first of STREAK successful requests in a row, all answered by a surviving site
+  fo.failed      requests that failed (error, timeout, non-200) from the fault until then
+  fo.requests    requests completed in that time
+  fo.down_ms     fault → the API first shows the site down (or gone)
+  fo.back_ms     repair → the first request through the global listener answered by that site
+  fo.back_api_ms repair → the API shows the site healthy again
+A condition not met within --timeout seconds prints <key>_timeout instead.
+"""
+import argparse
+import http.client
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+p = argparse.ArgumentParser()
+p.add_argument("--api", default="127.0.0.1:8082")
+p.add_argument("--app", action="append", required=True, help="MODE=APP, e.g. l4=web, http=web-http")
+p.add_argument("--kill-site", required=True)
+p.add_argument("--kill-pid", type=int, required=True)
+p.add_argument("--restart", required=True, help="shell command that starts the killed spoke again (exec'd)")
+p.add_argument("--restart-log", required=True)
+p.add_argument("--veth-site", required=True)
+p.add_argument("--veth-down", required=True)
+p.add_argument("--veth-up", required=True)
+p.add_argument("--reps", type=int, default=3)
+p.add_argument("--streak", type=int, default=20)
+p.add_argument("--pace-ms", type=float, default=5)
+p.add_argument("--request-timeout", type=float, default=5)
+p.add_argument("--timeout", type=float, default=30)
+a = p.parse_args()
+
+api_host, api_port = a.api.split(":")
+modes = dict(x.split("=", 1) for x in a.app)  # mode -> app
+stop = threading.Event()
+log = []  # (mode, t_start, t_end, ok, site)
+polls = []  # (t, {app: {peer: healthy}})
+children = []
+
+
+def now():
+    return time.monotonic()
+
+
+def api_get(conn, path):
+    conn.request("GET", path)
+    r = conn.getresponse()
+    body = r.read()
+    if r.status != 200:
+        raise RuntimeError(f"{path}: {r.status}")
+    return json.loads(body)
+
+
+def global_apps():
+    c = http.client.HTTPConnection(api_host, int(api_port), timeout=5)
+    try:
+        return api_get(c, "/api/global-apps/v1")
+    finally:
+        c.close()
+
+
+def port_of(app):
+    for x in global_apps():
+        if x["name"] == app:
+            return int(x["address"].rsplit(":", 1)[1])
+    raise SystemExit(f"failover.py: the hub lists no global app {app}")
+
+
+def poller():
+    c = None
+    while not stop.is_set():
+        try:
+            if c is None:
+                c = http.client.HTTPConnection(api_host, int(api_port), timeout=5)
+            apps = api_get(c, "/api/global-apps/v1")
+            polls.append((now(), {x["name"]: {s["peer"]: bool(s["healthy"]) for s in x["sites"]} for x in apps}))
+        except Exception:
+            if c is not None:
+                c.close()
+            c = None
+        time.sleep(0.02)
+
+
+def l4_client(mode, port):
+    req = b"GET /site HTTP/1.0\r\nHost: web\r\n\r\n"
+    while not stop.is_set():
+        t0 = now()
+        ok, site = False, None
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=a.request_timeout) as s:
+                s.settimeout(max(0.01, a.request_timeout - (now() - t0)))
+                s.sendall(req)
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                    if now() - t0 > a.request_timeout:
+                        raise TimeoutError()
+            head, _, body = data.partition(b"\r\n\r\n")
+            if head.split(b" ", 2)[1:2] == [b"200"]:
+                ok, site = True, body.decode(errors="replace").strip()
+        except (OSError, IndexError):
+            pass
+        log.append((mode, t0, now(), ok, site))
+        time.sleep(a.pace_ms / 1000)
+
+
+def http_client(mode, port):
+    c = None
+    while not stop.is_set():
+        t0 = now()
+        ok, site = False, None
+        try:
+            if c is None:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=a.request_timeout)
+            c.request("GET", "/site", headers={"Host": "web"})
+            r = c.getresponse()
+            body = r.read()
+            if r.status == 200:
+                ok, site = True, body.decode(errors="replace").strip()
+            if r.will_close:
+                c.close()
+                c = None
+        except (OSError, http.client.HTTPException):
+            if c is not None:
+                c.close()
+            c = None
+        log.append((mode, t0, now(), ok, site))
+        time.sleep(a.pace_ms / 1000)
+
+
+def health(app, site, after):
+    """First poll after `after` where the site is down (False) / healthy (True) for app: its time, or None."""
+    def f(want):
+        for t, apps in list(polls):
+            if t >= after and (apps.get(app, {}).get(site, False) == want):
+                return t
+        return None
+    return f
+
+
+def streak_end(mode, dead, after):
+    """(time the streak's first request ended, failed, requests) once STREAK successes in a row from survivors, or None."""
+    failed = count = run = 0
+    first = None
+    for m, _, t1, ok, site in list(log):
+        if m != mode or t1 < after:
+            continue
+        count += 1
+        if not ok:
+            failed += 1
+            run = 0
+            continue
+        if site == dead:
+            run = 0  # answered by the dying site before the fault reached it: a success, not yet the survivors' streak
+            continue
+        if run == 0:
+            first = t1
+        run += 1
+        if run >= a.streak:
+            return first, failed, count
+    return None
+
+
+def first_from(mode, site, after):
+    for m, _, t1, ok, s in list(log):
+        if m == mode and t1 >= after and ok and s == site:
+            return t1
+    return None
+
+
+def wait_for(cond, timeout):
+    deadline = now() + timeout
+    while now() < deadline:
+        v = cond()
+        if v is not None:
+            return v
+        time.sleep(0.02)
+    return None
+
+
+def out(key, variant, value):
+    print(f"{key}\t{variant}\t{value}", flush=True)
+
+
+def steady(sites):
+    """Every site healthy for every app in the API, and each client has had 5 successes since."""
+    def latest_all_healthy():
+        if not polls:
+            return None
+        t, apps = polls[-1]
+        return t if all(apps.get(app, {}).get(s, False) for app in modes.values() for s in sites) else None
+
+    t = wait_for(latest_all_healthy, a.timeout * 2)
+    if t is None:
+        raise SystemExit(f"failover.py: the sites {sites} are not all healthy in /api/global-apps/v1: {polls[-1:]}")
+    for mode in modes:
+        if wait_for(lambda: (sum(1 for m, t0, _, ok, _ in list(log) if m == mode and t0 >= t and ok) >= 5) or None, a.timeout) is None:
+            raise SystemExit(f"failover.py: {mode} requests do not succeed before the fault")
+
+
+def fault(kind, site, do, undo, sites):
+    steady(sites)
+    t0 = now()
+    do()
+    for mode, app in modes.items():
+        r = wait_for(lambda: streak_end(mode, site, t0), a.timeout)
+        if r is None:
+            out("fo.recover_ms_timeout", f"{kind}-{mode}", 1)
+        else:
+            out("fo.recover_ms", f"{kind}-{mode}", round((r[0] - t0) * 1000, 1))
+            out("fo.failed", f"{kind}-{mode}", r[1])
+            out("fo.requests", f"{kind}-{mode}", r[2])
+        d = wait_for(lambda: health(app, site, t0)(False), a.timeout)
+        out("fo.down_ms" if d is not None else "fo.down_ms_timeout", f"{kind}-{mode}", 1 if d is None else round((d - t0) * 1000, 1))
+    t1 = now()
+    undo()
+    for mode, app in modes.items():
+        b = wait_for(lambda: first_from(mode, site, t1), a.timeout * 2)
+        out("fo.back_ms" if b is not None else "fo.back_ms_timeout", f"{kind}-{mode}", 1 if b is None else round((b - t1) * 1000, 1))
+        h = wait_for(lambda: health(app, site, t1)(True), a.timeout * 2)
+        out("fo.back_api_ms" if h is not None else "fo.back_api_ms_timeout", f"{kind}-{mode}", 1 if h is None else round((h - t1) * 1000, 1))
+
+
+def stop_children(*_):
+    for c in children:
+        if c.poll() is None:
+            c.terminate()
+    for c in children:
+        try:
+            c.wait(10)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
+
+
+def on_term(*_):
+    raise SystemExit(143)
+
+
+signal.signal(signal.SIGTERM, on_term)
+threads = [threading.Thread(target=poller, daemon=True)]
+for mode, app in modes.items():
+    threads.append(threading.Thread(target=l4_client if mode == "l4" else http_client, args=(mode, port_of(app)), daemon=True))
+for t in threads:
+    t.start()
+
+victim = a.kill_pid
+sites = sorted({a.kill_site, a.veth_site})
+try:
+    for rep in range(a.reps):
+        def kill():
+            os.kill(victim, signal.SIGKILL)
+
+        def restart():
+            global victim
+            logf = open(a.restart_log, "ab")
+            c = subprocess.Popen(shlex.split(a.restart), stdout=logf, stderr=subprocess.STDOUT)
+            children.append(c)
+            victim = c.pid
+
+        fault("kill", a.kill_site, kill, restart, sites)
+        fault("veth", a.veth_site, lambda: subprocess.run(shlex.split(a.veth_down), check=True),
+              lambda: subprocess.run(shlex.split(a.veth_up), check=True), sites)
+        print(f"rep {rep + 1} done", file=sys.stderr, flush=True)
+    for mode in modes:
+        n = sum(1 for m, *_ in log if m == mode)
+        out("fo.total_requests", mode, n)
+        out("fo.total_failed", mode, sum(1 for m, _, _, ok, _ in log if m == mode and not ok))
+finally:
+    stop.set()
+    stop_children()
