@@ -13,6 +13,7 @@ For each fault and mode it prints (key variant value, one per line; variant = "<
   fo.recover_ms  fault → end of the first of STREAK successful requests in a row, all answered by a surviving site
   fo.failed      requests that failed (error, timeout, non-200) from the fault until then
   fo.requests    requests completed in that time
+  fo.slowest_ms  the longest of them (a request that waited for a dead site before it was moved to another one)
   fo.down_ms     fault → the API first shows the site down (or gone)
   fo.back_ms     repair → the first request through the global listener answered by that site
   fo.back_api_ms repair → the API shows the site healthy again
@@ -159,13 +160,15 @@ def health(app, site, after):
 
 
 def streak_end(mode, dead, after):
-    """(time the streak's first request ended, failed, requests) once STREAK successes in a row from survivors, or None."""
+    """(time the streak's first request ended, failed, requests, longest request) once STREAK successes in a row from survivors, or None."""
     failed = count = run = 0
     first = None
-    for m, _, t1, ok, site in list(log):
+    slowest = 0.0
+    for m, t0, t1, ok, site in list(log):
         if m != mode or t1 < after:
             continue
         count += 1
+        slowest = max(slowest, t1 - t0)
         if not ok:
             failed += 1
             run = 0
@@ -177,7 +180,7 @@ def streak_end(mode, dead, after):
             first = t1
         run += 1
         if run >= a.streak:
-            return first, failed, count
+            return first, failed, count, slowest
     return None
 
 
@@ -230,6 +233,7 @@ def fault(kind, site, do, undo, sites):
             out("fo.recover_ms", f"{kind}-{mode}", round((r[0] - t0) * 1000, 1))
             out("fo.failed", f"{kind}-{mode}", r[1])
             out("fo.requests", f"{kind}-{mode}", r[2])
+            out("fo.slowest_ms", f"{kind}-{mode}", round(r[3] * 1000, 1))
         d = wait_for(lambda: health(app, site, t0)(False), a.timeout)
         out("fo.down_ms" if d is not None else "fo.down_ms_timeout", f"{kind}-{mode}", 1 if d is None else round((d - t0) * 1000, 1))
     t1 = now()

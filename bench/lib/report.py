@@ -529,12 +529,13 @@ if "failover" in sections:
       "sites are healthy in the API and each client has had 5 answers. **Recovered**: from the fault to the end of the "
       "first of 20 requests in a row answered by the surviving site (an answer still from the failing site resets the "
       "run without counting as a failure). **Failed**: requests that got an error, a timeout or a non-200 answer in that "
-      "time. **Shown down**: until the API first lists the site unhealthy. **Back**: from the repair until the first "
+      "time, and the longest of the requests in that time (a request that waited on the failing site before it was "
+      "moved to the other one still counts as answered). **Shown down**: until the API first lists the site unhealthy. **Back**: from the repair until the first "
       "request through the global listener answered by that site, and until the API lists it healthy.")
     w(section_info("failover"))
     w("")
-    w("| Fault | Mode | Recovered (ms) | Failed requests, per repetition | Requests in that time | Shown down in the API (ms) | Back: first answer from the site after the repair (s) | Back: healthy in the API (s) |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("| Fault | Mode | Recovered (ms) | Failed requests, per repetition | Requests in that time | … the longest of them (ms) | Shown down in the API (ms) | Back: first answer from the site after the repair (s) | Back: healthy in the API (s) |")
+    w("|---|---|---|---|---|---|---|---|---|")
 
     def scell(key, variant):
         v = [x / 1000 for x in vals(key, variant)]
@@ -548,7 +549,7 @@ if "failover" in sections:
             failed = vals("fo.failed", fv)
             tos = sum(len(vals(k + "_timeout", fv)) for k in ("fo.recover_ms", "fo.down_ms", "fo.back_ms", "fo.back_api_ms"))
             w(f"| {fl} | {ml} | {cell('fo.recover_ms', fv)} | {', '.join(f'{x:.0f}' for x in failed) or '–'} | "
-              f"{cell('fo.requests', fv, 0)} | {cell('fo.down_ms', fv)} | {scell('fo.back_ms', fv)} | {scell('fo.back_api_ms', fv)}"
+              f"{cell('fo.requests', fv, 0)} | {cell('fo.slowest_ms', fv)} | {cell('fo.down_ms', fv)} | {scell('fo.back_ms', fv)} | {scell('fo.back_api_ms', fv)}"
               f"{f' ({tos} timeouts)' if tos else ''} |")
     w("")
     w("Cells: **p50** (min–max) over the repetitions. "
