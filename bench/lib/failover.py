@@ -8,6 +8,7 @@ every 20 ms. Both clients run at once, so both modes see the same fault. Per rep
   kill  SIGKILL to one spoke's process (its wireguard-go lives on: connects to its site are refused); repaired by
         starting the spoke again (the command given; this script owns that process and stops it at the end)
   veth  the other spoke's veth set down (packets vanish, connects time out); repaired by setting it up again
+Before each fault: every site healthy in the API, 5 answers to each client, then a random wait of 0-1.2 s.
 
 For each fault and mode it prints (key variant value, one per line; variant = "<fault>-<mode>"):
   fo.recover_ms  fault → end of the first of STREAK successful requests in a row, all answered by a surviving site
@@ -23,6 +24,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -223,6 +225,9 @@ def steady(sites):
 
 def fault(kind, site, do, undo, sites):
     steady(sites)
+    # The API shows a site healthy right after a probe round, so without this the fault would always strike just after
+    # one; a random wait of up to one probe interval (1 s, jittered to 1.2 s) gives it a random phase.
+    time.sleep(random.uniform(0, 1.2))
     t0 = now()
     do()
     for mode, app in modes.items():
