@@ -13,6 +13,7 @@ Before each fault: every site healthy in the API, 5 answers to each client, then
 For each fault and mode it prints (key variant value, one per line; variant = "<fault>-<mode>"):
   fo.recover_ms  fault → end of the first of STREAK successful requests in a row, all answered by a surviving site
   fo.failed      requests that failed (error, timeout, non-200) from the fault until then
+  fo.failed_inflight  of those, the ones sent before the fault (in flight when it struck)
   fo.requests    requests completed in that time
   fo.slowest_ms  the longest of them (a request that waited for a dead site before it was moved to another one)
   fo.down_ms     fault → the API first shows the site down (or gone)
@@ -162,8 +163,8 @@ def health(app, site, after):
 
 
 def streak_end(mode, dead, after):
-    """(time the streak's first request ended, failed, requests, longest request) once STREAK successes in a row from survivors, or None."""
-    failed = count = run = 0
+    """(time the streak's first request ended, failed, requests, longest request, failed of those sent before the fault) once STREAK successes in a row from survivors, or None."""
+    failed = count = run = inflight = 0
     first = None
     slowest = 0.0
     for m, t0, t1, ok, site in list(log):
@@ -173,6 +174,7 @@ def streak_end(mode, dead, after):
         slowest = max(slowest, t1 - t0)
         if not ok:
             failed += 1
+            inflight += t0 < after
             run = 0
             continue
         if site == dead:
@@ -182,7 +184,7 @@ def streak_end(mode, dead, after):
             first = t1
         run += 1
         if run >= a.streak:
-            return first, failed, count, slowest
+            return first, failed, count, slowest, inflight
     return None
 
 
@@ -239,6 +241,7 @@ def fault(kind, site, do, undo, sites):
             out("fo.failed", f"{kind}-{mode}", r[1])
             out("fo.requests", f"{kind}-{mode}", r[2])
             out("fo.slowest_ms", f"{kind}-{mode}", round(r[3] * 1000, 1))
+            out("fo.failed_inflight", f"{kind}-{mode}", r[4])
         d = wait_for(lambda: health(app, site, t0)(False), a.timeout)
         out("fo.down_ms" if d is not None else "fo.down_ms_timeout", f"{kind}-{mode}", 1 if d is None else round((d - t0) * 1000, 1))
     t1 = now()
