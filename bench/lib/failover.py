@@ -13,7 +13,9 @@ Before each fault: every site healthy in the API, 5 answers to each client, then
 For each fault and mode it prints (key variant value, one per line; variant = "<fault>-<mode>"):
   fo.recover_ms  fault → end of the first of STREAK successful requests in a row, all answered by a surviving site
   fo.failed      requests that failed (error, timeout, non-200) from the fault until then
-  fo.failed_inflight  of those, the ones sent before the fault (in flight when it struck)
+  fo.failed_inflight  of those, the ones sent before the site was dead (for a kill: before the process had exited
+                 and the kernel had closed its sockets; a connection its dying listener still accepted is in flight)
+  fo.dead_ms     (variant = fault) from the kill until the process had exited (0 for the veth)
   fo.requests    requests completed in that time
   fo.slowest_ms  the longest of them (a request that waited for a dead site before it was moved to another one)
   fo.down_ms     fault → the API first shows the site down (or gone)
@@ -162,8 +164,8 @@ def health(app, site, after):
     return f
 
 
-def streak_end(mode, dead, after):
-    """(time the streak's first request ended, failed, requests, longest request, failed of those sent before the fault) once STREAK successes in a row from survivors, or None."""
+def streak_end(mode, dead, after, died):
+    """(time the streak's first request ended, failed, requests, longest request, failed of those sent before the site was dead) once STREAK successes in a row from survivors, or None."""
     failed = count = run = inflight = 0
     first = None
     slowest = 0.0
@@ -174,7 +176,7 @@ def streak_end(mode, dead, after):
         slowest = max(slowest, t1 - t0)
         if not ok:
             failed += 1
-            inflight += t0 < after
+            inflight += t0 < died
             run = 0
             continue
         if site == dead:
@@ -226,14 +228,17 @@ def steady(sites):
 
 
 def fault(kind, site, do, undo, sites):
+    """do() injects the fault and returns when the site is dead (for a kill: the process has exited, its sockets closed)."""
     steady(sites)
     # The API shows a site healthy right after a probe round, so without this the fault would always strike just after
     # one; a random wait of up to one probe interval (1 s, jittered to 1.2 s) gives it a random phase.
     time.sleep(random.uniform(0, 1.2))
     t0 = now()
     do()
+    died = now()
+    out("fo.dead_ms", kind, round((died - t0) * 1000, 1))
     for mode, app in modes.items():
-        r = wait_for(lambda: streak_end(mode, site, t0), a.timeout)
+        r = wait_for(lambda: streak_end(mode, site, t0, died), a.timeout)
         if r is None:
             out("fo.recover_ms_timeout", f"{kind}-{mode}", 1)
         else:
@@ -282,6 +287,15 @@ try:
     for rep in range(a.reps):
         def kill():
             os.kill(victim, signal.SIGKILL)
+            # Dead once it is a zombie or gone: by then the kernel has closed its sockets.
+            while True:
+                try:
+                    with open(f"/proc/{victim}/stat") as st:
+                        if st.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                            return
+                except (FileNotFoundError, ProcessLookupError):
+                    return
+                time.sleep(0.0005)
 
         def restart():
             global victim

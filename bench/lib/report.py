@@ -198,6 +198,12 @@ if "failover" in sections:
                    "–" if not v else f"max {num(max(v))} ms (median {num(statistics.median(v))})",
                    None if not v else max(v) < 2000 and to == 0, f"{to} timeouts" if to else "")
     for f, fl in FO_FAULTS:
+        for m, ml in FO_MODES:
+            d, sl = vals("fo.down_ms", f"{f}-{m}"), vals("fo.slowest_ms", f"{f}-{m}")
+            target(f"Dead site out of rotation within 2 s ({fl}, {ml}): shown down in the API, and no request held longer",
+                   "–" if not d or not sl else f"shown down max {num(max(d))} ms; longest request max {num(max(sl))} ms",
+                   None if not d or not sl else max(d) < 2000 and max(sl) < 2000)
+    for f, fl in FO_FAULTS:
         fh = vals("fo.failed", f"{f}-http")
         target(f"No failed request in HTTP mode ({fl})", "–" if not fh else f"{sum(fh):.0f} failed ({', '.join(f'{x:.0f}' for x in fh)})",
                None if not fh else sum(fh) == 0)
@@ -534,7 +540,9 @@ if "failover" in sections:
       "random phase against the hub's probe rounds (every 1 s ± 20 %; the API shows a site healthy right after one). **Recovered**: from the fault to the end of the "
       "first of 20 requests in a row answered by the surviving site (an answer still from the failing site resets the "
       "run without counting as a failure). **Failed**: requests that got an error, a timeout or a non-200 answer in that "
-      "time, and the longest of the requests in that time (a request that waited on the failing site before it was "
+      "time, and of those the ones sent before the site was dead (in flight: for a kill, sent before the process had "
+      "exited and the kernel had closed its sockets — a connection its dying listener still accepted is lost with it), "
+      "and the longest of the requests in that time (a request that waited on the failing site before it was "
       "moved to the other one still counts as answered). **Shown down**: until the API first lists the site unhealthy. **Back**: from the repair until the first "
       "request through the global listener answered by that site, and until the API lists it healthy.")
     w(section_info("failover"))
@@ -559,6 +567,7 @@ if "failover" in sections:
               f"{f' ({tos} timeouts)' if tos else ''} |")
     w("")
     w("Cells: **p50** (min–max) over the repetitions. "
+      f"From SIGKILL until the process had exited: {cell('fo.dead_ms', 'kill')} ms. "
       f"Requests over the whole section: L4 {num(med('fo.total_requests', 'l4'), 0)} ({num(med('fo.total_failed', 'l4'), 0)} failed), "
       f"HTTP mode {num(med('fo.total_requests', 'http'), 0)} ({num(med('fo.total_failed', 'http'), 0)} failed).")
     w("")
