@@ -287,12 +287,15 @@ try:
     for rep in range(a.reps):
         def kill():
             os.kill(victim, signal.SIGKILL)
-            # Dead once it is a zombie or gone: by then the kernel has closed its sockets.
+            # Dead once every thread has exited (the leader a zombie, no other thread left, or the process reaped): the
+            # last thread to exit closes its descriptors, so its sockets are closed by then. (The leader alone can be a
+            # zombie while other threads are still exiting.)
             while True:
                 try:
                     with open(f"/proc/{victim}/stat") as st:
-                        if st.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                            return
+                        state = st.read().rsplit(")", 1)[1].split()[0]
+                    if state in ("Z", "X") and os.listdir(f"/proc/{victim}/task") == [str(victim)]:
+                        return
                 except (FileNotFoundError, ProcessLookupError):
                     return
                 time.sleep(0.0005)
