@@ -1,8 +1,8 @@
 """Failover of global services, measured from a client's side (bench/run, section "failover").
 
-Runs in the hub's namespace. One client per mode loops requests over the hub's global listener of an app (L4: a new
-TCP connection per request, HTTP/1.0, as the e2e test does; HTTP mode: one keep-alive HTTP/1.1 connection, opened
-again after an error), each backend answering with its site's name; a third thread polls GET /api/global-apps/v1
+Runs in the hub's namespace. One client per mode sends requests over the hub's global listener of an app (L4: a new
+TCP connection per request, HTTP/1.0, as the e2e test does, one every 10 ms whatever the others do; HTTP mode: one
+keep-alive HTTP/1.1 connection, the next request 5 ms after each answer, the connection opened again after an error), each backend answering with its site's name; a third thread polls GET /api/global-apps/v1
 every 20 ms. Both clients run at once, so both modes see the same fault. Per repetition, two faults:
 
   kill  SIGKILL to one spoke's process (its wireguard-go lives on: connects to its site are refused); repaired by
@@ -11,7 +11,8 @@ every 20 ms. Both clients run at once, so both modes see the same fault. Per rep
 Before each fault: every site healthy in the API, 5 answers to each client, then a random wait of 0-1.2 s.
 
 For each fault and mode it prints (key variant value, one per line; variant = "<fault>-<mode>"):
-  fo.recover_ms  fault → end of the first of STREAK successful requests in a row, all answered by a surviving site
+  fo.recover_ms  fault → end of the first of STREAK requests in a row (in the order sent, sent after the site was dead)
+                 answered, all by a surviving site
   fo.failed      requests that failed (error, timeout, non-200) from the fault until then
   fo.failed_inflight  of those, the ones sent before the site was dead (for a kill: before the process had exited
                  and the kernel had closed its sockets; a connection its dying listener still accepted is in flight)
@@ -48,7 +49,8 @@ p.add_argument("--veth-down", required=True)
 p.add_argument("--veth-up", required=True)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--streak", type=int, default=20)
-p.add_argument("--pace-ms", type=float, default=5)
+p.add_argument("--pace-ms", type=float, default=5, help="HTTP mode: pause after each answer")
+p.add_argument("--interval-ms", type=float, default=10, help="L4: a new connection this often")
 p.add_argument("--request-timeout", type=float, default=5)
 p.add_argument("--timeout", type=float, default=30)
 a = p.parse_args()
@@ -57,6 +59,8 @@ api_host, api_port = a.api.split(":")
 modes = dict(x.split("=", 1) for x in a.app)  # mode -> app
 stop = threading.Event()
 log = []  # (mode, t_start, t_end, ok, site)
+started = []  # (mode, t_start) of every request, in the order sent (a request is logged when it ends)
+done = set()
 polls = []  # (t, {app: {peer: healthy}})
 children = []
 
@@ -104,36 +108,51 @@ def poller():
         time.sleep(0.02)
 
 
-def l4_client(mode, port):
+def l4_request(mode, port, slots):
     req = b"GET /site HTTP/1.0\r\nHost: web\r\n\r\n"
+    t0 = now()
+    key = (mode, t0)
+    started.append(key)
+    ok, site = False, None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=a.request_timeout) as s:
+            s.settimeout(max(0.01, a.request_timeout - (now() - t0)))
+            s.sendall(req)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+                if now() - t0 > a.request_timeout:
+                    raise TimeoutError()
+        head, _, body = data.partition(b"\r\n\r\n")
+        if head.split(b" ", 2)[1:2] == [b"200"]:
+            ok, site = True, body.decode(errors="replace").strip()
+    except (OSError, IndexError):
+        pass
+    log.append((mode, t0, now(), ok, site))
+    done.add(key)
+    slots.release()
+
+
+def l4_client(mode, port):
+    """Open loop: a new connection every --interval-ms, each in its own thread (at most 64 at once), so a connection
+    lost with its site does not hold up the next ones."""
+    slots = threading.Semaphore(64)
+    due = now()
     while not stop.is_set():
-        t0 = now()
-        ok, site = False, None
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=a.request_timeout) as s:
-                s.settimeout(max(0.01, a.request_timeout - (now() - t0)))
-                s.sendall(req)
-                data = b""
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                    if now() - t0 > a.request_timeout:
-                        raise TimeoutError()
-            head, _, body = data.partition(b"\r\n\r\n")
-            if head.split(b" ", 2)[1:2] == [b"200"]:
-                ok, site = True, body.decode(errors="replace").strip()
-        except (OSError, IndexError):
-            pass
-        log.append((mode, t0, now(), ok, site))
-        time.sleep(a.pace_ms / 1000)
+        slots.acquire()
+        threading.Thread(target=l4_request, args=(mode, port, slots), daemon=True).start()
+        due += a.interval_ms / 1000
+        time.sleep(max(0.0, due - now()))
 
 
 def http_client(mode, port):
     c = None
     while not stop.is_set():
         t0 = now()
+        started.append((mode, t0))
         ok, site = False, None
         try:
             if c is None:
@@ -151,47 +170,60 @@ def http_client(mode, port):
                 c.close()
             c = None
         log.append((mode, t0, now(), ok, site))
+        done.add((mode, t0))
         time.sleep(a.pace_ms / 1000)
 
 
 def health(app, site, after):
     """First poll after `after` where the site is down (False) / healthy (True) for app: its time, or None."""
     def f(want):
-        for t, apps in list(polls):
+        for t, apps in polls[-3000:]:  # the last minute: every wait is shorter
             if t >= after and (apps.get(app, {}).get(site, False) == want):
                 return t
         return None
     return f
 
 
-def streak_end(mode, dead, after, died):
-    """(time the streak's first request ended, failed, requests, longest request, failed of those sent before the site was dead) once STREAK successes in a row from survivors, or None."""
-    failed = count = run = inflight = 0
+def streak_end(mode, dead, after, died, i_started, i_log):
+    """Once STREAK requests in a row (in the order sent) sent after the site was dead were answered, all by surviving
+    sites, and every request sent before the last of them has ended: (time the streak's first request ended, failed,
+    requests, longest request, failed of those sent before the site was dead); else None. Requests in flight at the
+    fault are counted but are not part of the run (with the L4 client's open loop, one lost with its site holds up
+    nothing). Failed and longest cover every request that ended after the fault and was sent before the streak's end."""
+    results = {(m, t0): (t1, ok, site) for m, t0, t1, ok, site in log[i_log:] if m == mode}
+    sent = [k for k in started[i_started:] if k[0] == mode]
+    run = 0
     first = None
-    slowest = 0.0
-    for m, t0, t1, ok, site in list(log):
-        if m != mode or t1 < after:
+    last_start = None
+    for m, t0 in sent:
+        if t0 < died:
             continue
-        count += 1
-        slowest = max(slowest, t1 - t0)
-        if not ok:
-            failed += 1
-            inflight += t0 < died
-            run = 0
-            continue
-        if site == dead:
-            run = 0  # answered by the dying site before the fault reached it: a success, not yet the survivors' streak
+        r = results.get((m, t0))
+        if r is None:
+            return None  # not answered yet
+        t1, ok, site = r
+        if not ok or site == dead:
+            run = 0  # failed, or answered by the dying site before the fault reached it (a success, not the survivors')
             continue
         if run == 0:
             first = t1
         run += 1
         if run >= a.streak:
-            return first, failed, count, slowest, inflight
-    return None
+            last_start = t0
+            break
+    if last_start is None:
+        return None
+    if any(k not in done for k in sent if k[1] <= last_start):
+        return None  # an earlier request (in flight at the fault) has not ended yet
+    window = [(k[1], results[k]) for k in sent if k[1] <= last_start and k in results and results[k][0] >= after]
+    failed = sum(1 for _, r in window if not r[1])
+    inflight = sum(1 for t0, r in window if not r[1] and t0 < died)
+    slowest = max((r[0] - t0 for t0, r in window), default=0.0)
+    return first, failed, len(window), slowest, inflight
 
 
-def first_from(mode, site, after):
-    for m, _, t1, ok, s in list(log):
+def first_from(mode, site, after, i_log):
+    for m, _, t1, ok, s in sorted(log[i_log:], key=lambda x: x[2]):
         if m == mode and t1 >= after and ok and s == site:
             return t1
     return None
@@ -223,7 +255,7 @@ def steady(sites):
     if t is None:
         raise SystemExit(f"failover.py: the sites {sites} are not all healthy in /api/global-apps/v1: {polls[-1:]}")
     for mode in modes:
-        if wait_for(lambda: (sum(1 for m, t0, _, ok, _ in list(log) if m == mode and t0 >= t and ok) >= 5) or None, a.timeout) is None:
+        if wait_for(lambda: (sum(1 for m, t0, _, ok, _ in log[-500:] if m == mode and t0 >= t and ok) >= 5) or None, a.timeout) is None:
             raise SystemExit(f"failover.py: {mode} requests do not succeed before the fault")
 
 
@@ -233,12 +265,16 @@ def fault(kind, site, do, undo, sites):
     # The API shows a site healthy right after a probe round, so without this the fault would always strike just after
     # one; a random wait of up to one probe interval (1 s, jittered to 1.2 s) gives it a random phase.
     time.sleep(random.uniform(0, 1.2))
+    i_log = len(log)
     t0 = now()
+    i_started = len(started)
+    while i_started > 0 and started[i_started - 1][1] > t0 - a.request_timeout - 1:
+        i_started -= 1  # back to the oldest request that can still be in flight
     do()
     died = now()
     out("fo.dead_ms", kind, round((died - t0) * 1000, 1))
     for mode, app in modes.items():
-        r = wait_for(lambda: streak_end(mode, site, t0, died), a.timeout)
+        r = wait_for(lambda: streak_end(mode, site, t0, died, i_started, i_log), a.timeout)
         if r is None:
             out("fo.recover_ms_timeout", f"{kind}-{mode}", 1)
         else:
@@ -249,10 +285,11 @@ def fault(kind, site, do, undo, sites):
             out("fo.failed_inflight", f"{kind}-{mode}", r[4])
         d = wait_for(lambda: health(app, site, t0)(False), a.timeout)
         out("fo.down_ms" if d is not None else "fo.down_ms_timeout", f"{kind}-{mode}", 1 if d is None else round((d - t0) * 1000, 1))
+    i_log = len(log)
     t1 = now()
     undo()
     for mode, app in modes.items():
-        b = wait_for(lambda: first_from(mode, site, t1), a.timeout * 2)
+        b = wait_for(lambda: first_from(mode, site, t1, i_log), a.timeout * 2)
         out("fo.back_ms" if b is not None else "fo.back_ms_timeout", f"{kind}-{mode}", 1 if b is None else round((b - t1) * 1000, 1))
         h = wait_for(lambda: health(app, site, t1)(True), a.timeout * 2)
         out("fo.back_api_ms" if h is not None else "fo.back_api_ms_timeout", f"{kind}-{mode}", 1 if h is None else round((h - t1) * 1000, 1))
