@@ -20,7 +20,7 @@ For each fault and mode it prints (key variant value, one per line; variant = "<
   fo.requests    requests completed in that time
   fo.slowest_ms  the longest of them (a request that waited for a dead site before it was moved to another one)
   fo.down_ms     fault → the API first shows the site down (or gone)
-  fo.back_ms     repair → the first request through the global listener answered by that site
+  fo.back_ms     repair → the first request sent after it through the global listener answered by that site
   fo.back_api_ms repair → the API shows the site healthy again
 A condition not met within --timeout seconds prints <key>_timeout instead.
 """
@@ -223,8 +223,10 @@ def streak_end(mode, dead, after, died, i_started, i_log):
 
 
 def first_from(mode, site, after, i_log):
-    for m, _, t1, ok, s in sorted(log[i_log:], key=lambda x: x[2]):
-        if m == mode and t1 >= after and ok and s == site:
+    """End of the first request sent after `after` that the site answered (one in flight through a veth that was down
+    can still be answered by it once it is up: that is not the site back in rotation)."""
+    for m, t0, t1, ok, s in sorted(log[i_log:], key=lambda x: x[2]):
+        if m == mode and t0 >= after and ok and s == site:
             return t1
     return None
 

@@ -208,7 +208,7 @@ if "failover" in sections:
         target(f"No failed request in HTTP mode ({fl})", "–" if not fh else f"{sum(fh):.0f} failed ({', '.join(f'{x:.0f}' for x in fh)})",
                None if not fh else sum(fh) == 0)
         f4, i4 = vals("fo.failed", f"{f}-l4"), vals("fo.failed_inflight", f"{f}-l4")
-        target(f"L4: only in-flight connections lost ({fl}; the client has one in flight at a time)",
+        target(f"L4: only in-flight connections lost ({fl})",
                "–" if not f4 else f"{', '.join(f'{x:.0f}' for x in f4)} failed per repetition, of which in flight at the fault "
                f"{', '.join(f'{x:.0f}' for x in i4)}", None if not f4 else f4 == i4)
     for f, fl in (("kill", "spoke started again"), ("veth", "veth up")):
@@ -546,7 +546,7 @@ if "failover" in sections:
       "exited and the kernel had closed its sockets — a connection its dying listener still accepted is lost with it), "
       "and the longest of the requests in that time (a request that waited on the failing site before it was "
       "moved to the other one still counts as answered). **Shown down**: until the API first lists the site unhealthy. **Back**: from the repair until the first "
-      "request through the global listener answered by that site, and until the API lists it healthy.")
+      "request sent after it through the global listener is answered by that site, and until the API lists it healthy.")
     w(section_info("failover"))
     w("")
     w("| Fault | Mode | Recovered (ms) | Failed requests, per repetition | Requests in that time | … the longest of them (ms) | Shown down in the API (ms) | Back: first answer from the site after the repair (s) | Back: healthy in the API (s) |")
