@@ -497,8 +497,8 @@ if "http" in sections:
       "/proc, the hub process or nginx's master and workers, divided by the requests wrk completed) is given too: that "
       "comparison does not depend on the tunnel. Repetitions interleaved (direct, nginx, HTTP mode, L4; then again), "
       "after a 4 s warm-up of each and 12 s more for the HTTP mode: the hub JIT-compiles and tiers up the code of YARP, "
-      "Kestrel and SocketsHttpHandler under load, and on this busy machine that took longer than 6 s (perf: 43 % of "
-      "the hub's samples in its tiered-compilation thread after 6 s of load, none after 20 s). The steady state is "
+      "Kestrel and SocketsHttpHandler under load, and on this busy machine that takes longer than 4 s (`bench/profile-http-mode 4`: "
+      "94 % of the hub's perf samples in its tiered-compilation thread after 4 s of load). The steady state is "
       "measured; the NativeAOT build has no JIT.")
     w(section_info("http"))
     w("")
