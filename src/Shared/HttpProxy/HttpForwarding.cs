@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
@@ -49,10 +48,9 @@ internal sealed class HttpForwarding(HttpMetrics metrics, GlobalSites? globalSit
         HttpProxyLog.FailuresSummarized(logger, kind, count, interval.TotalSeconds));
 
     // One connection pool per kind of listener: global sites are given up on after the shared attempt timeout, so a
-    // dead site costs a request at most that long before it moves on — on a new connection (connect timeout) and on a
-    // pooled one (its request unacknowledged that long: the site's packets vanish), not a probe round later.
+    // dead site costs a request at most that long before it moves on.
     private readonly HttpMessageInvoker _siteClient = CreateClient(ConnectTimeout);
-    private readonly HttpMessageInvoker _globalClient = CreateClient(GlobalSites.AttemptTimeout, unacknowledgedTimeout: GlobalSites.AttemptTimeout);
+    private readonly HttpMessageInvoker _globalClient = CreateClient(GlobalSites.AttemptTimeout);
 
     public IHttpForwarder? Forwarder { get; set; }
 
@@ -258,13 +256,7 @@ internal sealed class HttpForwarding(HttpMetrics metrics, GlobalSites? globalSit
         }
     }
 
-    /// <param name="unacknowledgedTimeout">
-    /// When set (Linux), a connection whose sent bytes stay unacknowledged this long is closed by the kernel
-    /// (<c>TCP_USER_TIMEOUT</c>): a request written to a pooled connection of a site whose packets vanish then fails
-    /// after that long (and moves to another site) instead of waiting for the response until a probe marks the site
-    /// down. A slow answer is not cut: the site's TCP stack acknowledges the request while its application thinks.
-    /// </param>
-    private static HttpMessageInvoker CreateClient(TimeSpan connectTimeout, TimeSpan? unacknowledgedTimeout = null) => new(new SocketsHttpHandler
+    private static HttpMessageInvoker CreateClient(TimeSpan connectTimeout) => new(new SocketsHttpHandler
     {
         UseProxy = false,
         AllowAutoRedirect = false,
@@ -274,30 +266,7 @@ internal sealed class HttpForwarding(HttpMetrics metrics, GlobalSites? globalSit
         ActivityHeadersPropagator = null,
         ConnectTimeout = connectTimeout,
         PooledConnectionIdleTimeout = TimeSpan.FromSeconds(90),
-        ConnectCallback = unacknowledgedTimeout is { } timeout && OperatingSystem.IsLinux()
-            ? (context, cancellationToken) => ConnectAsync(context.DnsEndPoint, timeout, cancellationToken)
-            : null,
     });
-
-    /// <summary>What SocketsHttpHandler's own connect does, with <c>TCP_USER_TIMEOUT</c> set first.</summary>
-    private static async ValueTask<Stream> ConnectAsync(DnsEndPoint endPoint, TimeSpan unacknowledgedTimeout, CancellationToken cancellationToken)
-    {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
-        {
-            socket.SetRawSocketOption(IpProtoTcp, TcpUserTimeout, BitConverter.GetBytes((int)unacknowledgedTimeout.TotalMilliseconds));
-            await socket.ConnectAsync(endPoint, cancellationToken);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-    }
-
-    private const int IpProtoTcp = 6;
-    private const int TcpUserTimeout = 18;
 
     /// <summary>
     /// Copies the request as it came, Host header included (the site sees the name the client used, as through a TCP
