@@ -40,4 +40,7 @@ public sealed partial class WgToolsDevice
 
     [LoggerMessage(EventId = 1111, Level = LogLevel.Warning, Message = "Could not delete WireGuard interface {Interface} on dispose")]
     private partial void LogDisposeDownFailed(Exception exception, string @interface);
+
+    [LoggerMessage(EventId = 1112, Level = LogLevel.Warning, Message = "WireGuard interface {Interface} is gone (deleted outside this process?); creating it again")]
+    private partial void LogInterfaceGone(string @interface);
 }

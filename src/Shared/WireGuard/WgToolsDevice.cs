@@ -90,28 +90,34 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
             // From here on the link exists: DownAsync/DisposeAsync remove it even if configuring it fails.
             _config = config;
             _isUp = true;
-
-            List<string> setArgs = ["set", name, "private-key", "/dev/stdin"];
-            if (config.ListenPort is { } port)
-            {
-                setArgs.Add("listen-port");
-                setArgs.Add(port.ToString(CultureInfo.InvariantCulture));
-            }
-
-            await RunCheckedAsync("wg", setArgs, config.PrivateKey + "\n", config.PrivateKey, ct);
-            await RunCheckedAsync("ip", ["address", "replace", config.Address, "dev", name], null, null, ct);
-            await RunCheckedAsync("ip", ["link", "set", "dev", name, "mtu", Mtu.ToString(CultureInfo.InvariantCulture), "up"], null, null, ct);
-            foreach (var route in config.Routes)
-            {
-                await RunCheckedAsync("ip", ["route", "replace", route, "dev", name], null, null, ct);
-            }
-
-            LogInterfaceUp(name, Backend, config.Address, config.ListenPort, config.Routes.Count);
+            await ConfigureAsync(config, ct);
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>Key, listen port, address, MTU, up, routes: everything the interface needs besides its peers.</summary>
+    private async Task ConfigureAsync(WgInterfaceConfig config, CancellationToken ct)
+    {
+        var name = config.Name;
+        List<string> setArgs = ["set", name, "private-key", "/dev/stdin"];
+        if (config.ListenPort is { } port)
+        {
+            setArgs.Add("listen-port");
+            setArgs.Add(port.ToString(CultureInfo.InvariantCulture));
+        }
+
+        await RunCheckedAsync("wg", setArgs, config.PrivateKey + "\n", config.PrivateKey, ct);
+        await RunCheckedAsync("ip", ["address", "replace", config.Address, "dev", name], null, null, ct);
+        await RunCheckedAsync("ip", ["link", "set", "dev", name, "mtu", Mtu.ToString(CultureInfo.InvariantCulture), "up"], null, null, ct);
+        foreach (var route in config.Routes)
+        {
+            await RunCheckedAsync("ip", ["route", "replace", route, "dev", name], null, null, ct);
+        }
+
+        LogInterfaceUp(name, Backend ?? "?", config.Address, config.ListenPort, config.Routes.Count);
     }
 
     public async Task SetPeersAsync(IReadOnlyCollection<WgPeer> peers, CancellationToken ct)
@@ -132,12 +138,39 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var name = _config?.Name ?? throw new InvalidOperationException("Call UpAsync before SetPeersAsync.");
-            await _retry.ExecuteAsync(token => new ValueTask(SetPeersCoreAsync(name, wanted, token)), ct);
+            await _retry.ExecuteAsync(token => new ValueTask(SetPeersOrRecreateAsync(name, wanted, token)), ct);
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>
+    /// Sets the peers; when that fails because the interface this instance brought up is gone (deleted by hand, or its
+    /// wireguard-go killed), creates and configures it again first, so the sink's next pass or drift check repairs it.
+    /// </summary>
+    private async Task SetPeersOrRecreateAsync(string name, Dictionary<string, WgPeer> wanted, CancellationToken ct)
+    {
+        try
+        {
+            await SetPeersCoreAsync(name, wanted, ct);
+            return;
+        }
+        catch (WireGuardCommandException) when (_isUp)
+        {
+            if (await LinkExistsAsync(name, ct))
+            {
+                throw;
+            }
+        }
+
+        var config = _config ?? throw new InvalidOperationException("Call UpAsync before SetPeersAsync.");
+        LogInterfaceGone(name);
+        await AwaitSocketGoneAsync(name, ct);
+        Backend = await CreateAsync(name, ct);
+        await ConfigureAsync(config, ct);
+        await SetPeersCoreAsync(name, wanted, ct);
     }
 
     /// <summary>
@@ -351,24 +384,32 @@ public sealed partial class WgToolsDevice : IWireGuardDevice
         }
 
         _isUp = false;
-        if (Backend != KernelBackend)
-        {
-            // wireguard-go exits once its TUN device is gone and removes its socket; wait for that (bounded), so a
-            // new wireguard-go for the same name does not find the old one still listening.
-            var socket = SocketPath(name);
-            var deadline = DateTime.UtcNow + SocketVanishTimeout;
-            while (File.Exists(socket) && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(PollInterval, ct);
-            }
+        await AwaitSocketGoneAsync(name, ct);
+        LogInterfaceDown(name, result.Succeeded);
+    }
 
-            if (File.Exists(socket))
-            {
-                LogSocketLingers(socket, name);
-            }
+    /// <summary>
+    /// wireguard-go exits once its TUN device is gone and removes its socket; waits for that (bounded), so a new
+    /// wireguard-go for the same name does not find the old one still listening. Nothing to wait for with the kernel's.
+    /// </summary>
+    private async Task AwaitSocketGoneAsync(string name, CancellationToken ct)
+    {
+        if (Backend == KernelBackend)
+        {
+            return;
         }
 
-        LogInterfaceDown(name, result.Succeeded);
+        var socket = SocketPath(name);
+        var deadline = DateTime.UtcNow + SocketVanishTimeout;
+        while (File.Exists(socket) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(PollInterval, ct);
+        }
+
+        if (File.Exists(socket))
+        {
+            LogSocketLingers(socket, name);
+        }
     }
 
     /// <summary>wireguard-go's control socket for an interface name.</summary>
