@@ -16,6 +16,7 @@ p.add_argument("--meta", required=True)
 p.add_argument("--profile", required=True)
 p.add_argument("--smaps-dir", default="")
 p.add_argument("--sections", required=True)
+p.add_argument("--insert", default="", help="a Markdown section to put after section 3 (bench/run --baseline)")
 p.add_argument("--out", required=True)
 a = p.parse_args()
 
@@ -438,6 +439,10 @@ if "wireguard" in sections:
                 w(f"Largest mappings of the idle {side} (RSS): " + "; ".join(
                     f"{os.path.basename(n) or 'anonymous'} {int(k) / 1024:.1f} MiB" for k, n in rows[:8]) + ".")
                 w("")
+
+if a.insert:
+    w(open(a.insert).read().rstrip("\n"))
+    w("")
 
 # ---------------------------------------------------------------------------------------------------------------
 w("## What limits it")
