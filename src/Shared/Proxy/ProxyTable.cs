@@ -62,15 +62,15 @@ public sealed class ProxyTable : IProxyTable
                 }
             }
 
-            // Release removed listeners first, so a port can move to another bind address within one apply.
+            // Release removed listeners first, so a port can move to another bind address within one apply. All at once:
+            // an event-loop listener stops on its loops' threads, and one wake-up of a loop takes every stop queued by
+            // then, where stopping them one after another would wait for one round trip to the loops per listener.
             var current = _listeners;
-            foreach (var (key, listener) in current)
+            var removed = current.Where(e => !wanted.ContainsKey(e.Key)).ToList();
+            await Task.WhenAll(removed.Select(e => e.Value.DisposeAsync().AsTask()));
+            foreach (var (key, listener) in removed)
             {
-                if (!wanted.ContainsKey(key))
-                {
-                    await listener.DisposeAsync();
-                    ProxyLog.ListenerStopped(_logger, listener.Spec.App, key);
-                }
+                ProxyLog.ListenerStopped(_logger, listener.Spec.App, key);
             }
 
             var next = new Dictionary<IPEndPoint, IProxyListener>(wanted.Count);
