@@ -74,6 +74,7 @@ public sealed class ProxyTable : IProxyTable
             }
 
             var next = new Dictionary<IPEndPoint, IProxyListener>(wanted.Count);
+            var started = new List<LoopListener>();
             foreach (var (key, spec) in wanted)
             {
                 if (current.TryGetValue(key, out var existing))
@@ -90,9 +91,17 @@ public sealed class ProxyTable : IProxyTable
 
                 try
                 {
-                    next.Add(key, _engine is null
-                        ? ProxyListener.Start(spec, key, _options, _metrics, _logger, _timeProvider)
-                        : LoopListener.Start(spec, key, _options, _engine, _metrics, _logger));
+                    if (_engine is null)
+                    {
+                        next.Add(key, ProxyListener.Start(spec, key, _options, _metrics, _logger, _timeProvider));
+                    }
+                    else
+                    {
+                        var listener = LoopListener.Start(spec, key, _options, _engine, _metrics, _logger, accept: false);
+                        next.Add(key, listener);
+                        started.Add(listener);
+                    }
+
                     ProxyLog.ListenerStarted(_logger, spec.App, spec.Kind, key, spec.TargetHost, spec.TargetPort);
                 }
                 catch (SocketException ex)
@@ -100,6 +109,13 @@ public sealed class ProxyTable : IProxyTable
                     ProxyLog.ListenerBindFailed(_logger, spec.App, key, ex.SocketErrorCode);
                     failures.Add(new ListenerFailure(spec, $"cannot listen on {key}: {ex.SocketErrorCode} ({ex.Message})"));
                 }
+            }
+
+            // The event loops take the new listeners all at once (queued connections wait in the backlog until then),
+            // rather than being woken once for each listener while the others are bound.
+            foreach (var listener in started)
+            {
+                listener.Accept();
             }
 
             Interlocked.Exchange(ref _listeners, next);
