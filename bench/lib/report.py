@@ -16,6 +16,7 @@ p.add_argument("--meta", required=True)
 p.add_argument("--profile", required=True)
 p.add_argument("--smaps-dir", default="")
 p.add_argument("--sections", required=True)
+p.add_argument("--insert", default="", help="a Markdown section to put after section 3 (bench/run --baseline)")
 p.add_argument("--out", required=True)
 a = p.parse_args()
 
@@ -411,7 +412,9 @@ if "control" in sections:
       "4,999 of them and reports the rest as a plan problem (`no free port left in 25001-29999`"
       + (f", logged {nw:,.0f} times over these runs" if nw is not None else "") + "); the sync itself is accepted "
       "(bodies up to 8 MiB ≈ 55,000 apps). A spoke offering 10,000 apps in its apps file would advertise only 5,000 "
-      "(its local listeners have 20000–24999).")
+      "(its local listeners have 20000–24999). The hub runs with `--max-apps-per-peer 10000` here (the default quota "
+      "is 1,000 apps per peer; the rest would be left out by name order), so that the port range, not the quota, "
+      "limits this sync, as before the quota existed.")
     w("")
     w(f"Through the apps file instead — 1,000 apps added at once to the spoke's apps file "
       f"({num(med('bulk.bulk_file_bytes', '1000'), 0)} bytes) → the spoke binds 1,000 local listeners and syncs → the hub "
@@ -475,6 +478,10 @@ if "wireguard" in sections:
                 w(f"Largest mappings of the idle {side} (RSS): " + "; ".join(
                     f"{os.path.basename(n) or 'anonymous'} {int(k) / 1024:.1f} MiB" for k, n in rows[:8]) + ".")
                 w("")
+
+if a.insert:
+    w(open(a.insert).read().rstrip("\n"))
+    w("")
 
 # ---------------------------------------------------------------------------------------------------------------
 if "http" in sections:

@@ -55,6 +55,7 @@ internal sealed class LoopListener : IProxyListener
 {
     private readonly Socket[] _sockets;
     private readonly Acceptor[] _acceptors;
+    private SpliceEngine? _engine;
     private ListenerTarget _target;
 
     private LoopListener(Socket[] sockets, ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, WormholeMetrics metrics, ILogger logger)
@@ -90,8 +91,10 @@ internal sealed class LoopListener : IProxyListener
     /// <summary>-1: no idle timeout.</summary>
     public long IdleTimeoutMs { get; }
 
+    /// <summary>Binds the listener's sockets; with <paramref name="accept"/> false they listen but the loops accept from them
+    /// only after <see cref="Accept"/> (an apply of many listeners wakes the loops once for all of them).</summary>
     /// <exception cref="SocketException">The address cannot be bound (in use, not local, ...).</exception>
-    public static LoopListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger)
+    public static LoopListener Start(ListenerSpec spec, IPEndPoint endPoint, ProxyOptions options, SpliceEngine engine, WormholeMetrics metrics, ILogger logger, bool accept = true)
     {
         var sockets = new List<Socket>(engine.LoopCount);
         using (var claim = ProxyListener.Bind(endPoint, listen: false)) // fails while anything else holds the port
@@ -129,13 +132,22 @@ internal sealed class LoopListener : IProxyListener
             ProxyLog.SteeringUnavailable(logger, spec.App, endPoint, Marshal.GetLastPInvokeError());
         }
 
-        var listener = new LoopListener([.. sockets], spec, endPoint, options, metrics, logger);
-        for (var i = 0; i < listener._acceptors.Length; i++)
+        var listener = new LoopListener([.. sockets], spec, endPoint, options, metrics, logger) { _engine = engine };
+        if (accept)
         {
-            engine.Loops[i].Post(listener._acceptors[i], LoopWork.StartCommand);
+            listener.Accept();
         }
 
         return listener;
+    }
+
+    /// <summary>Hands each listening socket to its loop (once, after <see cref="Start"/> with accept false).</summary>
+    public void Accept()
+    {
+        for (var i = 0; i < _acceptors.Length; i++)
+        {
+            _engine!.Loops[i].Post(_acceptors[i], LoopWork.StartCommand);
+        }
     }
 
     /// <summary>Stops accepting on every loop, closes every open connection (FIN), then releases the port.</summary>

@@ -62,18 +62,19 @@ public sealed class ProxyTable : IProxyTable
                 }
             }
 
-            // Release removed listeners first, so a port can move to another bind address within one apply.
+            // Release removed listeners first, so a port can move to another bind address within one apply. All at once:
+            // an event-loop listener stops on its loops' threads, and one wake-up of a loop takes every stop queued by
+            // then, where stopping them one after another would wait for one round trip to the loops per listener.
             var current = _listeners;
-            foreach (var (key, listener) in current)
+            var removed = current.Where(e => !wanted.ContainsKey(e.Key)).ToList();
+            await Task.WhenAll(removed.Select(e => e.Value.DisposeAsync().AsTask()));
+            foreach (var (key, listener) in removed)
             {
-                if (!wanted.ContainsKey(key))
-                {
-                    await listener.DisposeAsync();
-                    ProxyLog.ListenerStopped(_logger, listener.Spec.App, key);
-                }
+                ProxyLog.ListenerStopped(_logger, listener.Spec.App, key);
             }
 
             var next = new Dictionary<IPEndPoint, IProxyListener>(wanted.Count);
+            var started = new List<LoopListener>();
             foreach (var (key, spec) in wanted)
             {
                 if (current.TryGetValue(key, out var existing))
@@ -90,9 +91,17 @@ public sealed class ProxyTable : IProxyTable
 
                 try
                 {
-                    next.Add(key, _engine is null
-                        ? ProxyListener.Start(spec, key, _options, _metrics, _logger, _timeProvider)
-                        : LoopListener.Start(spec, key, _options, _engine, _metrics, _logger));
+                    if (_engine is null)
+                    {
+                        next.Add(key, ProxyListener.Start(spec, key, _options, _metrics, _logger, _timeProvider));
+                    }
+                    else
+                    {
+                        var listener = LoopListener.Start(spec, key, _options, _engine, _metrics, _logger, accept: false);
+                        next.Add(key, listener);
+                        started.Add(listener);
+                    }
+
                     ProxyLog.ListenerStarted(_logger, spec.App, spec.Kind, key, spec.TargetHost, spec.TargetPort);
                 }
                 catch (SocketException ex)
@@ -100,6 +109,13 @@ public sealed class ProxyTable : IProxyTable
                     ProxyLog.ListenerBindFailed(_logger, spec.App, key, ex.SocketErrorCode);
                     failures.Add(new ListenerFailure(spec, $"cannot listen on {key}: {ex.SocketErrorCode} ({ex.Message})"));
                 }
+            }
+
+            // The event loops take the new listeners all at once (queued connections wait in the backlog until then),
+            // rather than being woken once for each listener while the others are bound.
+            foreach (var listener in started)
+            {
+                listener.Accept();
             }
 
             Interlocked.Exchange(ref _listeners, next);
