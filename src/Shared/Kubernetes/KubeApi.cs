@@ -247,7 +247,7 @@ public sealed class KubeApi : IDisposable
 
         var path = KubeResource.For<T>().Path(ns, name);
         var body = JsonSerializer.Serialize(value, KubeJson.TypeInfo<T>());
-        var query = $"?fieldManager={Uri.EscapeDataString(fieldManager)}" + (force ? "&force=true" : "");
+        var query = $"?fieldManager={Uri.EscapeDataString(fieldManager)}&force={(force ? "true" : "false")}";
         return SendAsync("PATCH", path, async ct =>
         {
             using var response = await RequestAsync(HttpMethod.Patch, path, query, Json(body, "application/apply-patch+yaml"), notFound: false, ct);

@@ -221,6 +221,7 @@ public sealed class KubeConnection : IDisposable
 
     private static KubeConnection Build(KubernetesClientConfiguration config, string source, string? context, IReloadableCredential? credential, DelegatingHandler? impersonation)
     {
+        config.UserAgent = "wormhole-tunnel"; // the field manager of our Updates, and how our requests are told apart in logs
         KubeTransport transport;
         try
         {

@@ -25,7 +25,7 @@ public sealed class KubeTransport : IDisposable
     private readonly ITokenProvider? _tokens;
     private readonly AuthenticationHeaderValue? _static;
 
-    private KubeTransport(Uri baseUri, HttpMessageHandler handler, string userAgent, ITokenProvider? tokens, AuthenticationHeaderValue? fixedHeader, string? tlsServerName, Version version)
+    private KubeTransport(Uri baseUri, HttpMessageHandler handler, string? userAgent, ITokenProvider? tokens, AuthenticationHeaderValue? fixedHeader, string? tlsServerName, Version version)
     {
         BaseUri = baseUri;
         _handler = handler;
@@ -34,7 +34,10 @@ public sealed class KubeTransport : IDisposable
         TlsServerName = tlsServerName;
         HttpVersion = version;
         HttpClient = new HttpClient(handler, disposeHandler: false) { Timeout = Timeout.InfiniteTimeSpan };
-        HttpClient.DefaultRequestHeaders.TryAddWithoutValidation("User-Agent", userAgent);
+        if (!string.IsNullOrWhiteSpace(userAgent))
+        {
+            HttpClient.DefaultRequestHeaders.TryAddWithoutValidation("User-Agent", userAgent);
+        }
     }
 
     /// <summary>The server URL; request paths are relative to it.</summary>
@@ -131,7 +134,7 @@ public sealed class KubeTransport : IDisposable
 
         var (tokens, fixedHeader) = Credentials(config);
         return new KubeTransport(
-            baseUri, handler, string.IsNullOrWhiteSpace(config.UserAgent) ? "wormhole-tunnel" : config.UserAgent, tokens, fixedHeader,
+            baseUri, handler, config.UserAgent, tokens, fixedHeader,
             string.IsNullOrWhiteSpace(config.TlsServerName) ? null : config.TlsServerName, config.DisableHttp2 ? HttpVersion11 : HttpVersion20);
     }
 
