@@ -1,11 +1,11 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using k8s;
-using k8s.Autorest;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Polly;
@@ -70,33 +70,33 @@ public sealed record KubeResource(string Group, string Version, string Plural, s
 }
 
 /// <summary>
-/// Services, NetworkPolicies and Events through KubernetesClient's typed operations, with what the loops need around
-/// them: LIST paged (limit + continue), watches read line by line (the AOT flavour has no watcher), error answers as
-/// <see cref="KubeApiException"/>, a timeout per request on the injected clock, and <see cref="KubeRetry"/> (429, 401).
+/// Services, NetworkPolicies and Events over a <see cref="KubeTransport"/> (TLS and credentials from the kubeconfig), with
+/// what the loops need around them: LIST paged (limit + continue), watches read line by line (the AOT flavour has no
+/// watcher), error answers as <see cref="KubeApiException"/>, a timeout per request on the injected clock, and
+/// <see cref="KubeRetry"/> (429, 401). Bodies are read and written with <see cref="KubeJson"/>, not through the library's
+/// typed operations, whose serializer would compile every kind of the API into the NativeAOT executable.
 /// </summary>
 public sealed class KubeApi : IDisposable
 {
     /// <summary>Asked of the apiserver for every watch; it ends the stream after this long and we resume.</summary>
     internal const int WatchTimeoutSeconds = 290;
 
-    private readonly k8s.Kubernetes _client;
+    private readonly KubeTransport _transport;
     private readonly TimeProvider _time;
     private readonly ResiliencePipeline _retry;
-    private readonly string? _tlsServerName;
-    private readonly bool _ownsClient;
+    private readonly bool _ownsTransport;
 
     public KubeApi(KubeConnection connection, TimeProvider time, ILogger logger)
-        : this(connection.Client, time, logger, connection.CanReloadCredentials ? connection.ReloadCredentials : null, connection.TlsServerName)
+        : this(connection.Transport, time, logger, connection.CanReloadCredentials ? connection.ReloadCredentials : null)
     {
-        _ownsClient = true;
+        _ownsTransport = true;
     }
 
     /// <param name="reloadCredentials">Drops cached credentials after a 401; null when they cannot be reloaded.</param>
-    public KubeApi(k8s.Kubernetes client, TimeProvider time, ILogger logger, Func<bool>? reloadCredentials = null, string? tlsServerName = null)
+    public KubeApi(KubeTransport transport, TimeProvider time, ILogger logger, Func<bool>? reloadCredentials = null)
     {
-        _client = client;
+        _transport = transport;
         _time = time;
-        _tlsServerName = tlsServerName;
         _retry = KubeRetry.Create(time, logger, reloadCredentials, notice => OnRetry?.Invoke(notice));
     }
 
@@ -116,14 +116,14 @@ public sealed class KubeApi : IDisposable
     public async Task<KubeList<T>> ListAsync<T>(string? ns, string? labelSelector, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
-        var resource = KubeResource.For<T>();
+        var path = KubeResource.For<T>().Path(ns);
         var items = new List<T>();
         string? resourceVersion = null;
         string? next = null;
         do
         {
             var token = next;
-            var page = await SendAsync("GET", resource.Path(ns), ct => ListPageAsync<T>(ns, labelSelector, token, ct), cancellationToken);
+            var page = await SendAsync("GET", path, ct => ListPageAsync<T>(path, labelSelector, token, ct), cancellationToken);
             items.AddRange(page.Items);
             resourceVersion ??= page.ResourceVersion; // every page of one list is at the first page's version
             next = page.Continue;
@@ -192,43 +192,40 @@ public sealed class KubeApi : IDisposable
 
     /// <summary>The object, or null when it does not exist (404).</summary>
     public Task<T?> GetAsync<T>(string ns, string name, CancellationToken cancellationToken)
-        where T : class, IKubernetesObject<V1ObjectMeta> =>
-        SendAsync("GET", KubeResource.For<T>().Path(ns, name), async ct =>
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var path = KubeResource.For<T>().Path(ns, name);
+        return SendAsync("GET", path, async ct =>
         {
-            try
-            {
-                return (T?)(object)(typeof(T) == typeof(V1Service) ? (await _client.CoreV1.ReadNamespacedServiceWithHttpMessagesAsync(name, ns, cancellationToken: ct)).Body
-                    : typeof(T) == typeof(V1NetworkPolicy) ? (await _client.NetworkingV1.ReadNamespacedNetworkPolicyWithHttpMessagesAsync(name, ns, cancellationToken: ct)).Body
-                    : (await _client.CoreV1.ReadNamespacedEventWithHttpMessagesAsync(name, ns, cancellationToken: ct)).Body);
-            }
-            catch (HttpOperationException ex) when (ex.Response?.StatusCode == HttpStatusCode.NotFound)
-            {
-                return null;
-            }
+            using var response = await RequestAsync(HttpMethod.Get, path, "", null, notFound: true, ct);
+            return response is null ? null : await ReadAsync<T>(response, ct);
         }, cancellationToken);
+    }
 
     public Task<T> CreateAsync<T>(T value, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
         var ns = value.Metadata?.NamespaceProperty ?? throw new ArgumentException("The object has no metadata.namespace.", nameof(value));
-        return SendAsync("POST", KubeResource.For<T>().Path(ns), async ct => (T)(object)(value switch
+        var path = KubeResource.For<T>().Path(ns);
+        var body = JsonSerializer.Serialize(value, KubeJson.TypeInfo<T>());
+        return SendAsync("POST", path, async ct =>
         {
-            V1Service s => (await _client.CoreV1.CreateNamespacedServiceWithHttpMessagesAsync(s, ns, cancellationToken: ct)).Body,
-            V1NetworkPolicy p => (await _client.NetworkingV1.CreateNamespacedNetworkPolicyWithHttpMessagesAsync(p, ns, cancellationToken: ct)).Body,
-            Corev1Event e => (await _client.CoreV1.CreateNamespacedEventWithHttpMessagesAsync(e, ns, cancellationToken: ct)).Body,
-            _ => throw new NotSupportedException($"{typeof(T).Name} is not a resource we speak."),
-        }), cancellationToken);
+            using var response = await RequestAsync(HttpMethod.Post, path, "", Json(body, "application/json"), notFound: false, ct);
+            return await ReadAsync<T>(response!, ct);
+        }, cancellationToken);
     }
 
     /// <summary>JSON merge patch (application/merge-patch+json); null members of <paramref name="patch"/> delete keys.</summary>
     public Task<T> MergePatchAsync<T>(string ns, string name, JsonNode patch, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
-        var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
-        return SendAsync("PATCH", KubeResource.For<T>().Path(ns, name), async ct => (T)(object)(typeof(T) == typeof(V1Service)
-            ? (await _client.CoreV1.PatchNamespacedServiceWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body
-            : typeof(T) == typeof(V1NetworkPolicy) ? (await _client.NetworkingV1.PatchNamespacedNetworkPolicyWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body
-            : (await _client.CoreV1.PatchNamespacedEventWithHttpMessagesAsync(body, name, ns, cancellationToken: ct)).Body), cancellationToken);
+        var path = KubeResource.For<T>().Path(ns, name);
+        var body = patch.ToJsonString();
+        return SendAsync("PATCH", path, async ct =>
+        {
+            using var response = await RequestAsync(HttpMethod.Patch, path, "", Json(body, "application/merge-patch+json"), notFound: false, ct);
+            return await ReadAsync<T>(response!, ct);
+        }, cancellationToken);
     }
 
     /// <summary>
@@ -243,120 +240,159 @@ public sealed class KubeApi : IDisposable
     {
         var ns = value.Metadata?.NamespaceProperty ?? throw new ArgumentException("The object has no metadata.namespace.", nameof(value));
         var name = value.Metadata.Name ?? throw new ArgumentException("The object has no metadata.name.", nameof(value));
-        var body = new V1Patch(KubernetesJson.Serialize(value), V1Patch.PatchType.ApplyPatch);
-        return SendAsync("PATCH", KubeResource.For<T>().Path(ns, name), async ct => (T)(object)(typeof(T) == typeof(V1Service)
-            ? (await _client.CoreV1.PatchNamespacedServiceWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, force: force, cancellationToken: ct)).Body
-            : typeof(T) == typeof(V1NetworkPolicy)
-                ? (await _client.NetworkingV1.PatchNamespacedNetworkPolicyWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, force: force, cancellationToken: ct)).Body
-                : throw new NotSupportedException($"{typeof(T).Name} is not applied here.")), cancellationToken);
+        if (typeof(T) != typeof(V1Service) && typeof(T) != typeof(V1NetworkPolicy))
+        {
+            throw new NotSupportedException($"{typeof(T).Name} is not applied here.");
+        }
+
+        var path = KubeResource.For<T>().Path(ns, name);
+        var body = JsonSerializer.Serialize(value, KubeJson.TypeInfo<T>());
+        var query = $"?fieldManager={Uri.EscapeDataString(fieldManager)}&force={(force ? "true" : "false")}";
+        return SendAsync("PATCH", path, async ct =>
+        {
+            using var response = await RequestAsync(HttpMethod.Patch, path, query, Json(body, "application/apply-patch+yaml"), notFound: false, ct);
+            return await ReadAsync<T>(response!, ct);
+        }, cancellationToken);
     }
 
     /// <summary>JSON patch (application/json-patch+json, RFC 6902) written as <paramref name="fieldManager"/>.</summary>
     public Task<T> JsonPatchAsync<T>(string ns, string name, JsonArray operations, string fieldManager, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
-        var body = new V1Patch(operations.ToJsonString(), V1Patch.PatchType.JsonPatch);
-        return SendAsync("PATCH", KubeResource.For<T>().Path(ns, name), async ct => (T)(object)(typeof(T) == typeof(V1Service)
-            ? (await _client.CoreV1.PatchNamespacedServiceWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, cancellationToken: ct)).Body
-            : typeof(T) == typeof(V1NetworkPolicy)
-                ? (await _client.NetworkingV1.PatchNamespacedNetworkPolicyWithHttpMessagesAsync(body, name, ns, fieldManager: fieldManager, cancellationToken: ct)).Body
-                : throw new NotSupportedException($"{typeof(T).Name} is not patched here.")), cancellationToken);
+        if (typeof(T) != typeof(V1Service) && typeof(T) != typeof(V1NetworkPolicy))
+        {
+            throw new NotSupportedException($"{typeof(T).Name} is not patched here.");
+        }
+
+        var path = KubeResource.For<T>().Path(ns, name);
+        var body = operations.ToJsonString();
+        var query = $"?fieldManager={Uri.EscapeDataString(fieldManager)}";
+        return SendAsync("PATCH", path, async ct =>
+        {
+            using var response = await RequestAsync(HttpMethod.Patch, path, query, Json(body, "application/json-patch+json"), notFound: false, ct);
+            return await ReadAsync<T>(response!, ct);
+        }, cancellationToken);
     }
 
-    /// <summary>Deletes; false when it did not exist.</summary>
+    /// <summary>Deletes; false when it did not exist. Any 2xx is success, whether the answer is the object or a Status.</summary>
     public Task<bool> DeleteAsync<T>(string ns, string name, CancellationToken cancellationToken)
         where T : class, IKubernetesObject<V1ObjectMeta> =>
         DeleteAsync<T>(ns, name, uid: null, cancellationToken);
 
     /// <summary>
     /// Deletes the object named <paramref name="name"/> if it is still the one with <paramref name="uid"/> (a precondition:
-    /// an object made again under the name answers 409 and stays); false when it did not exist.
+    /// an object made again under the name answers 409 and stays); false when it did not exist. Any 2xx is success,
+    /// whether the answer is the object or a Status.
     /// </summary>
     public Task<bool> DeleteAsync<T>(string ns, string name, string? uid, CancellationToken cancellationToken)
-        where T : class, IKubernetesObject<V1ObjectMeta> =>
-        SendAsync("DELETE", KubeResource.For<T>().Path(ns, name), async ct =>
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var path = KubeResource.For<T>().Path(ns, name);
+        var body = uid is null ? null : Json(KubeJson.Serialize(new V1DeleteOptions { Preconditions = new V1Preconditions { Uid = uid } }), "application/json");
+        return SendAsync("DELETE", path, async ct =>
         {
-            var options = uid is null ? null : new V1DeleteOptions { Preconditions = new V1Preconditions { Uid = uid } };
-            try
-            {
-                if (typeof(T) == typeof(V1Service))
-                {
-                    try
-                    {
-                        using var _ = await _client.CoreV1.DeleteNamespacedServiceWithHttpMessagesAsync(name, ns, body: options, cancellationToken: ct);
-                    }
-                    catch (JsonException)
-                    {
-                        // The library reads the answer as a Service; an apiserver may answer a Service DELETE with a
-                        // Status {"status":"Success"} instead. The request succeeded (errors throw HttpOperationException).
-                    }
-                }
-                else if (typeof(T) == typeof(V1NetworkPolicy))
-                {
-                    using var _ = await _client.NetworkingV1.DeleteNamespacedNetworkPolicyWithHttpMessagesAsync(name, ns, body: options, cancellationToken: ct);
-                }
-                else
-                {
-                    using var _ = await _client.CoreV1.DeleteNamespacedEventWithHttpMessagesAsync(name, ns, body: options, cancellationToken: ct);
-                }
-
-                return true;
-            }
-            catch (HttpOperationException ex) when (ex.Response?.StatusCode == HttpStatusCode.NotFound)
-            {
-                return false;
-            }
+            using var response = await RequestAsync(HttpMethod.Delete, path, "", body, notFound: true, ct);
+            return response is not null;
         }, cancellationToken);
+    }
 
     public void Dispose()
     {
-        if (_ownsClient)
+        if (_ownsTransport)
         {
-            _client.Dispose();
+            _transport.Dispose();
         }
     }
 
-    private async Task<(IList<T> Items, string? ResourceVersion, string? Continue)> ListPageAsync<T>(string? ns, string? selector, string? next, CancellationToken ct)
+    private async Task<(IList<T> Items, string? ResourceVersion, string? Continue)> ListPageAsync<T>(string path, string? selector, string? next, CancellationToken ct)
     {
-        var limit = PageSize > 0 ? PageSize : (int?)null;
+        var query = new StringBuilder();
+        if (PageSize > 0)
+        {
+            query.Append(CultureInfo.InvariantCulture, $"&limit={PageSize}");
+        }
+
+        if (!string.IsNullOrEmpty(next))
+        {
+            query.Append("&continue=").Append(Uri.EscapeDataString(next));
+        }
+
+        if (!string.IsNullOrEmpty(selector))
+        {
+            query.Append("&labelSelector=").Append(Uri.EscapeDataString(selector));
+        }
+
+        if (query.Length > 0)
+        {
+            query[0] = '?';
+        }
+
+        using var response = await RequestAsync(HttpMethod.Get, path, query.ToString(), null, notFound: false, ct);
+        await using var body = await response!.Content.ReadAsStreamAsync(ct);
         if (typeof(T) == typeof(V1Service))
         {
-            using var r = ns is null
-                ? await _client.CoreV1.ListServiceForAllNamespacesWithHttpMessagesAsync(continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct)
-                : await _client.CoreV1.ListNamespacedServiceWithHttpMessagesAsync(ns, continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct);
-            return ((IList<T>)(object)r.Body.Items, r.Body.Metadata?.ResourceVersion, r.Body.Metadata?.ContinueProperty);
+            var services = await KubeJson.DeserializeAsync<V1ServiceList>(body, ct) ?? throw new JsonException("The answer is not a list.");
+            return ((IList<T>)(object)(services.Items ?? []), services.Metadata?.ResourceVersion, services.Metadata?.ContinueProperty);
         }
 
         if (typeof(T) == typeof(V1NetworkPolicy))
         {
-            using var r = ns is null
-                ? await _client.NetworkingV1.ListNetworkPolicyForAllNamespacesWithHttpMessagesAsync(continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct)
-                : await _client.NetworkingV1.ListNamespacedNetworkPolicyWithHttpMessagesAsync(ns, continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct);
-            return ((IList<T>)(object)r.Body.Items, r.Body.Metadata?.ResourceVersion, r.Body.Metadata?.ContinueProperty);
+            var policies = await KubeJson.DeserializeAsync<V1NetworkPolicyList>(body, ct) ?? throw new JsonException("The answer is not a list.");
+            return ((IList<T>)(object)(policies.Items ?? []), policies.Metadata?.ResourceVersion, policies.Metadata?.ContinueProperty);
         }
 
-        using var events = ns is null
-            ? await _client.CoreV1.ListEventForAllNamespacesWithHttpMessagesAsync(continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct)
-            : await _client.CoreV1.ListNamespacedEventWithHttpMessagesAsync(ns, continueParameter: next, labelSelector: selector, limit: limit, cancellationToken: ct);
-        return ((IList<T>)(object)events.Body.Items, events.Body.Metadata?.ResourceVersion, events.Body.Metadata?.ContinueProperty);
+        var events = await KubeJson.DeserializeAsync<Corev1EventList>(body, ct) ?? throw new JsonException("The answer is not a list.");
+        return ((IList<T>)(object)(events.Items ?? []), events.Metadata?.ResourceVersion, events.Metadata?.ContinueProperty);
     }
 
-    /// <summary>One watch GET through the library's HttpClient (TLS, impersonation) with its credentials; error answers throw.</summary>
+    /// <summary>A JSON body of the given media type; made anew for every attempt (a sent request's content is disposed).</summary>
+    private static Func<HttpContent> Json(string body, string mediaType) => () =>
+    {
+        var content = new StringContent(body, Encoding.UTF8);
+        content.Headers.ContentType = new MediaTypeHeaderValue(mediaType) { CharSet = "utf-8" };
+        return content;
+    };
+
+    private static async Task<T> ReadAsync<T>(HttpResponseMessage response, CancellationToken ct)
+    {
+        await using var body = await response.Content.ReadAsStreamAsync(ct);
+        return await KubeJson.DeserializeAsync<T>(body, ct) ?? throw new JsonException($"The answer is not a {typeof(T).Name}.");
+    }
+
+    /// <summary>
+    /// One request through the transport (TLS, impersonation, credentials), HTTP/2 where the server offers it. An error answer throws <see cref="KubeApiException"/>;
+    /// with <paramref name="notFound"/> a 404 is null instead.
+    /// </summary>
+    private async Task<HttpResponseMessage?> RequestAsync(HttpMethod method, string path, string query, Func<HttpContent>? body, bool notFound, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(method, new Uri(_transport.BaseUri, path + query)) { Version = _transport.HttpVersion, Content = body?.Invoke() };
+        request.Headers.Accept.ParseAdd("application/json");
+        await _transport.AuthorizeAsync(request, cancellationToken);
+        var response = await _transport.HttpClient.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (response.IsSuccessStatusCode)
+        {
+            return response;
+        }
+
+        using (response)
+        {
+            if (notFound && response.StatusCode == HttpStatusCode.NotFound)
+            {
+                return null;
+            }
+
+            var text = await response.Content.ReadAsStringAsync(cancellationToken);
+            throw Error(method.Method, path, (int)response.StatusCode, response.ReasonPhrase, text, RetryAfter(response.Headers.RetryAfter?.Delta, response.Headers.RetryAfter?.Date));
+        }
+    }
+
+    /// <summary>One watch GET through the transport (TLS, impersonation, credentials); error answers throw.</summary>
     private async Task<HttpResponseMessage> OpenWatchAsync(string path, string query, CancellationToken cancellationToken)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(_client.BaseUri, path + query));
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(_transport.BaseUri, path + query));
         request.Headers.Accept.ParseAdd("application/json");
-        if (_client.Credentials is { } credentials)
-        {
-            await credentials.ProcessHttpRequestAsync(request, cancellationToken);
-        }
-
-        if (!string.IsNullOrWhiteSpace(_tlsServerName))
-        {
-            request.Headers.Host = _tlsServerName;
-        }
-
-        var response = await _client.HttpClient.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        await _transport.AuthorizeAsync(request, cancellationToken);
+        var response = await _transport.HttpClient.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (response.IsSuccessStatusCode || response.StatusCode == HttpStatusCode.Gone)
         {
             return response;
@@ -380,10 +416,6 @@ public sealed class KubeApi : IDisposable
                 {
                     return await send(linked.Token);
                 }
-                catch (HttpOperationException ex) when (ex.Response is not null)
-                {
-                    throw Error(method, path, (int)ex.Response.StatusCode, ex.Response.ReasonPhrase, ex.Response.Content, RetryAfter(ex.Response.Headers));
-                }
                 catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
                 {
                     throw new TimeoutException($"{method} /{path} got no answer within {RequestTimeout.TotalSeconds:0.#} s.", ex);
@@ -398,19 +430,6 @@ public sealed class KubeApi : IDisposable
         return new KubeApiException(code, status?.Reason ?? phrase, $"{request} failed with {code}: {status?.Message ?? phrase}", request, retryAfter);
     }
 
-    private TimeSpan? RetryAfter(IDictionary<string, IEnumerable<string>>? headers)
-    {
-        var value = headers?.FirstOrDefault(h => string.Equals(h.Key, "Retry-After", StringComparison.OrdinalIgnoreCase)).Value?.FirstOrDefault();
-        if (value is null)
-        {
-            return null;
-        }
-
-        return int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) ? TimeSpan.FromSeconds(seconds)
-            : DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date) ? RetryAfter(null, date)
-            : null;
-    }
-
     private TimeSpan? RetryAfter(TimeSpan? delta, DateTimeOffset? date) =>
         delta ?? (date is { } at ? at - _time.GetUtcNow() : null);
 
@@ -423,7 +442,7 @@ public sealed class KubeApi : IDisposable
 
         try
         {
-            return KubernetesJson.Deserialize<V1Status>(body);
+            return KubeJson.Deserialize<V1Status>(body);
         }
         catch (JsonException)
         {
@@ -443,7 +462,7 @@ public sealed class KubeApi : IDisposable
         }
 
         return type == WatchEventTypes.Error
-            ? new WatchEvent<T>(type, null, KubernetesJson.Deserialize<V1Status>(obj))
-            : new WatchEvent<T>(type, KubernetesJson.Deserialize<T>(obj), null);
+            ? new WatchEvent<T>(type, null, KubeJson.Deserialize<V1Status>(obj))
+            : new WatchEvent<T>(type, KubeJson.Deserialize<T>(obj), null);
     }
 }

@@ -41,8 +41,9 @@ public sealed record KubeConfigSources
 /// <summary>
 /// A connection to one apiserver, configured as kubectl is: <c>--kubeconfig</c>, else <c>$KUBECONFIG</c> (a colon-separated
 /// list, merged: the first file to set a key wins), else in-cluster (service-account token and CA), else
-/// <c>~/.kube/config</c>. Parsing, TLS, client certificates, exec plugins and the transport are KubernetesClient's; on top
-/// of it this adds what its AOT flavour lacks: the merge with per-file relative paths, <c>tokenFile</c>, impersonation
+/// <c>~/.kube/config</c>. Parsing and running exec plugins are KubernetesClient's; the transport is
+/// <see cref="KubeTransport"/> (built from the library's configuration, without the library's client). On top of the
+/// library this adds what its AOT flavour lacks: the merge with per-file relative paths, <c>tokenFile</c>, impersonation
 /// (<c>as</c>, <c>as-groups</c>, <c>as-user-extra</c>), a server certificate check that also checks the name, and
 /// credentials that can be reloaded after a 401 (exec plugin run again, token file read again).
 /// Holds credentials: <see cref="ToString"/> names only where they come from.
@@ -51,9 +52,9 @@ public sealed class KubeConnection : IDisposable
 {
     private readonly IReloadableCredential? _credential;
 
-    private KubeConnection(k8s.Kubernetes client, string source, string? context, string server, string? ns, string? tlsServerName, IReloadableCredential? credential)
+    private KubeConnection(KubeTransport transport, string source, string? context, string server, string? ns, string? tlsServerName, IReloadableCredential? credential)
     {
-        Client = client;
+        Transport = transport;
         Source = source;
         Context = context;
         Server = server;
@@ -62,8 +63,8 @@ public sealed class KubeConnection : IDisposable
         _credential = credential;
     }
 
-    /// <summary>The library's client; every request goes through its HttpClient (TLS, credentials, impersonation).</summary>
-    public k8s.Kubernetes Client { get; }
+    /// <summary>The transport every request goes through (TLS, credentials, impersonation).</summary>
+    public KubeTransport Transport { get; }
 
     /// <summary>"in-cluster", "--kubeconfig FILE", "$KUBECONFIG FILE:FILE" or "~/.kube/config FILE".</summary>
     public string Source { get; }
@@ -135,7 +136,7 @@ public sealed class KubeConnection : IDisposable
                 $"No Kubernetes configuration found: --kubeconfig not given, $KUBECONFIG unset, not in a cluster and {home ?? "~/.kube/config"} does not exist.", nothingFound: true);
     }
 
-    public void Dispose() => Client.Dispose();
+    public void Dispose() => Transport.Dispose();
 
     public override string ToString() => $"{Source}{(Context is null ? "" : $" (context {Context})")}, server {Server}";
 
@@ -220,59 +221,18 @@ public sealed class KubeConnection : IDisposable
 
     private static KubeConnection Build(KubernetesClientConfiguration config, string source, string? context, IReloadableCredential? credential, DelegatingHandler? impersonation)
     {
-        // The library accepts any certificate its CA signed whatever name it carries; we check the chain and the name.
-        var trust = config.SslCaCerts;
-        if (trust is not null && !config.SkipTlsVerify)
-        {
-            config.SslCaCerts = null;
-            var copy = new X509Certificate2Collection();
-            foreach (var certificate in trust)
-            {
-                copy.Add(X509CertificateLoader.LoadCertificate(certificate.RawData));
-            }
-
-            config.FirstMessageHandlerSetup = handler =>
-            {
-                handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, presented, errors) => Trusted(copy, certificate, presented, errors);
-                handler.ConnectTimeout = TimeSpan.FromSeconds(15);
-            };
-        }
-
-        config.HttpClientTimeout = Timeout.InfiniteTimeSpan; // KubeApi applies its own timeouts (on the injected clock)
-        config.UserAgent = "wormhole-tunnel";
-        k8s.Kubernetes client;
+        config.UserAgent = "wormhole-tunnel"; // the field manager of our Updates, and how our requests are told apart in logs
+        KubeTransport transport;
         try
         {
-            client = impersonation is null ? new k8s.Kubernetes(config) : new k8s.Kubernetes(config, impersonation);
+            transport = KubeTransport.Create(config, impersonation);
         }
-        catch (Exception ex) when (ex is k8s.Exceptions.KubeConfigException or System.Security.Cryptography.CryptographicException or IOException)
+        catch (KubeConfigException ex)
         {
             throw new KubeConfigException($"The Kubernetes configuration from {source} is unusable: {ex.Message}", ex);
         }
 
-        return new KubeConnection(client, source, context, config.Host, config.Namespace, config.TlsServerName, credential);
-    }
-
-    private static bool Trusted(X509Certificate2Collection trust, System.Security.Cryptography.X509Certificates.X509Certificate? certificate, X509Chain? presented, SslPolicyErrors errors)
-    {
-        if (certificate is not X509Certificate2 leaf || (errors & (SslPolicyErrors.RemoteCertificateNotAvailable | SslPolicyErrors.RemoteCertificateNameMismatch)) != 0)
-        {
-            return false;
-        }
-
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.AddRange(trust);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        if (presented is not null)
-        {
-            foreach (var element in presented.ChainElements)
-            {
-                chain.ChainPolicy.ExtraStore.Add(element.Certificate);
-            }
-        }
-
-        return chain.Build(leaf);
+        return new KubeConnection(transport, source, context, config.Host, config.Namespace, transport.TlsServerName, credential);
     }
 
     /// <summary>

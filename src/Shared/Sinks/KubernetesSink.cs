@@ -254,7 +254,7 @@ public sealed partial class KubernetesSink : IPlanSink
                     if (current is null)
                     {
                         var created = await CreateAsync(value, kind, cancellationToken);
-                        records[name] = created is null ? Record.Observed(null) : Record.Wrote(KubernetesJson.Serialize(value), created, Lagging(name, written));
+                        records[name] = created is null ? Record.Observed(null) : Record.Wrote(KubeJson.Serialize(value), created, Lagging(name, written));
                         retry = created is null ? RetrySoon : retry;
                         continue;
                     }
@@ -268,7 +268,7 @@ public sealed partial class KubernetesSink : IPlanSink
                     continue;
                 }
 
-                var config = KubernetesJson.Serialize(value);
+                var config = KubeJson.Serialize(value);
                 if (previous.TryGetValue(name, out var last) && last.Desired == config && last.Rv == current.Metadata.ResourceVersion && !NeedsMigration(current))
                 {
                     records[name] = last; // as we left it: nothing to write
@@ -367,7 +367,7 @@ public sealed partial class KubernetesSink : IPlanSink
                 // A JSON patch written as an Update by our field manager (a legacy one): the migration below makes its ports ours alone.
                 var ports = new JsonArray(
                     new JsonObject { ["op"] = "test", ["path"] = "/metadata/resourceVersion", ["value"] = live.Metadata.ResourceVersion },
-                    new JsonObject { ["op"] = "replace", ["path"] = "/spec/ports", ["value"] = JsonNode.Parse(KubernetesJson.Serialize(wanted))!["spec"]!["ports"]!.DeepClone() });
+                    new JsonObject { ["op"] = "replace", ["path"] = "/spec/ports", ["value"] = JsonNode.Parse(KubeJson.Serialize(wanted))!["spec"]!["ports"]!.DeepClone() });
                 current = (T)(object)await _client.JsonPatchAsync<V1Service>(_options.Namespace, name, ports, FieldManager, cancellationToken);
                 written.Add(current.Metadata.ResourceVersion);
                 LogRemovedPorts(name, string.Join(", ", foreign.Select(i => $"{live.Spec.Ports[i].Port}/{live.Spec.Ports[i].Protocol ?? "TCP"}")));
@@ -686,7 +686,7 @@ public sealed partial class KubernetesSink : IPlanSink
 
     /// <summary>The objects of a plan as one string: equal strings, equal objects.</summary>
     private static string Key(GeneratedObjects objects) =>
-        string.Join('\n', objects.Services.Select(s => KubernetesJson.Serialize(s)).Concat(objects.NetworkPolicies.Select(p => KubernetesJson.Serialize(p))));
+        string.Join('\n', objects.Services.Select(s => KubeJson.Serialize(s)).Concat(objects.NetworkPolicies.Select(p => KubeJson.Serialize(p))));
 
     private static bool MapEquals(IEnumerable<KeyValuePair<string, string>>? a, IEnumerable<KeyValuePair<string, string>>? b)
     {

@@ -14,13 +14,13 @@ public sealed class KubeApiTests : IAsyncLifetime
     private const string Selector = "wormhole.glothriel.github.com/exposed-by=wormhole,tier in (a,b)";
 
     private FakeApiServer _api = null!;
-    private k8s.Kubernetes _kubernetes = null!;
+    private KubeTransport _kubernetes = null!;
     private KubeApi _client = null!;
 
     public async Task InitializeAsync()
     {
         _api = await StartAsync();
-        _kubernetes = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url.ToString() });
+        _kubernetes = KubeTransport.Create(new KubernetesClientConfiguration { Host = _api.Url.ToString() });
         _client = new KubeApi(_kubernetes, TimeProvider.System, NullLogger.Instance);
     }
 

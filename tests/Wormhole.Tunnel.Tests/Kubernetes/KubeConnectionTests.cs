@@ -341,7 +341,7 @@ public sealed class KubeConnectionTests : IAsyncLifetime
 
     private async Task<List<string>> NamesAsync(KubeConnection connection)
     {
-        var api = new KubeApi(connection.Client, TimeProvider.System, NullLogger.Instance, connection.CanReloadCredentials ? connection.ReloadCredentials : null, connection.TlsServerName);
+        var api = new KubeApi(connection.Transport, TimeProvider.System, NullLogger.Instance, connection.CanReloadCredentials ? connection.ReloadCredentials : null);
         return [.. (await api.ListAsync<V1Service>("default", null, CancellationToken.None)).Items.Select(s => s.Metadata.Name)];
     }
 

@@ -14,14 +14,14 @@ public sealed class KubernetesAppSourceTests : IAsyncLifetime
 {
     private readonly CancellationTokenSource _stop = new();
     private Emulator _api = null!;
-    private k8s.Kubernetes _kubernetes = null!;
+    private KubeTransport _kubernetes = null!;
     private KubeApi _client = null!;
 
     public async Task InitializeAsync()
     {
         _api = await Emulator.StartAsync(new EmulatorOptions { Tls = false });
         _api.Apply(new JsonObject { ["apiVersion"] = "v1", ["kind"] = "Namespace", ["metadata"] = new JsonObject { ["name"] = "shop" } });
-        _kubernetes = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token });
+        _kubernetes = KubeTransport.Create(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token });
         _client = new KubeApi(_kubernetes, TimeProvider.System, NullLogger.Instance);
     }
 

@@ -26,14 +26,14 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _informers = [];
     private Emulator _api = null!;
-    private k8s.Kubernetes _kubernetes = null!;
+    private KubeTransport _kubernetes = null!;
     private KubeApi _client = null!;
 
     public async Task InitializeAsync()
     {
         _api = await Emulator.StartAsync(new EmulatorOptions { Tls = false });
         _api.Apply(new JsonObject { ["apiVersion"] = "v1", ["kind"] = "Namespace", ["metadata"] = new JsonObject { ["name"] = Ns } });
-        _kubernetes = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token });
+        _kubernetes = KubeTransport.Create(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token });
         _client = new KubeApi(_kubernetes, TimeProvider.System, NullLogger.Instance);
     }
 
@@ -243,7 +243,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
                 }
             }
         });
-        using var intruder = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token, UserAgent = "kubectl-edit" });
+        using var intruder = KubeTransport.Create(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token, UserAgent = "kubectl-edit" });
         var edits = new KubeApi(intruder, TimeProvider.System, NullLogger.Instance);
         var wanted = Snapshot("services", "client-web");
         string Uid() => (string?)_api.Get("services", Ns, "client-web")?["metadata"]!["uid"] ?? "";
@@ -296,7 +296,7 @@ public sealed class KubernetesSinkTests : IAsyncLifetime
     {
         // The way this project wrote objects before server-side apply: POST, then merge patches; its User-Agent
         // "wormhole-tunnel" names the Update entry. Written then: a label this version no longer sets.
-        using var old = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token, UserAgent = "wormhole-tunnel" });
+        using var old = KubeTransport.Create(new KubernetesClientConfiguration { Host = _api.Url, AccessToken = _api.Token, UserAgent = "wormhole-tunnel" });
         var oldApi = new KubeApi(old, TimeProvider.System, NullLogger.Instance);
         var service = KubernetesJson.Deserialize<V1Service>(OldStyle("client-web", "Service", "v1").ToJsonString());
         service.Spec = new V1ServiceSpec { Type = "ClusterIP", Selector = new Dictionary<string, string>(HubPods), Ports = [new V1ServicePort { Protocol = "TCP", Port = 80, TargetPort = 25009 }] };

@@ -25,7 +25,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     private readonly Channel<WatchStream> _watches = Channel.CreateUnbounded<WatchStream>();
     private readonly CancellationTokenSource _stop = new();
     private FakeApiServer _api = null!;
-    private k8s.Kubernetes _kubernetes = null!;
+    private KubeTransport _kubernetes = null!;
     private KubeApi _client = null!;
     private ResourceInformer<V1Service> _informer = null!;
     private Task _run = Task.CompletedTask;
@@ -52,7 +52,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
             _watches.Writer.TryWrite(stream);
             return stream.ServeAsync(context);
         };
-        _kubernetes = new k8s.Kubernetes(new KubernetesClientConfiguration { Host = _api.Url.ToString() });
+        _kubernetes = KubeTransport.Create(new KubernetesClientConfiguration { Host = _api.Url.ToString() });
         _client = new KubeApi(_kubernetes, TimeProvider.System, NullLogger.Instance);
         _informer = new ResourceInformer<V1Service>(_client, "apps", Selector, _time, _log);
         _informer.Changed += () => Interlocked.Increment(ref _changed);

@@ -3,7 +3,6 @@ using System.Net;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using k8s;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
 using Wormhole.Tunnel.Sinks;
@@ -25,11 +24,11 @@ public class GeneratedObjectsTests
     public void Services_and_network_policies_match_the_golden_file()
     {
         var objects = GeneratedObjects.Build(Plan, Options);
-        // Written as the client sends them (the library's source-generated serializer); compared as JSON, key order aside.
+        // Written as the client sends them (KubeJson); compared as JSON, key order aside.
         var actual = new JsonObject
         {
-            ["services"] = new JsonArray([.. objects.Services.Select(s => JsonNode.Parse(KubernetesJson.Serialize(s)))]),
-            ["networkPolicies"] = new JsonArray([.. objects.NetworkPolicies.Select(p => JsonNode.Parse(KubernetesJson.Serialize(p)))]),
+            ["services"] = new JsonArray([.. objects.Services.Select(s => JsonNode.Parse(KubeJson.Serialize(s)))]),
+            ["networkPolicies"] = new JsonArray([.. objects.NetworkPolicies.Select(p => JsonNode.Parse(KubeJson.Serialize(p)))]),
         };
         var path = Path.Combine("testdata", "generated-objects", "expected.json");
         if (Environment.GetEnvironmentVariable("UPDATE_GOLDEN") == "1")

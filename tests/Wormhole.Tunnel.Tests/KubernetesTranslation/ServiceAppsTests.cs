@@ -1,4 +1,3 @@
-using k8s;
 using k8s.Models;
 using Wormhole.Tunnel.Kubernetes;
 using Wormhole.Tunnel.Planning;
@@ -98,7 +97,7 @@ public class ServiceAppsTests
     [Fact]
     public void Service_json_from_the_apiserver_is_read_with_named_and_numbered_target_ports()
     {
-        var svc = KubernetesJson.Deserialize<V1Service>("""
+        var svc = KubeJson.Deserialize<V1Service>("""
             {"apiVersion":"v1","kind":"Service","metadata":{"name":"nginx","namespace":"nginx","annotations":{"wormhole.glothriel.github.com/exposed":"yes"}},
              "spec":{"clusterIP":"10.96.0.10","ports":[{"name":"http","port":80,"targetPort":"web","protocol":"TCP"}]}}
             """)!;
