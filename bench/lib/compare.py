@@ -8,8 +8,9 @@ this tree / baseline (below 1: this tree is faster).
 """
 import argparse
 import collections
-import math
 import statistics
+
+from figures import num, pct
 
 p = argparse.ArgumentParser()
 p.add_argument("--base", required=True)
@@ -37,21 +38,6 @@ def load(path):
 
 
 B, C = load(a.base), load(a.current)
-
-
-def pct(values, q):
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
-
-
-def num(x, digits=None):
-    if x is None:
-        return "–"
-    if digits is None:
-        digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
-    return f"{x:,.{digits}f}"
 
 
 def ratio(c, b):

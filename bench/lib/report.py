@@ -6,9 +6,10 @@ the prose around the numbers states how they were measured and, under "What limi
 """
 import argparse
 import collections
-import math
 import os
 import statistics
+
+from figures import num, pct
 
 p = argparse.ArgumentParser()
 p.add_argument("--raw", required=True)
@@ -43,21 +44,6 @@ def vals(key, variant):
 def med(key, variant):
     v = vals(key, variant)
     return statistics.median(v) if v else None
-
-
-def pct(values, q):
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
-
-
-def num(x, digits=None):
-    if x is None:
-        return "–"
-    if digits is None:
-        digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
-    return f"{x:,.{digits}f}"
 
 
 def cell(key, variant, digits=None):
