@@ -25,22 +25,8 @@ public class HttpModeTests(ITestOutputHelper output)
     public async Task Veth_down_loses_no_request_and_the_site_comes_back_after_veth_up()
     {
         await using var lab = await TunnelLab.CreateAsync("site-a", "site-b");
-        var a = lab.Network["site-a"];
-        var b = lab.Network["site-b"];
-        using var backendA = Backend.Start(a, "from site-a");
-        using var backendB = Backend.Start(b, "from site-b");
-        WriteHttpApp(lab, a, backendA.Port);
-        WriteHttpApp(lab, b, backendB.Port);
-        var hub = await lab.StartHubAsync(["--global-services"]);
-        await lab.StartSpokeAsync(a);
-        await lab.StartSpokeAsync(b);
-        var port = await GlobalPortAsync(lab);
-
-        // One client with keep-alive, as an HTTP client would; per-request balancing reaches both sites.
-        using var client = lab.Hub.CreateHttpClient(TimeSpan.FromSeconds(15));
-        var url = new Uri($"http://127.0.0.1:{port}/");
-        var seen = new HashSet<string>();
-        await TunnelLab.EventuallyAsync(async () => seen.Add(await client.GetStringAsync(url)) && seen.Count == 2, "requests reach both sites");
+        using var sites = await TwoSites.StartAsync(lab, healthPath: null);
+        var (b, hub, client, url) = (sites.B, sites.Hub, sites.Client, sites.Url);
         for (var i = 0; i < 20; i++)
         {
             (await client.GetStringAsync(url)).Should().StartWith("from site-", "before the fault, requests succeed");
@@ -111,21 +97,8 @@ public class HttpModeTests(ITestOutputHelper output)
     public async Task A_site_whose_health_path_answers_503_gets_no_request_until_it_answers_200_again()
     {
         await using var lab = await TunnelLab.CreateAsync("site-a", "site-b");
-        var a = lab.Network["site-a"];
-        var b = lab.Network["site-b"];
-        using var backendA = Backend.Start(a, "from site-a");
-        using var backendB = Backend.Start(b, "from site-b");
-        WriteHttpApp(lab, a, backendA.Port, "/healthz");
-        WriteHttpApp(lab, b, backendB.Port, "/healthz");
-        await lab.StartHubAsync(["--global-services"]);
-        await lab.StartSpokeAsync(a);
-        await lab.StartSpokeAsync(b);
-        var port = await GlobalPortAsync(lab);
-
-        using var client = lab.Hub.CreateHttpClient(TimeSpan.FromSeconds(15));
-        var url = new Uri($"http://127.0.0.1:{port}/");
-        var seen = new HashSet<string>();
-        await TunnelLab.EventuallyAsync(async () => seen.Add(await client.GetStringAsync(url)) && seen.Count == 2, "requests reach both sites");
+        using var sites = await TwoSites.StartAsync(lab, healthPath: "/healthz");
+        var (backendB, client, url) = (sites.BackendB, sites.Client, sites.Url);
         await TunnelLab.EventuallyAsync(() => backendB.HealthChecks > 0, "the hub probes site-b's health path");
 
         // site-b still accepts connections and serves "/", but its health path says it is unwell.
@@ -190,6 +163,51 @@ public class HttpModeTests(ITestOutputHelper output)
         var unlisted = await TunnelLab.EventuallyAsync(async () => await TunnelLab.ExposedPortAsync(lab.Hub, "web") is null, "the hub no longer lists the app");
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"port refused after {gone.TotalMilliseconds:0} ms, app unlisted {unlisted.TotalMilliseconds:0} ms later"));
         (await RefusedAsync(lab.Hub, port)).Should().BeTrue("the port stays closed");
+    }
+
+    /// <summary>
+    /// site-a and site-b each expose `web` in HTTP mode (with <c>healthPath</c> when given) to a hub with
+    /// --global-services; <see cref="Client"/> (keep-alive, as an HTTP client would, on the hub) has had answers from both
+    /// sites through the global listener at <see cref="Url"/>: per-request balancing reaches both.
+    /// </summary>
+    private sealed record TwoSites(Site B, Backend BackendA, Backend BackendB, ProcessHandle Hub, HttpClient Client, Uri Url) : IDisposable
+    {
+        public static async Task<TwoSites> StartAsync(TunnelLab lab, string? healthPath)
+        {
+            var a = lab.Network["site-a"];
+            var b = lab.Network["site-b"];
+            var backendA = Backend.Start(a, "from site-a");
+            var backendB = Backend.Start(b, "from site-b");
+            HttpClient? client = null;
+            try
+            {
+                WriteHttpApp(lab, a, backendA.Port, healthPath);
+                WriteHttpApp(lab, b, backendB.Port, healthPath);
+                var hub = await lab.StartHubAsync(["--global-services"]);
+                await lab.StartSpokeAsync(a);
+                await lab.StartSpokeAsync(b);
+                var port = await GlobalPortAsync(lab);
+                client = lab.Hub.CreateHttpClient(TimeSpan.FromSeconds(15));
+                var url = new Uri($"http://127.0.0.1:{port}/");
+                var seen = new HashSet<string>();
+                await TunnelLab.EventuallyAsync(async () => seen.Add(await client.GetStringAsync(url)) && seen.Count == 2, "requests reach both sites");
+                return new TwoSites(b, backendA, backendB, hub, client, url);
+            }
+            catch
+            {
+                client?.Dispose();
+                backendA.Dispose();
+                backendB.Dispose();
+                throw;
+            }
+        }
+
+        public void Dispose()
+        {
+            Client.Dispose();
+            BackendA.Dispose();
+            BackendB.Dispose();
+        }
     }
 
     private static void WriteHttpApp(TunnelLab lab, Site site, int backendPort, string? healthPath = null)
